@@ -1,0 +1,72 @@
+"""Build the Cython kernels in csrc/ as fastmlp._ckernels.
+
+Flags: -O3, no -ffast-math, no -march=native.  Set FASTMLP_NATIVE=1 to add
+-march=native for a build that only runs on this CPU.  OpenMP is used when the
+compiler accepts -fopenmp (probed below); otherwise the kernels build serial.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+
+def _compiler_accepts_openmp():
+    """Try to compile and link a tiny OpenMP program with the default C compiler."""
+    if os.environ.get("FASTMLP_NO_OPENMP"):
+        return False
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc.split()[0]) is None:
+        return False
+    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "t.c")
+        with open(path, "w") as f:
+            f.write(src)
+        try:
+            res = subprocess.run(
+                cc.split() + ["-fopenmp", path, "-o", os.path.join(tmp, "t")],
+                capture_output=True, timeout=60,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return res.returncode == 0
+
+
+use_openmp = _compiler_accepts_openmp()
+compile_args = ["-O3"]
+link_args = []
+if use_openmp:
+    compile_args.append("-fopenmp")
+    link_args.append("-fopenmp")
+if os.environ.get("FASTMLP_NATIVE"):
+    compile_args.append("-march=native")
+print(f"fastmlp build: openmp={'yes' if use_openmp else 'no'} flags={compile_args}", file=sys.stderr)
+
+extensions = [
+    Extension(
+        "fastmlp._ckernels",
+        ["csrc/_ckernels.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": "3",
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
+    ),
+)
