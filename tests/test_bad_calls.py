@@ -1,0 +1,107 @@
+"""Bad calls to the compiled backends raise TypeError/ValueError naming the argument.
+
+The calls run in a child process so that a crash (segfault, abort) fails the test instead of
+killing the test run.
+"""
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# (case id, expression using `be`, f32/f64 helpers, expected exception, text in the message)
+CASES = [
+    ("int X", "be.linear_forward(i(4, 3), f(3, 2), f(2), f(4, 2))", "TypeError", "X"),
+    ("float16 W", "be.linear_forward(f(4, 3), f(3, 2).astype('f2'), f(2), f(4, 2))",
+     "TypeError", "W"),
+    ("mixed dtypes", "be.linear_forward(f(4, 3), d(3, 2), f(2), f(4, 2))", "TypeError", "W"),
+    ("list input", "be.linear_forward([[1.0]], f(1, 1), f(1), f(1, 1))", "TypeError", "X"),
+    ("inner dim", "be.linear_forward(f(4, 3), f(5, 2), f(2), f(4, 2))", "ValueError", "W"),
+    ("bias shape", "be.linear_forward(f(4, 3), f(3, 2), f(3), f(4, 2))", "ValueError", "b"),
+    ("out shape", "be.linear_forward(f(4, 3), f(3, 2), f(2), f(2, 4))", "ValueError", "out"),
+    ("1-D X", "be.linear_forward(f(3), f(3, 2), f(2), f(1, 2))", "ValueError", "X"),
+    ("Fortran X", "be.linear_forward(np.asfortranarray(f(4, 3)), f(3, 2), f(2), f(4, 2))",
+     "ValueError", "C-contiguous"),
+    ("strided out", "be.linear_forward(f(4, 3), f(3, 2), f(2), f(4, 4)[:, ::2])",
+     "ValueError", "out"),
+    ("read-only out", "be.linear_forward(f(4, 3), f(3, 2), f(2), ro(f(4, 2)))",
+     "ValueError", "out"),
+    ("backward dW shape", "be.linear_backward(f(4, 2), f(4, 3), f(3, 2), f(2, 3), f(2))",
+     "ValueError", "dW"),
+    ("backward dX shape", "be.linear_backward(f(4, 2), f(4, 3), f(3, 2), f(3, 2), f(2), f(3, 4))",
+     "ValueError", "dX"),
+    ("backward rows", "be.linear_backward(f(5, 2), f(4, 3), f(3, 2), f(3, 2), f(2))",
+     "ValueError", "X"),
+    ("relu shapes", "be.relu_backward(f(4, 2), f(2, 4))", "ValueError", "H"),
+    ("label too big", "be.softmax_xent_grad(f(4, 3), np.array([0, 1, 2, 3]), f(4, 3))",
+     "ValueError", "y"),
+    ("negative label", "be.softmax_xent_grad(f(4, 3), np.array([0, -1, 2, 1]), f(4, 3))",
+     "ValueError", "y"),
+    ("float labels", "be.softmax_xent_grad(f(4, 3), np.zeros(4), f(4, 3))", "TypeError", "y"),
+    ("label count", "be.softmax_xent_grad(f(4, 3), np.zeros(3, int), f(4, 3))",
+     "ValueError", "y"),
+    ("empty Z", "be.softmax_xent_grad(f(0, 3), np.zeros(0, int), f(0, 3))", "ValueError", "Z"),
+    ("weights shape", "be.softmax_xent_grad(f(4, 3), np.zeros(4, int), f(4, 3), np.ones(3))",
+     "ValueError", "sample_weight"),
+    ("negative weight",
+     "be.softmax_xent_grad(f(4, 3), np.zeros(4, int), f(4, 3), np.array([1., -1, 1, 1]))",
+     "ValueError", "sample_weight"),
+    ("zero weights", "be.softmax_xent_grad(f(4, 3), np.zeros(4, int), f(4, 3), np.zeros(4))",
+     "ValueError", "sample_weight"),
+    ("sgd grad shape", "be.sgd_update(f(3, 2), f(2, 3), 0.1)", "ValueError", "dW"),
+    ("sgd nan lr", "be.sgd_update(f(3, 2), f(3, 2), float('nan'))", "ValueError", "lr"),
+    ("sgd negative lr", "be.sgd_update(f(3, 2), f(3, 2), -1.0)", "ValueError", "lr"),
+    ("sgd string lr", "be.sgd_update(f(3, 2), f(3, 2), '0.1')", "TypeError", "lr"),
+    ("sgd inf decay", "be.sgd_update(f(3, 2), f(3, 2), 0.1, float('inf'))", "ValueError",
+     "weight_decay"),
+    ("momentum without velocity", "be.sgd_update(f(3, 2), f(3, 2), 0.1, momentum=0.9)",
+     "ValueError", "velocity"),
+    ("velocity dtype", "be.sgd_update(f(3, 2), f(3, 2), 0.1, velocity=d(3, 2), momentum=0.9)",
+     "TypeError", "velocity"),
+    ("adam step 0", "be.adam_update(f(3), f(3), f(3), f(3), 0, 0.1)", "ValueError", "step"),
+    ("adam float step", "be.adam_update(f(3), f(3), f(3), f(3), 1.5, 0.1)", "TypeError", "step"),
+    ("adam beta1 = 1", "be.adam_update(f(3), f(3), f(3), f(3), 1, 0.1, beta1=1.0)",
+     "ValueError", "beta1"),
+    ("adam m shape", "be.adam_update(f(3), f(3), f(4), f(3), 1, 0.1)", "ValueError", "m"),
+    ("adam eps 0", "be.adam_update(f(3), f(3), f(3), f(3), 1, 0.1, eps=0.0)", "ValueError",
+     "eps"),
+]
+
+CHILD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import fastmlp
+    be = fastmlp.get_backend(sys.argv[1])
+    f = lambda *s: np.ones(s, np.float32)
+    d = lambda *s: np.ones(s, np.float64)
+    i = lambda *s: np.ones(s, np.int64)
+    def ro(a):
+        a.flags.writeable = False
+        return a
+    results = {}
+    for case_id, expr in json.loads(sys.stdin.read()):
+        try:
+            eval(expr)
+            results[case_id] = ["no error", ""]
+        except Exception as exc:
+            results[case_id] = [type(exc).__name__, str(exc)]
+    print(json.dumps(results))
+""")
+
+
+@pytest.fixture(scope="module", params=["numba", "cython"])
+def outcomes(request):
+    proc = subprocess.run([sys.executable, "-c", CHILD, request.param],
+                          input=json.dumps([(c[0], c[1]) for c in CASES]),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"child crashed ({proc.returncode}): {proc.stderr[-2000:]}"
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_call_raises_clear_error(outcomes, case):
+    case_id, _, exc_name, text = case
+    got_name, message = outcomes[case_id]
+    assert got_name == exc_name, f"{case_id}: expected {exc_name}, got {got_name}: {message}"
+    assert text in message, f"{case_id}: message {message!r} does not name {text!r}"
