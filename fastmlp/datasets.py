@@ -74,7 +74,7 @@ def load_idx(path):
     got = len(data) - header
     if got < expected:
         raise bad(f"data truncated: shape {shape} of {dtype.name} needs {expected} bytes, "
-                  f"file has {got}")
+                  f"only {got} follow the header")
     if got > expected:
         raise bad(f"{got - expected} bytes of trailing data after the {expected} bytes "
                   f"that shape {shape} of {dtype.name} needs")

@@ -221,6 +221,8 @@ def test_digits():
     assert X_tr.dtype == np.float32 and y_tr.dtype == np.int64
     assert X_tr.min() == 0.0 and X_tr.max() == 1.0 and X_te.max() <= 1.0
     assert set(y_tr) == set(y_te) == set(range(10))
+    per_class = np.bincount(np.concatenate([y_tr, y_te]))  # stratified: each class split 3:1
+    assert np.all(np.abs(np.bincount(y_te) - per_class * 0.25) < 1)
     again = load_digits(seed=0)
     for a, b in zip((X_tr, y_tr, X_te, y_te), again):
         np.testing.assert_array_equal(a, b)

@@ -1,0 +1,266 @@
+"""Trainer: mini-batch SGD / momentum / Nesterov / Adam over an MLP, with no per-step allocation.
+
+Design: `fit` validates the data once, allocates one Workspace (batch_size rows; the last,
+smaller batch uses a cached row-slice of it), optimizer state and snapshot buffers, then loops.
+Each step gathers the shuffled batch into the workspace with `np.take(..., out=)`, runs the
+model's forward/backward through the backend's raw kernels and updates every parameter in place
+with one fused kernel call.  Per-epoch work (lr schedule, validation, callbacks, early stopping,
+progress bar) stays out of the step.
+"""
+import math
+import time
+
+import numpy as np
+
+from . import _validation as V
+from .history import History
+from .schedules import EarlyStopping, _improved, make_schedule
+
+_SNAPSHOT_EVERY = 100  # steps between copies of the last known-good parameters
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training loss became NaN or infinite; the model holds the last finite weights."""
+
+
+class Trainer:
+    """Trains `model` (an MLP) with mini-batch SGD (plain, momentum, Nesterov) or Adam.
+
+    The loss minimised is mean NLL + weight_decay * sum ||W||^2 (biases are not decayed).
+    Momentum is PyTorch's form: v = momentum v + g; W -= lr v (Nesterov: W -= lr (g + momentum v)).
+    lr_schedule: None, a schedule from fastmlp.schedules, or a callable f(epoch, lr0).
+    early_stopping: None, True (val_loss, patience 5) or an EarlyStopping.
+    callbacks: callables f(history) called after each epoch; returning True stops training.
+    """
+
+    def __init__(self, model, optimizer="sgd", lr=0.01, momentum=0.0, nesterov=False,
+                 beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, batch_size=128,
+                 epochs=10, lr_schedule=None, shuffle=True, seed=None, early_stopping=None,
+                 callbacks=(), verbose=False):
+        if not all(hasattr(model, a) for a in ("weights", "biases", "_train_pass")):
+            raise TypeError(f"model must be a fastmlp.MLP, got {type(model).__name__}")
+        if optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+        self.model, self.optimizer = model, optimizer
+        self.lr = V.check_number("lr", lr, low=0.0, low_inclusive=False)
+        self.momentum = V.check_number("momentum", momentum, low=0.0)
+        if self.momentum >= 1.0:
+            raise ValueError(f"momentum must be < 1, got {momentum}")
+        self.nesterov = bool(nesterov)
+        if self.nesterov and optimizer == "sgd" and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.beta1 = V.check_number("beta1", beta1, low=0.0)
+        self.beta2 = V.check_number("beta2", beta2, low=0.0)
+        if self.beta1 >= 1 or self.beta2 >= 1:
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {beta1}, {beta2}")
+        self.eps = V.check_number("eps", eps, low=0.0, low_inclusive=False)
+        self.weight_decay = V.check_number("weight_decay", weight_decay, low=0.0)
+        self.batch_size = V.check_number("batch_size", batch_size, low=1, integer=True)
+        self.epochs = V.check_number("epochs", epochs, low=1, integer=True)
+        self.schedule = make_schedule(lr_schedule)
+        self.shuffle = bool(shuffle)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        if early_stopping is True:
+            early_stopping = EarlyStopping()
+        if early_stopping not in (None, False) and not isinstance(early_stopping, EarlyStopping):
+            raise TypeError("early_stopping must be None, True or a fastmlp.EarlyStopping")
+        self.early_stopping = early_stopping or None
+        self.callbacks = tuple(callbacks)
+        for cb in self.callbacks:
+            if not callable(cb):
+                raise TypeError(f"callbacks must be callables f(history), got {cb!r}")
+        self.verbose = bool(verbose)
+        self.history = History()
+        self.current_lr = self.lr
+        self.t = 0  # optimizer steps taken (Adam's bias correction counts them)
+        self._ws = None
+        self._state = None
+        self._snapshot = None
+
+    # ---- buffers ---------------------------------------------------------------------------
+    def _workspace(self, m):
+        if self._ws is None or self._ws.n < m:
+            self._ws = self.model.workspace(max(m, min(self.batch_size, 1 << 20)))
+        return self._ws.rows(m)
+
+    def _ensure_state(self):
+        if self._state is not None:
+            return
+        params = self.model.weights + self.model.biases
+        if self.optimizer == "adam":
+            self._state = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
+        elif self.momentum > 0:
+            self._state = [np.zeros_like(p) for p in params]
+        else:
+            self._state = [None] * len(params)
+        self._snapshot = [p.copy() for p in params]
+
+    # ---- one step ----------------------------------------------------------------------------
+    def _update(self):
+        """One in-place optimizer update of every parameter from the model's gradients."""
+        raw, m = self.model.backend.raw, self.model
+        params = m.weights + m.biases
+        grads = m.dweights + m.dbiases
+        n_w, lr = len(m.weights), self.current_lr
+        if self.optimizer == "adam":
+            self.t += 1
+            for i, (p, g, (s1, s2)) in enumerate(zip(params, grads, self._state)):
+                wd = self.weight_decay if i < n_w else 0.0
+                raw.adam_update(p, g, s1, s2, self.t, lr, self.beta1, self.beta2, self.eps, wd)
+        else:
+            self.t += 1
+            for i, (p, g, v) in enumerate(zip(params, grads, self._state)):
+                wd = self.weight_decay if i < n_w else 0.0
+                raw.sgd_update(p, g, lr, wd, v, self.momentum, self.nesterov)
+
+    def _step(self, ws, X, y, sw=None):
+        loss = self.model._train_pass(ws, X, y, sw)
+        if not math.isfinite(loss):
+            self._diverged(loss)
+        if self.t % _SNAPSHOT_EVERY == 0:
+            for dst, src in zip(self._snapshot, self.model.weights + self.model.biases):
+                np.copyto(dst, src)
+        self._update()
+        return loss
+
+    def _diverged(self, loss):
+        params = self.model.weights + self.model.biases
+        restored = not all(V.all_finite(p) for p in params)
+        if restored:
+            for dst, src in zip(params, self._snapshot):
+                np.copyto(dst, src)
+        raise TrainingDivergedError(
+            f"training loss became {loss} at step {self.t + 1} (lr={self.current_lr:g}); "
+            + ("the model was reset to its last finite weights" if restored else
+               "the weights are still finite and were kept") + ". Lower the learning rate.")
+
+    def step(self, X_batch, y_batch):
+        """Exactly one optimizer step on one batch; returns the batch's mean NLL (before the
+        update, without the weight-decay penalty)."""
+        m = self.model
+        X = V.check_X(X_batch, m.n_features, m.dtype, name="X_batch")
+        y = V.check_y(y_batch, X.shape[0], m.n_classes, name="y_batch")
+        self._ensure_state()
+        ws = self._workspace(X.shape[0])
+        return self._step(ws, X, y)
+
+    # ---- epochs ------------------------------------------------------------------------------
+    def fit(self, X, y, X_val=None, y_val=None, sample_weight=None):
+        """Train for `epochs` epochs (fewer with early stopping).  X (N, D), y (N,) integer
+        labels in [0, C); optional validation set; optional sample_weight (N,).
+        Returns the History (also kept as self.history).  On KeyboardInterrupt the model keeps
+        its current weights and self.history holds the finished epochs; the interrupt is
+        re-raised."""
+        m = self.model
+        X = V.check_X(X, m.n_features, m.dtype)
+        y = V.check_y(y, X.shape[0], m.n_classes)
+        sw = self._check_sample_weight(sample_weight, X.shape[0])
+        if (X_val is None) != (y_val is None):
+            raise ValueError("give both X_val and y_val, or neither")
+        if X_val is not None:
+            X_val = V.check_X(X_val, m.n_features, m.dtype, name="X_val")
+            y_val = V.check_y(y_val, X_val.shape[0], m.n_classes, name="y_val")
+        es = self.early_stopping
+        if es is not None and es.monitor.startswith("val") and X_val is None:
+            raise ValueError(f"early stopping monitors {es.monitor!r} but no X_val/y_val given")
+        self._ensure_state()
+        n, bs = X.shape[0], min(self.batch_size, X.shape[0])
+        ws_full = self._workspace(bs)
+        perm = np.arange(n)
+        sw_buf = np.empty(bs, m.dtype) if sw is not None else None
+        best, wait, best_params = None, 0, None
+        self.history = hist = History()
+        for epoch in range(self.epochs):
+            t0 = time.perf_counter()
+            self.current_lr = self._epoch_lr(epoch, hist)
+            if self.shuffle:
+                self._rng.shuffle(perm)
+            bar = self._progress(epoch, n)
+            loss_sum, correct = 0.0, 0
+            for s in range(0, n, bs):
+                e = min(n, s + bs)
+                ws = ws_full.rows(e - s)
+                if self.shuffle:
+                    idx = perm[s:e]
+                    Xb, yb = np.take(X, idx, axis=0, out=ws.X), np.take(y, idx, out=ws.y)
+                    swb = None if sw is None else np.take(sw, idx, out=sw_buf[: e - s])
+                else:
+                    Xb, yb, swb = X[s:e], y[s:e], None if sw is None else sw[s:e]
+                if swb is not None and not swb.sum() > 0:
+                    continue  # a batch with zero total weight carries no gradient
+                loss = self._step(ws, Xb, yb, swb)
+                loss_sum += loss * (e - s)
+                correct += m._n_correct(ws, yb)
+                if bar is not None:
+                    bar.update(e - s)
+                    bar.set_postfix(loss=f"{loss:.4f}", acc=f"{correct / e:.3f}", refresh=False)
+            row = dict(epoch=epoch + 1, train_loss=loss_sum / n + m.penalty(self.weight_decay),
+                       train_acc=correct / n, lr=self.current_lr)
+            if X_val is not None:
+                row["val_loss"], row["val_acc"] = self.evaluate(X_val, y_val)
+            row["seconds"] = time.perf_counter() - t0
+            hist.append(**row)
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.4f}" for k, v in row.items()
+                                 if k in ("train_loss", "train_acc", "val_loss", "val_acc")})
+                bar.close()
+            stop = any(cb(hist) is True for cb in self.callbacks)
+            if es is not None:
+                value = row[es.monitor]
+                if _improved(es.monitor, value, best, es.min_delta):
+                    best, wait = value, 0
+                    best_params = self._copy_params(best_params)
+                else:
+                    wait += 1
+                    stop = stop or wait > es.patience
+            if stop:
+                break
+        if es is not None and es.restore_best and best_params is not None:
+            for dst, src in zip(m.weights + m.biases, best_params):
+                np.copyto(dst, src)
+        return hist
+
+    def evaluate(self, X, y):
+        """(mean NLL + penalty, accuracy) of the model on (X, y)."""
+        m = self.model
+        X = V.check_X(X, m.n_features, m.dtype)
+        y = V.check_y(y, X.shape[0], m.n_classes)
+        logits = m.forward(X)
+        loss = m.backend.raw.softmax_xent_grad(logits, y, np.empty_like(logits), None)
+        acc = float(np.mean(np.argmax(logits, axis=1) == y))
+        return loss + m.penalty(self.weight_decay), acc
+
+    def _epoch_lr(self, epoch, hist):
+        lr = self.schedule.lr(epoch, self.lr, hist)
+        if not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr_schedule gave a non-finite or non-positive lr {lr!r} "
+                             f"at epoch {epoch}")
+        return float(lr)
+
+    def _copy_params(self, buf):
+        params = self.model.weights + self.model.biases
+        if buf is None:
+            return [p.copy() for p in params]
+        for dst, src in zip(buf, params):
+            np.copyto(dst, src)
+        return buf
+
+    def _check_sample_weight(self, sample_weight, n):
+        if sample_weight is None:
+            return None
+        sw = np.asarray(sample_weight)
+        if sw.dtype.kind not in "fiub" or sw.shape != (n,):
+            raise ValueError(f"sample_weight must be numeric of shape ({n},), got "
+                             f"{sw.dtype} {sw.shape}")
+        sw = np.ascontiguousarray(sw, dtype=self.model.dtype)
+        if not V.all_finite(sw) or np.any(sw < 0) or not sw.sum() > 0:
+            raise ValueError("sample_weight must be finite, non-negative, with a positive sum")
+        return sw
+
+    def _progress(self, epoch, n):
+        if not self.verbose:
+            return None
+        from tqdm.auto import tqdm
+        return tqdm(total=n, desc=f"epoch {epoch + 1}/{self.epochs}", unit="sample",
+                    leave=True, dynamic_ncols=True, mininterval=0.2)
