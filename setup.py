@@ -1,6 +1,6 @@
 """Build the Cython kernels in csrc/ as fastmlp._ckernels.
 
-Flags: -O3, no -ffast-math, no -march=native.  Set FASTMLP_NATIVE=1 to add
+Flags: -O3 -fno-math-errno, no -ffast-math, no -march=native.  Set FASTMLP_NATIVE=1 to add
 -march=native for a build that only runs on this CPU.  OpenMP is used when the
 compiler accepts -fopenmp (probed below); otherwise the kernels build serial.
 """
@@ -38,7 +38,9 @@ def _compiler_accepts_openmp():
 
 
 use_openmp = _compiler_accepts_openmp()
-compile_args = ["-O3"]
+# -fno-math-errno only stops libm from setting errno (results are unchanged); without it GCC
+# cannot vectorise a loop that calls sqrt, as Adam's update does.
+compile_args = ["-O3", "-fno-math-errno"]
 link_args = []
 if use_openmp:
     compile_args.append("-fopenmp")

@@ -91,8 +91,11 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module", params=["numba", "cython"])
-def outcomes(request):
+def outcomes(request, tmp_path_factory):
+    # cwd elsewhere: `python -c` puts the working directory first on sys.path, and the source
+    # checkout there has no compiled extension
     proc = subprocess.run([sys.executable, "-c", CHILD, request.param],
+                          cwd=tmp_path_factory.mktemp("child"),
                           input=json.dumps([(c[0], c[1]) for c in CASES]),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"child crashed ({proc.returncode}): {proc.stderr[-2000:]}"

@@ -1,0 +1,329 @@
+"""Numba backend: the raw kernels of docs/kernels.md, compiled with Numba.
+
+Design
+------
+* Same names and argument order as `reference.py`.  These kernels trust their input: the
+  validation lives in `_checked.CheckedBackend`, and the Model calls them directly once it has
+  validated its workspaces.  Outputs are caller-allocated and written in place; no kernel
+  allocates.
+* Every kernel is `@njit` with the options in `numba_config` (cache, nogil, an explicit
+  fast-math flag set without nnan/ninf/reassoc, NumPy's division-by-zero semantics) and is
+  dtype-generic: float32 and float64 each get their own compiled specialisation on first use.
+  Python-float hyper-parameters are cast to the arrays' dtype inside the kernel
+  (`W.dtype.type(lr)`), so float32 arrays are updated with float32 arithmetic.  Sums that
+  feed the loss (log-sum-exp, the NLL, the sample weights) are accumulated in float64.
+* Matrix products go to BLAS through `np.dot(a, b, out)` inside the compiled code (Numba
+  passes the transposed views `X.T` / `W.T`, which are F-ordered, as BLAS transpose flags;
+  no copy; zero-size operands give zeros).  The work around them is fused into one loop:
+  bias + ReLU, the bias gradient, the ReLU mask, and the softmax / cross-entropy per row
+  (max, exp and its sum written into dZ, then scale and subtract the one-hot).
+* `linear_forward`, `linear_backward`, `relu_backward` and `softmax_xent_grad` are the
+  compiled functions themselves (`dX=None` / `sample_weight=None` are resolved at compile
+  time: one specialisation each).  `sgd_update` / `adam_update` are small Python wrappers
+  that pick the serial kernel or, at or above the parallel threshold, a `prange` kernel.
+
+Threading layer
+---------------
+The prange kernels are off by default (`numba_config.PARALLEL_MIN_SIZE` says why: on the
+machine this was written on they lose to the serial loop inside a training step).  When a
+threshold is set, at import we ask for Numba's 'threadsafe' layer (TBB, else OpenMP) -- the
+default choice may land on 'workqueue', which aborts the process when two Python threads
+launch parallel kernels at once, and these kernels release the GIL precisely so that
+models can train in concurrent threads -- unless the user or another library already
+chose or started a layer, then launch one tiny prange kernel.  If that fails, or the layer
+running is 'workqueue', the updates stay serial (`PARALLEL_LAYER` is None).  Here TBB is not
+installed, so the layer is OpenMP (GNU libgomp).  GNU OpenMP cannot be used in a child
+created by fork() once the parent has used it (Numba terminates that child), so a fork hook
+switches the child to the serial kernels.
+"""
+import math
+import os
+import sys
+import warnings
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .numba_config import JIT_OPTIONS, PARALLEL_MIN_SIZE
+
+name = "numba"
+
+_jit = njit(**JIT_OPTIONS)
+_jit_parallel = njit(parallel=True, **JIT_OPTIONS)
+_jit_inline = njit(inline="always", **JIT_OPTIONS)  # inlined into its callers' IR
+
+
+# --------------------------------------------------------------------------- linear layers
+
+@_jit
+def linear_forward(X, W, b, out, relu=False):
+    """out = X @ W + b, then ReLU if `relu`.  Returns out."""
+    # X (N,D) IN, W (D,H) IN, b (H,) IN, out (N,H) OUT
+    np.dot(X, W, out)
+    n, h = out.shape
+    zero = out.dtype.type(0)
+    if relu:
+        for i in range(n):
+            for j in range(h):
+                v = out[i, j] + b[j]
+                out[i, j] = zero if v < zero else v  # NaN passes through, as np.maximum
+    else:
+        for i in range(n):
+            for j in range(h):
+                out[i, j] += b[j]
+    return out
+
+
+@_jit
+def linear_backward(dY, X, W, dW, db, dX=None):
+    """dW = X.T @ dY, db = column sums of dY, dX = dY @ W.T when dX is given.  Returns dW."""
+    # dY (N,H) IN, X (N,D) IN, W (D,H) IN, dW (D,H) OUT, db (H,) OUT, dX (N,D) OUT or None
+    np.dot(X.T, dY, dW)
+    n, h = dY.shape
+    db[:] = 0
+    for i in range(n):
+        for j in range(h):
+            db[j] += dY[i, j]
+    if dX is not None:
+        np.dot(dY, W.T, dX)
+    return dW
+
+
+@_jit
+def relu_backward(dH, H):
+    """dH[H <= 0] = 0 in place, H being the ReLU output.  Returns dH."""
+    # dH (N,H) IN/OUT, H (N,H) IN
+    n, h = dH.shape
+    zero = dH.dtype.type(0)
+    for i in range(n):
+        for j in range(h):
+            dH[i, j] = zero if H[i, j] <= zero else dH[i, j]
+    return dH
+
+
+# --------------------------------------------------------------------------- loss
+
+@_jit
+def softmax_xent_grad(Z, y, dZ, sample_weight=None):
+    """Mean (or weighted-mean) NLL of softmax(Z) at y, as a float; dZ = its gradient."""
+    # Z (N,C) IN, y (N,) int64 IN, dZ (N,C) OUT, sample_weight (N,) IN or None
+    n, c = Z.shape
+    if sample_weight is None:
+        total = float(n)
+    else:
+        total = 0.0
+        for i in range(n):
+            total += sample_weight[i]
+    one = Z.dtype.type(1)
+    loss = 0.0
+    for i in range(n):
+        z = Z[i]
+        g = dZ[i]
+        m = z[0]
+        for j in range(1, c):
+            if z[j] > m:
+                m = z[j]
+        s = 0.0  # float64 sum of exp(z - max) >= 1
+        for j in range(c):
+            e = np.exp(z[j] - m)
+            g[j] = e
+            s += e
+        k = y[i]
+        w = 1.0 if sample_weight is None else float(sample_weight[i])
+        loss += w * (math.log(s) - (float(z[k]) - float(m)))
+        inv_s = Z.dtype.type(1.0 / s)
+        scale = Z.dtype.type(w / total)
+        p_k = g[k] * inv_s
+        for j in range(c):
+            g[j] = g[j] * inv_s * scale
+        g[k] = (p_k - one) * scale
+    return loss / total
+
+
+# --------------------------------------------------------------------------- optimizers
+# Each update is written once, as a per-element step inlined into two loops: a serial driver
+# that takes the parameter at any rank and flattens it, and a prange kernel (Numba's static
+# schedule gives each thread one contiguous slice) that takes flat 1-D arrays from the Python
+# wrapper.  The prange kernels keep to the plainest Numba: no reshape, tuple unpacking or
+# Optional values inside them -- with Numba 0.68, `a, b, c, d = A.reshape(-1), ...` before a
+# prange loop makes the parfor pass drop the loop (the arrays are left unchanged), and an
+# Optional array inside a prange body took the wrong branch.
+
+@_jit_inline
+def _sgd_step(w, d, i, lr, wd2):
+    # w, d (n,) flat; plain step on element i
+    w[i] -= lr * (d[i] + wd2 * w[i])
+
+
+@_jit_inline
+def _sgd_momentum_step(w, d, v, i, lr, wd2, mu, nesterov):
+    # w, d, v (n,) flat; heavy-ball or Nesterov step on element i
+    g = d[i] + wd2 * w[i]
+    vi = mu * v[i] + g
+    v[i] = vi
+    w[i] -= lr * (g + mu * vi) if nesterov else lr * vi
+
+
+@_jit_inline
+def _adam_step(w, d, m, v, i, lr, b1, b1c, b2, b2c, c1, c2, eps, wd2):
+    # w, d, m, v (n,) flat; element i.  b1c = 1-beta1, b2c = 1-beta2, c = 1-beta**step
+    g = d[i] + wd2 * w[i]
+    mi = b1 * m[i] + b1c * g
+    vi = b2 * v[i] + b2c * g * g
+    m[i] = mi
+    v[i] = vi
+    w[i] -= lr * (mi / c1) / (np.sqrt(vi / c2) + eps)
+
+
+@_jit
+def _sgd_serial(W, dW, lr, weight_decay, velocity, momentum, nesterov):
+    # W, dW, velocity (or None): same shape, any rank, C-contiguous
+    t = W.dtype.type
+    lr_ = t(lr)
+    wd2 = t(2.0 * weight_decay)
+    mu = t(momentum)
+    w = W.reshape(-1)
+    d = dW.reshape(-1)
+    if velocity is None:  # decided at compile time: one specialisation per case
+        for i in range(w.size):
+            _sgd_step(w, d, i, lr_, wd2)
+    else:
+        v = velocity.reshape(-1)
+        for i in range(w.size):
+            _sgd_momentum_step(w, d, v, i, lr_, wd2, mu, nesterov)
+    return W
+
+
+@_jit_parallel
+def _sgd_parallel(w, d, lr, weight_decay, v, momentum, nesterov):
+    # w, d, v (or None): (n,) flat views
+    t = w.dtype.type
+    lr_ = t(lr)
+    wd2 = t(2.0 * weight_decay)
+    mu = t(momentum)
+    if v is None:
+        for i in prange(w.size):
+            _sgd_step(w, d, i, lr_, wd2)
+    else:
+        for i in prange(w.size):
+            _sgd_momentum_step(w, d, v, i, lr_, wd2, mu, nesterov)
+
+
+@_jit
+def _adam_serial(W, dW, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    # W, dW, m, v: same shape, any rank, C-contiguous
+    t = W.dtype.type
+    lr_ = t(lr)
+    b1 = t(beta1)
+    b1c = t(1.0 - beta1)
+    b2 = t(beta2)
+    b2c = t(1.0 - beta2)
+    c1 = t(1.0 - math.pow(beta1, step))
+    c2 = t(1.0 - math.pow(beta2, step))
+    eps_ = t(eps)
+    wd2 = t(2.0 * weight_decay)
+    w = W.reshape(-1)
+    d = dW.reshape(-1)
+    mf = m.reshape(-1)
+    vf = v.reshape(-1)
+    for i in range(w.size):
+        _adam_step(w, d, mf, vf, i, lr_, b1, b1c, b2, b2c, c1, c2, eps_, wd2)
+    return W
+
+
+@_jit_parallel
+def _adam_parallel(w, d, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    # w, d, m, v: (n,) flat views
+    t = w.dtype.type
+    lr_ = t(lr)
+    b1 = t(beta1)
+    b1c = t(1.0 - beta1)
+    b2 = t(beta2)
+    b2c = t(1.0 - beta2)
+    c1 = t(1.0 - math.pow(beta1, step))
+    c2 = t(1.0 - math.pow(beta2, step))
+    eps_ = t(eps)
+    wd2 = t(2.0 * weight_decay)
+    for i in prange(w.size):
+        _adam_step(w, d, m, v, i, lr_, b1, b1c, b2, b2c, c1, c2, eps_, wd2)
+
+
+def sgd_update(W, dW, lr, weight_decay=0.0, velocity=None, momentum=0.0, nesterov=False):
+    """In-place SGD step (plain, heavy-ball or Nesterov, PyTorch's form).  Returns W.
+
+    W, dW, velocity: same shape, any rank.  g = dW + 2 wd W; v = momentum v + g;
+    W -= lr (g + momentum v) if nesterov else lr v; without velocity W -= lr g.
+    """
+    if W.size < _parallel_min_size:
+        return _sgd_serial(W, dW, lr, weight_decay, velocity, momentum, nesterov)
+    v = None if velocity is None else velocity.reshape(-1)
+    _sgd_parallel(W.reshape(-1), dW.reshape(-1), lr, weight_decay, v, momentum, nesterov)
+    return W
+
+
+def adam_update(W, dW, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    """In-place bias-corrected Adam step number `step` (>= 1).  Returns W.
+
+    W, dW, m, v: same shape, any rank.  g = dW + 2 wd W; m, v: moving averages of g, g*g;
+    W -= lr (m / (1 - beta1**step)) / (sqrt(v / (1 - beta2**step)) + eps).
+    """
+    if W.size < _parallel_min_size:
+        return _adam_serial(W, dW, m, v, step, lr, beta1, beta2, eps, weight_decay)
+    _adam_parallel(W.reshape(-1), dW.reshape(-1), m.reshape(-1), v.reshape(-1), step, lr,
+                   beta1, beta2, eps, weight_decay)
+    return W
+
+
+# --------------------------------------------------------------------------- threading layer
+
+@_jit_parallel
+def _parallel_probe(a):
+    # a (n,) IN/OUT; the smallest prange kernel, launched once to start the threading layer
+    for i in prange(a.size):
+        a[i] += 1.0
+    return a
+
+
+def _parallel_min_size_setting():
+    """PARALLEL_MIN_SIZE, or FASTMLP_NUMBA_PARALLEL_MIN_SIZE when set; None = never."""
+    env = os.environ.get("FASTMLP_NUMBA_PARALLEL_MIN_SIZE", "").strip()
+    if not env:
+        return PARALLEL_MIN_SIZE
+    try:
+        return max(0, int(env))
+    except ValueError:
+        warnings.warn(f"FASTMLP_NUMBA_PARALLEL_MIN_SIZE={env!r} is not an integer; ignored",
+                      RuntimeWarning, stacklevel=2)
+        return PARALLEL_MIN_SIZE
+
+
+def _start_parallel():
+    """Start a thread-safe threading layer; return its name, or None to stay serial."""
+    chose = False
+    try:
+        numba.threading_layer()  # already started (by the user or another library): keep it
+    except ValueError:
+        if numba.config.THREADING_LAYER == "default":
+            numba.config.THREADING_LAYER = "threadsafe"
+            chose = True
+    try:
+        _parallel_probe(np.zeros(2))
+        layer = numba.threading_layer()
+    except Exception:  # any failure to launch threads just means: serial kernels
+        if chose:
+            numba.config.THREADING_LAYER = "default"
+        return None
+    return layer if layer in ("tbb", "omp") else None
+
+
+def _serial_after_fork():
+    global _parallel_min_size
+    _parallel_min_size = sys.maxsize
+
+
+_min_size = _parallel_min_size_setting()
+PARALLEL_LAYER = None if _min_size is None else _start_parallel()
+_parallel_min_size = _min_size if PARALLEL_LAYER is not None else sys.maxsize
+if PARALLEL_LAYER == "omp":
+    os.register_at_fork(after_in_child=_serial_after_fork)

@@ -1,0 +1,214 @@
+"""The `fastmlp` command line: train, predict, info (and bench, see bench/).
+
+Every user error (bad option, missing data, bad value) is one line on stderr and exit code 2.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"fastmlp: error: {message} (see 'fastmlp {self._sub} --help')\n"
+                  if getattr(self, "_sub", None) else f"fastmlp: error: {message}\n")
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return v
+
+
+def _finite_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not np.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return v
+
+
+def build_parser():
+    p = _Parser(prog="fastmlp", description="Train and use ReLU MLPs on the CPU.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a model (default: the 8x8 digits)")
+    t._sub = "train"
+    t.add_argument("--dataset", default="digits",
+                   help="digits | fashion-mnist | mnist | a folder of IDX files")
+    t.add_argument("--hidden", type=_positive_int, nargs="+", default=[256],
+                   metavar="N", help="hidden layer sizes (default: 256)")
+    t.add_argument("--optimizer", choices=("sgd", "adam"), default="adam")
+    t.add_argument("--lr", type=_finite_float, default=None,
+                   help="learning rate (default 1e-3 for adam, 0.05 for sgd)")
+    t.add_argument("--momentum", type=_finite_float, default=0.9, help="sgd momentum (0.9)")
+    t.add_argument("--weight-decay", type=_finite_float, default=0.0,
+                   help="L2 penalty: loss += wd * sum ||W||^2")
+    t.add_argument("--lr-decay", type=_finite_float, default=1.0,
+                   help="multiply the lr by this every epoch (e.g. 0.92; default 1 = constant)")
+    t.add_argument("--epochs", type=_positive_int, default=20)
+    t.add_argument("--batch-size", type=_positive_int, default=128)
+    t.add_argument("--backend", choices=("auto", "numpy", "numba", "cython"), default="auto")
+    t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--validation-fraction", type=_finite_float, default=0.1,
+                   help="share of the training set held out for validation (0.1)")
+    t.add_argument("--early-stopping", type=_positive_int, nargs="?", const=5, default=None,
+                   metavar="PATIENCE", help="stop when validation loss stalls (patience 5)")
+    t.add_argument("--save", metavar="PATH", help="write the trained model (.npz)")
+    t.add_argument("--plot", metavar="PATH", help="loss/accuracy curves (PNG, PDF, ...)")
+    t.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    pr = sub.add_parser("predict", help="evaluate a saved model on a dataset's test split")
+    pr._sub = "predict"
+    pr.add_argument("--model", required=True, metavar="PATH")
+    pr.add_argument("--dataset", default="digits")
+    pr.add_argument("--backend", choices=("auto", "numpy", "numba", "cython"), default="auto")
+    pr.add_argument("--out", metavar="PATH", help="write one predicted label per line")
+    pr.add_argument("--json", action="store_true")
+
+    i = sub.add_parser("info", help="version, backends, BLAS and threads")
+    i._sub = "info"
+
+    b = sub.add_parser("bench", help="run the benchmark report (see README, Performance)")
+    b._sub = "bench"
+    b.add_argument("args", nargs=argparse.REMAINDER, help="options passed to the report")
+    return p
+
+
+def _split_validation(X, y, fraction, seed):
+    if fraction <= 0:
+        return X, y, None, None
+    if fraction >= 1:
+        raise ValueError(f"--validation-fraction must be < 1, got {fraction}")
+    from sklearn.model_selection import train_test_split
+    Xt, Xv, yt, yv = train_test_split(X, y, test_size=fraction, random_state=seed, stratify=y)
+    return Xt, yt, Xv, yv
+
+
+def cmd_train(a):
+    import fastmlp
+    from fastmlp.datasets import load_dataset
+
+    Xtr, ytr, Xte, yte = load_dataset(a.dataset)
+    n_classes = int(max(ytr.max(), yte.max())) + 1
+    Xt, yt, Xv, yv = _split_validation(Xtr, ytr, a.validation_fraction, a.seed)
+    sizes = (Xtr.shape[1], *a.hidden, n_classes)
+    model = fastmlp.MLP(sizes, dtype=a.dtype, seed=a.seed, backend=a.backend)
+    lr = a.lr if a.lr is not None else (1e-3 if a.optimizer == "adam" else 0.05)
+    if not 0 < a.lr_decay <= 1:
+        raise ValueError(f"--lr-decay must be in (0, 1], got {a.lr_decay}")
+    schedule = fastmlp.StepDecay(a.lr_decay) if a.lr_decay < 1 else None
+    es = fastmlp.EarlyStopping("val_loss", patience=a.early_stopping) \
+        if a.early_stopping and Xv is not None else None
+    if a.early_stopping and Xv is None:
+        raise ValueError("--early-stopping needs --validation-fraction > 0")
+    trainer = fastmlp.Trainer(
+        model, optimizer=a.optimizer, lr=lr, momentum=a.momentum if a.optimizer == "sgd" else 0,
+        weight_decay=a.weight_decay, batch_size=a.batch_size, epochs=a.epochs,
+        lr_schedule=schedule, seed=a.seed, early_stopping=es, verbose=not a.quiet)
+    say = (lambda *x: print(*x, file=sys.stderr)) if a.json else print
+    say(f"fastmlp {fastmlp.__version__}: {a.dataset} {Xt.shape[0]} train / "
+        f"{0 if Xv is None else Xv.shape[0]} validation / {Xte.shape[0]} test, "
+        f"layers {sizes}, {a.optimizer} lr={lr:g}, backend {model.backend.name}, {a.dtype}")
+    t0 = time.perf_counter()
+    interrupted = False
+    try:
+        trainer.fit(Xt, yt, Xv, yv)
+    except KeyboardInterrupt:
+        interrupted = True
+        say(f"interrupted after {len(trainer.history)} epochs; keeping the model as it is")
+    seconds = time.perf_counter() - t0
+    hist = trainer.history
+    acc = model.score(Xte, yte)
+    say(f"test accuracy: {acc:.4f}  ({len(hist)} epochs, {seconds:.1f} s)")
+    if a.save:
+        model.save(a.save)
+        say(f"saved model to {a.save}")
+    if a.plot and len(hist):
+        hist.plot(a.plot)
+        say(f"saved curves to {a.plot}")
+    if a.json:
+        print(json.dumps({"dataset": a.dataset, "layer_sizes": list(sizes),
+                          "backend": model.backend.name, "dtype": a.dtype,
+                          "optimizer": a.optimizer, "lr": lr, "epochs_run": len(hist),
+                          "interrupted": interrupted, "test_accuracy": acc,
+                          "train_seconds": seconds, "history": hist.as_dict(),
+                          "saved": a.save, "plot": a.plot}))
+    return 130 if interrupted else 0
+
+
+def cmd_predict(a):
+    import fastmlp
+    from fastmlp.datasets import load_dataset
+
+    model = fastmlp.MLP.load(a.model, backend=a.backend)
+    _, _, X, y = load_dataset(a.dataset)
+    if X.shape[1] != model.n_features:
+        raise ValueError(f"the model expects {model.n_features} features, dataset "
+                         f"{a.dataset!r} has {X.shape[1]}")
+    pred = model.predict(X)
+    acc = float(np.mean(pred == y))
+    if a.out:
+        np.savetxt(a.out, pred, fmt="%d")
+    if a.json:
+        print(json.dumps({"model": a.model, "dataset": a.dataset, "n": int(len(y)),
+                          "accuracy": acc, "out": a.out}))
+    else:
+        print(f"accuracy: {acc:.4f} on {len(y)} test samples of {a.dataset}")
+        if a.out:
+            print(f"wrote {len(pred)} predictions to {a.out}")
+    return 0
+
+
+def cmd_info(a):
+    import numba
+    import scipy
+    from threadpoolctl import threadpool_info
+
+    import fastmlp
+    print(f"fastmlp {fastmlp.__version__} ({os.path.dirname(fastmlp.__file__)})")
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, scipy {scipy.__version__}, "
+          f"numba {numba.__version__}")
+    print(f"backends: {', '.join(fastmlp.available_backends())} "
+          f"(auto = {fastmlp.get_backend('auto').name})")
+    print(f"cpus: {os.cpu_count()}, numba threads: {numba.config.NUMBA_NUM_THREADS}, "
+          f"numba threading layer: {numba.config.THREADING_LAYER}")
+    for pool in threadpool_info():
+        print(f"threadpool: {pool.get('internal_api')} {pool.get('version')} "
+              f"({pool.get('user_api')}, {pool.get('num_threads')} threads) "
+              f"{os.path.basename(pool.get('filepath', ''))}")
+    return 0
+
+
+def cmd_bench(a):
+    from fastmlp.benchreport import main as bench_main
+    return bench_main(a.args)
+
+
+def main(argv=None):
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return {"train": cmd_train, "predict": cmd_predict, "info": cmd_info,
+                "bench": cmd_bench}[a.command](a)
+    except (ValueError, TypeError, FileNotFoundError, ImportError, OSError) as exc:
+        print(f"fastmlp: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
