@@ -103,14 +103,14 @@ def cmd_train(a):
     import fastmlp
     from fastmlp.datasets import load_dataset
 
+    if not 0 < a.lr_decay <= 1:
+        raise ValueError(f"--lr-decay must be in (0, 1], got {a.lr_decay}")
     Xtr, ytr, Xte, yte = load_dataset(a.dataset)
     n_classes = int(max(ytr.max(), yte.max())) + 1
     Xt, yt, Xv, yv = _split_validation(Xtr, ytr, a.validation_fraction, a.seed)
     sizes = (Xtr.shape[1], *a.hidden, n_classes)
     model = fastmlp.MLP(sizes, dtype=a.dtype, seed=a.seed, backend=a.backend)
     lr = a.lr if a.lr is not None else (1e-3 if a.optimizer == "adam" else 0.05)
-    if not 0 < a.lr_decay <= 1:
-        raise ValueError(f"--lr-decay must be in (0, 1], got {a.lr_decay}")
     schedule = fastmlp.StepDecay(a.lr_decay) if a.lr_decay < 1 else None
     es = fastmlp.EarlyStopping("val_loss", patience=a.early_stopping) \
         if a.early_stopping and Xv is not None else None
