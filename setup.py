@@ -53,7 +53,8 @@ extensions = [
     Extension(
         "fastmlp._ckernels",
         ["csrc/_ckernels.pyx"],
-        include_dirs=[np.get_include()],
+        include_dirs=[np.get_include(), "csrc"],
+        depends=["csrc/_updates.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,

@@ -19,6 +19,8 @@
 #   a parallel region libgomp's idle workers spin for a while and take cores from the
 #   OpenBLAS threads of the next GEMM, which cost more than threads saved at MLP sizes.
 #   `parallel_thresholds()` reads and sets them (tests set 0 to cover the threaded path).
+# * The serial optimiser updates are C loops in _updates.h, compiled for AVX2 and for the
+#   baseline ISA with run-time selection (the build has no -march=native).
 # * Built without -ffast-math: the softmax relies on IEEE inf/NaN rules and on the max shift.
 """Cython kernels of fastmlp (raw, unchecked); use fastmlp.get_backend('cython')."""
 
@@ -28,6 +30,21 @@ from libc.stdint cimport int64_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
+
+cdef extern from "_updates.h" nogil:
+    # serial, vectorised loops (AVX2 clone where the CPU has it); see _updates.h
+    void sgd_plain_f32(float* W, const float* dW, Py_ssize_t n, float lr, float wd2)
+    void sgd_plain_f64(double* W, const double* dW, Py_ssize_t n, double lr, double wd2)
+    void sgd_momentum_f32(float* W, const float* dW, float* v, Py_ssize_t n, float lr,
+                          float wd2, float mu, int nesterov)
+    void sgd_momentum_f64(double* W, const double* dW, double* v, Py_ssize_t n, double lr,
+                          double wd2, double mu, int nesterov)
+    void adam_f32(float* W, const float* dW, float* m, float* v, Py_ssize_t n, float lr,
+                  float b1, float b2, float ob1, float ob2, float c1, float c2, float eps,
+                  float wd2)
+    void adam_f64(double* W, const double* dW, double* m, double* v, Py_ssize_t n, double lr,
+                  double b1, double b2, double ob1, double ob2, double c1, double c2,
+                  double eps, double wd2)
 
 ctypedef fused floating:
     float
@@ -224,6 +241,21 @@ cdef void _sgd_update(floating[::1] W,          # IN/OUT (n,)
     cdef floating lr_ = lr, mu = momentum, g
     cdef floating wd2 = 2 * <floating>weight_decay
     cdef bint plain = vel is None
+    if n == 0:
+        return
+    if n < _par_elems:
+        with nogil:
+            if floating is float:
+                if plain:
+                    sgd_plain_f32(&W[0], &dW[0], n, lr_, wd2)
+                else:
+                    sgd_momentum_f32(&W[0], &dW[0], &vel[0], n, lr_, wd2, mu, nesterov)
+            else:
+                if plain:
+                    sgd_plain_f64(&W[0], &dW[0], n, lr_, wd2)
+                else:
+                    sgd_momentum_f64(&W[0], &dW[0], &vel[0], n, lr_, wd2, mu, nesterov)
+        return
     with nogil:
         if plain:
             for i in prange(n, schedule='static', use_threads_if=n >= _par_elems):
@@ -253,8 +285,19 @@ cdef void _adam_update(floating[::1] W,         # IN/OUT (n,)
     cdef floating c1 = <floating>(1.0 - pow(beta1, step))   # bias corrections in double,
     cdef floating c2 = <floating>(1.0 - pow(beta2, step))   # then cast once
     cdef floating wd2 = 2 * <floating>weight_decay
+    if n == 0:
+        return
+    if n < _par_elems:
+        with nogil:
+            if floating is float:
+                adam_f32(&W[0], &dW[0], &m[0], &v[0], n, lr_, b1, b2, ob1, ob2, c1, c2, eps_,
+                         wd2)
+            else:
+                adam_f64(&W[0], &dW[0], &m[0], &v[0], n, lr_, b1, b2, ob1, ob2, c1, c2, eps_,
+                         wd2)
+        return
     with nogil:
-        for i in prange(n, schedule='static', use_threads_if=n >= _par_elems):
+        for i in prange(n, schedule='static'):
             g = dW[i] + wd2 * W[i]
             m[i] = b1 * m[i] + ob1 * g
             v[i] = b2 * v[i] + ob2 * g * g
