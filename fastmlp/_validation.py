@@ -15,7 +15,8 @@ def all_finite(a):
     pays for the exact elementwise check."""
     if a.size == 0:
         return True
-    s = float(np.add.reduce(a.reshape(-1)))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum is not an error
+        s = float(np.add.reduce(a.reshape(-1)))
     return math.isfinite(s) or bool(np.isfinite(a).all())
 
 
@@ -45,19 +46,27 @@ def check_X(X, n_features=None, dtype=np.float32, name="X"):
 
 
 def check_y(y, n_samples, n_classes, name="y"):
-    """1-D integer labels in [0, n_classes), returned as C-contiguous int64."""
+    """1-D integer labels in [0, n_classes), returned as C-contiguous int64.
+
+    Floats holding whole numbers (0.0, 1.0, ...) are accepted; the range is checked before
+    the cast, so 1e20 is reported as out of range instead of wrapping around in int64."""
     arr = np.asarray(y)
-    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-        arr = arr.astype(np.int64)  # 0.0, 1.0, ... are integer labels stored as floats
+    if arr.dtype.kind == "f":
+        if not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+            raise TypeError(f"{name} must hold integer class labels, got {arr.dtype} values "
+                            "that are not whole numbers (or NaN/infinity)")
     elif arr.dtype.kind not in "iub":
         raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.shape[0] != n_samples:
         raise ValueError(f"{name} has {arr.shape[0]} labels but X has {n_samples} samples")
-    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= n_classes):
-        raise ValueError(f"{name} has labels outside [0, {n_classes}): "
-                         f"min {int(arr.min())}, max {int(arr.max())}")
+    if arr.size:
+        lo, hi = arr.min(), arr.max()
+        if lo < 0 or hi >= n_classes:
+            show = float if arr.dtype.kind == "f" else int
+            raise ValueError(f"{name} has labels outside [0, {n_classes}): "
+                             f"min {show(lo)}, max {show(hi)}")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 

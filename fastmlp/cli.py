@@ -39,6 +39,43 @@ def _finite_float(text):
     return v
 
 
+def _positive_float(text):
+    v = _finite_float(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return v
+
+
+def _momentum(text):
+    v = _finite_float(text)
+    if v >= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in [0, 1)")
+    return v
+
+
+def _seed(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= v < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in [0, 2**32)")
+    return v
+
+
+def _check_writable(option, path):
+    """Refuse an output path before training rather than lose the model after it."""
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{option} {path}: folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{option} {path} is a directory")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"{option} {path}: folder {folder} is not writable")
+
+
 def build_parser():
     p = _Parser(prog="fastmlp", description="Train and use ReLU MLPs on the CPU.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
@@ -51,9 +88,9 @@ def build_parser():
     t.add_argument("--hidden", type=_positive_int, nargs="+", default=[256],
                    metavar="N", help="hidden layer sizes (default: 256)")
     t.add_argument("--optimizer", choices=("sgd", "adam"), default="adam")
-    t.add_argument("--lr", type=_finite_float, default=None,
+    t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default 1e-3 for adam, 0.05 for sgd)")
-    t.add_argument("--momentum", type=_finite_float, default=0.9, help="sgd momentum (0.9)")
+    t.add_argument("--momentum", type=_momentum, default=0.9, help="sgd momentum (0.9)")
     t.add_argument("--weight-decay", type=_finite_float, default=0.0,
                    help="L2 penalty: loss += wd * sum ||W||^2")
     t.add_argument("--lr-decay", type=_finite_float, default=1.0,
@@ -62,7 +99,7 @@ def build_parser():
     t.add_argument("--batch-size", type=_positive_int, default=128)
     t.add_argument("--backend", choices=("auto", "numpy", "numba", "cython"), default="auto")
     t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--validation-fraction", type=_finite_float, default=0.1,
                    help="share of the training set held out for validation (0.1)")
     t.add_argument("--early-stopping", type=_positive_int, nargs="?", const=5, default=None,
@@ -105,6 +142,8 @@ def cmd_train(a):
 
     if not 0 < a.lr_decay <= 1:
         raise ValueError(f"--lr-decay must be in (0, 1], got {a.lr_decay}")
+    _check_writable("--save", a.save)
+    _check_writable("--plot", a.plot)
     Xtr, ytr, Xte, yte = load_dataset(a.dataset)
     n_classes = int(max(ytr.max(), yte.max())) + 1
     Xt, yt, Xv, yv = _split_validation(Xtr, ytr, a.validation_fraction, a.seed)
@@ -155,6 +194,7 @@ def cmd_predict(a):
     import fastmlp
     from fastmlp.datasets import load_dataset
 
+    _check_writable("--out", a.out)
     model = fastmlp.MLP.load(a.model, backend=a.backend)
     _, _, X, y = load_dataset(a.dataset)
     if X.shape[1] != model.n_features:

@@ -7,6 +7,7 @@ uint8 images and integer labels into the shared return convention.  Every loader
 y int64 of shape (n_samples,).  Nothing is downloaded.
 """
 import gzip
+import numbers
 import os
 import zlib
 
@@ -21,6 +22,15 @@ _STEMS = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labe
 SYSTEM_DIRS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist",
                "mnist": "/usr/share/datasets/mnist"}
 DATASETS = ("digits", "fashion-mnist", "mnist")
+
+
+def _path(name, value):
+    """os.fspath(value), or a TypeError naming the argument."""
+    try:
+        return os.fspath(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got "
+                        f"{type(value).__name__}") from None
 
 
 def load_idx(path):
@@ -41,7 +51,7 @@ def load_idx(path):
     is empty, a corrupt gzip stream, has a bad magic number, unknown dtype code or truncated
     header, or its data is shorter or longer than the header's shape says.
     """
-    path = os.fspath(path)
+    path = _path("path", path)
     with open(path, "rb") as f:
         data = f.read()
 
@@ -125,6 +135,8 @@ def _to_xy(images, labels, where, n_classes):
                          f"shape {labels.shape}")
     if len(images) != len(labels):
         raise ValueError(f"{where}: {len(images)} images but {len(labels)} labels")
+    if len(images) == 0 or images[0].size == 0:
+        raise ValueError(f"{where}: no data: images of shape {images.shape}")
     if labels.size and (labels.min() < 0 or (n_classes and labels.max() >= n_classes)):
         top = f"{n_classes - 1}" if n_classes else "any"
         raise ValueError(f"{where}: labels span [{labels.min()}, {labels.max()}], "
@@ -148,7 +160,7 @@ def _load_found(files, n_classes):
 
 def _places(name, root):
     """The search list for `name`: root, $FASTMLP_DATA, $FASTMLP_DATA/name, system folder."""
-    places = [("root", os.fspath(root))] if root is not None else []
+    places = [("root", _path("root", root))] if root is not None else []
     env = os.environ.get("FASTMLP_DATA")
     if env:
         places += [("$FASTMLP_DATA", env), ("$FASTMLP_DATA", os.path.join(env, name))]
@@ -193,7 +205,7 @@ def load_idx_dir(path):
     X_test (n_test, n_pixels), y_test (n_test,)).
     """
     hint = ("Expected " + ", ".join(s + "[.gz]" for s in _STEMS.values()) + ".")
-    return _load_found(_locate([("--dataset", os.fspath(path))], "IDX dataset", hint), None)
+    return _load_found(_locate([("--dataset", _path("path", path))], "IDX dataset", hint), None)
 
 
 def load_digits(test_size=0.25, seed=0):
@@ -214,6 +226,19 @@ def load_digits(test_size=0.25, seed=0):
     from sklearn.datasets import load_digits as _sk_digits
     from sklearn.model_selection import train_test_split
 
+    if seed is not None and not isinstance(seed, np.random.RandomState):
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+        if not 0 <= seed < 2 ** 32:
+            raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    if test_size is not None:
+        if isinstance(test_size, bool) or not isinstance(test_size, numbers.Real):
+            raise TypeError(f"test_size must be a number, got {type(test_size).__name__}")
+        whole = isinstance(test_size, numbers.Integral)
+        if not (0 < test_size < 1797 if whole else 0 < test_size < 1):
+            raise ValueError(f"test_size must be a float in (0, 1) or an integer in "
+                             f"[1, 1797), got {test_size}")
+
     X, y = _sk_digits(return_X_y=True)
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, random_state=seed,
                                               stratify=y)
@@ -228,7 +253,7 @@ def load_dataset(name_or_dir, root=None):
     is passed to the MNIST loaders and ignored for digits.  Returns
     (X_train (n_train, n_features) float32, y_train (n_train,) int64, X_test, y_test).
     """
-    key = os.fspath(name_or_dir)
+    key = _path("name_or_dir", name_or_dir)
     name = key.lower().replace("_", "-")
     if name == "digits":
         return load_digits()

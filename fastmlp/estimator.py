@@ -280,6 +280,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                                  "pass a dict, e.g. from sklearn.utils.class_weight."
                                  "compute_class_weight('balanced', classes=..., y=...)")
             cw = compute_sample_weight(self.class_weight, y)
+            if not (np.all(np.isfinite(cw)) and np.all(cw >= 0)):
+                raise ValueError(f"class_weight must give finite, non-negative weights, got "
+                                 f"{self.class_weight!r}")
             sw = cw if sw is None else sw * cw  # never write into the caller's array
             if not np.sum(sw) > 0:
                 raise ValueError("class_weight and sample_weight give every sample zero weight")
@@ -513,12 +516,21 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             for p, (a, b) in zip(params, spans):
                 np.copyto(p.reshape(-1), x[a:b], casting="same_kind")
 
+        x_good = None  # the last parameters with a finite loss, restored on divergence
+
         def loss_grad(x):
+            nonlocal x_good
             unpack(x)
             loss = model._train_pass(ws, X, y, sw) + model.penalty(wd)
             if not math.isfinite(loss):
-                raise TrainingDivergedError(f"L-BFGS loss became {loss}; scale the inputs or "
-                                            f"raise alpha")
+                unpack(x0 if x_good is None else x_good)
+                raise TrainingDivergedError(f"L-BFGS loss became {loss}; the network was reset "
+                                            f"to the last parameters with a finite loss. Scale "
+                                            f"the inputs or change alpha")
+            if x_good is None:
+                x_good = x.copy()
+            else:
+                np.copyto(x_good, x)
             g = np.empty(bounds[-1])
             for i, (p, d, (a, b)) in enumerate(zip(params, grads, spans)):
                 g[a:b] = d.reshape(-1)

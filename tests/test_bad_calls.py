@@ -1,4 +1,6 @@
-"""Bad calls to the compiled backends raise TypeError/ValueError naming the argument.
+"""Bad calls to the compiled backends raise TypeError/ValueError naming the argument, and
+unusual but valid inputs (memory-mapped, read-only, small label dtypes, zero rows, NaN/inf
+values, huge logits) simply work.
 
 The calls run in a child process so that a crash (segfault, abort) fails the test instead of
 killing the test run.
@@ -10,7 +12,8 @@ import textwrap
 
 import pytest
 
-# (case id, expression using `be`, f32/f64 helpers, expected exception, text in the message)
+# (case id, expression using `be` and the child's helpers, expected exception or "ok",
+#  text in the message)
 CASES = [
     ("int X", "be.linear_forward(i(4, 3), f(3, 2), f(2), f(4, 2))", "TypeError", "X"),
     ("float16 W", "be.linear_forward(f(4, 3), f(3, 2).astype('f2'), f(2), f(4, 2))",
@@ -66,6 +69,72 @@ CASES = [
     ("adam m shape", "be.adam_update(f(3), f(3), f(4), f(3), 1, 0.1)", "ValueError", "m"),
     ("adam eps 0", "be.adam_update(f(3), f(3), f(3), f(3), 1, 0.1, eps=0.0)", "ValueError",
      "eps"),
+    # object arrays, strings, mixed dtypes, other ranks and layouts
+    ("object X", "be.linear_forward(f(4, 3).astype(object), f(3, 2), f(2), f(4, 2))",
+     "TypeError", "X"),
+    ("object labels", "be.softmax_xent_grad(f(4, 3), np.zeros(4, object), f(4, 3))",
+     "TypeError", "y"),
+    ("string labels", "be.softmax_xent_grad(f(4, 3), np.array(list('abcd')), f(4, 3))",
+     "TypeError", "y"),
+    ("bool labels", "be.softmax_xent_grad(f(4, 3), np.ones(4, bool), f(4, 3))", "TypeError", "y"),
+    ("mixed dtypes backward", "be.linear_backward(f(4, 2), d(4, 3), f(3, 2), f(3, 2), f(2))",
+     "TypeError", "X"),
+    ("mixed dtypes out", "be.linear_forward(f(4, 3), f(3, 2), f(2), d(4, 2))", "TypeError", "out"),
+    ("mixed dtypes relu", "be.relu_backward(f(4, 2), d(4, 2))", "TypeError", "H"),
+    ("mixed dtypes dZ", "be.softmax_xent_grad(f(4, 3), np.zeros(4, int), d(4, 3))",
+     "TypeError", "dZ"),
+    ("3-D X", "be.linear_forward(f(2, 4, 3), f(3, 2), f(2), f(4, 2))", "ValueError", "X"),
+    ("1-D W", "be.linear_forward(f(4, 3), f(3), f(2), f(4, 2))", "ValueError", "W"),
+    ("strided X rows", "be.linear_forward(f(8, 3)[::2], f(3, 2), f(2), f(4, 2))",
+     "ValueError", "C-contiguous"),
+    ("reversed X", "be.linear_forward(f(4, 3)[::-1], f(3, 2), f(2), f(4, 2))",
+     "ValueError", "C-contiguous"),
+    ("Fortran Z", "be.softmax_xent_grad(np.asfortranarray(f(4, 3)), np.zeros(4, int), f(4, 3))",
+     "ValueError", "C-contiguous"),
+    ("read-only dX", "be.linear_backward(f(4, 2), f(4, 3), f(3, 2), f(3, 2), f(2), ro(f(4, 3)))",
+     "ValueError", "dX"),
+    ("read-only W in update", "be.sgd_update(ro(f(3, 2)), f(3, 2), 0.1)", "ValueError", "W"),
+    ("read-only velocity",
+     "be.sgd_update(f(3, 2), f(3, 2), 0.1, velocity=ro(f(3, 2)), momentum=0.9)",
+     "ValueError", "velocity"),
+    # non-finite or out-of-range hyper-parameters and weights
+    ("sgd nan momentum", "be.sgd_update(f(3), f(3), 0.1, velocity=f(3), momentum=float('nan'))",
+     "ValueError", "momentum"),
+    ("sgd momentum 1.5", "be.sgd_update(f(3), f(3), 0.1, velocity=f(3), momentum=1.5)",
+     "ValueError", "momentum"),
+    ("sgd negative decay", "be.sgd_update(f(3), f(3), 0.1, -0.1)", "ValueError", "weight_decay"),
+    ("adam inf lr", "be.adam_update(f(3), f(3), f(3), f(3), 1, float('inf'))", "ValueError", "lr"),
+    ("adam nan beta2", "be.adam_update(f(3), f(3), f(3), f(3), 1, 0.1, beta2=float('nan'))",
+     "ValueError", "beta2"),
+    ("adam inf eps", "be.adam_update(f(3), f(3), f(3), f(3), 1, 0.1, eps=float('inf'))",
+     "ValueError", "eps"),
+    ("adam bool step", "be.adam_update(f(3), f(3), f(3), f(3), True, 0.1)", "TypeError", "step"),
+    ("nan weight", "be.softmax_xent_grad(f(4, 3), np.zeros(4, int), f(4, 3), "
+     "np.array([1, np.nan, 1, 1]))", "ValueError", "sample_weight"),
+    ("inf weight", "be.softmax_xent_grad(f(4, 3), np.zeros(4, int), f(4, 3), "
+     "np.array([1, np.inf, 1, 1]))", "ValueError", "sample_weight"),
+    ("string weights", "be.softmax_xent_grad(f(4, 3), np.zeros(4, int), f(4, 3), "
+     "np.array(list('abcd')))", "TypeError", "sample_weight"),
+    # inputs that must simply work (checked by `expect` in the child)
+    ("memmap inputs", "expect(np.array_equal(be.linear_forward(mm(r(4, 3)), mm(r(3, 2)), "
+     "mm(r(2)), f(4, 2)), be.linear_forward(r(4, 3), r(3, 2), r(2), f(4, 2))))", "ok", ""),
+    ("np.load mmap inputs", "expect(np.array_equal(be.linear_backward(npl(r(4, 2)), "
+     "npl(r(4, 3)), npl(r(3, 2)), f(3, 2), f(2), f(4, 3)), "
+     "be.linear_backward(r(4, 2), r(4, 3), r(3, 2), f(3, 2), f(2), f(4, 3))))", "ok", ""),
+    ("memmap labels and logits", "expect(be.softmax_xent_grad(mm(r(4, 3)), "
+     "mm(np.array([0, 2, 1, 0])), f(4, 3)) == be.softmax_xent_grad(r(4, 3), "
+     "np.array([0, 2, 1, 0]), f(4, 3)))", "ok", ""),
+    ("read-only update inputs", "expect(np.array_equal(be.adam_update(r(5), ro(r(5)), f(5), "
+     "f(5), 1, 0.1), be.adam_update(r(5), r(5), f(5), f(5), 1, 0.1)))", "ok", ""),
+    ("uint8 and int32 labels", "expect(be.softmax_xent_grad(r(4, 3), np.array([0, 2, 1, 0], "
+     "'u1'), f(4, 3)) == be.softmax_xent_grad(r(4, 3), np.array([0, 2, 1, 0], 'i4'), "
+     "f(4, 3)))", "ok", ""),
+    ("zero rows", "expect(be.linear_forward(f(0, 3), f(3, 2), f(2), f(0, 2)).shape == (0, 2))",
+     "ok", ""),
+    ("NaN and inf X propagate", "expect(np.array_equal(np.isfinite(be.linear_forward("
+     "nonfinite(), f(3, 2), f(2), f(4, 2))), [[0, 0], [0, 0], [1, 1], [1, 1]]))", "ok", ""),
+    ("1e4 logits", "expect(np.isfinite(be.softmax_xent_grad(1e4 * r(4, 3), "
+     "np.array([0, 2, 1, 0]), f(4, 3))))", "ok", ""),
 ]
 
 CHILD = textwrap.dedent("""
@@ -76,14 +145,31 @@ CHILD = textwrap.dedent("""
     f = lambda *s: np.ones(s, np.float32)
     d = lambda *s: np.ones(s, np.float64)
     i = lambda *s: np.ones(s, np.int64)
+    r = lambda *s: np.random.default_rng(0).standard_normal(s).astype(np.float32)
     def ro(a):
         a.flags.writeable = False
         return a
+    def mm(a):  # a read-only np.memmap holding a copy of a
+        path = f"mm{next(counter)}.dat"
+        np.ascontiguousarray(a).tofile(path)
+        return np.memmap(path, dtype=a.dtype, mode="r", shape=a.shape)
+    def npl(a):  # np.load(mmap_mode="r") of a copy of a
+        path = f"npl{next(counter)}.npy"
+        np.save(path, a)
+        return np.load(path, mmap_mode="r")
+    def nonfinite():  # rows 0 and 1 hold NaN and inf
+        a = f(4, 3)
+        a[0, 1], a[1, 2] = np.nan, np.inf
+        return a
+    def expect(ok):
+        if not ok:
+            raise AssertionError("wrong result")
+    counter = iter(range(10 ** 6))
     results = {}
     for case_id, expr in json.loads(sys.stdin.read()):
         try:
             eval(expr)
-            results[case_id] = ["no error", ""]
+            results[case_id] = ["ok", ""]
         except Exception as exc:
             results[case_id] = [type(exc).__name__, str(exc)]
     print(json.dumps(results))
