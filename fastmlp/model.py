@@ -9,7 +9,6 @@ back-propagated deltas); smaller batches use cached row-slices of it, which stay
 """
 import os
 import tempfile
-import zipfile
 
 import numpy as np
 
@@ -241,10 +240,13 @@ class MLP:
         try:
             with np.load(path, allow_pickle=False) as f:
                 arrays = {k: f[k] for k in f.files}
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
             raise
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-            raise ModelFileError(f"{path}: not a readable fastmlp model file ({exc})") from None
+        except MemoryError:
+            raise ModelFileError(f"{path}: an array in the file is too large to load") from None
+        except Exception as exc:  # zipfile/zlib/npy errors of every kind: a damaged file
+            raise ModelFileError(f"{path}: not a readable fastmlp model file "
+                                 f"({type(exc).__name__}: {exc})") from None
         return cls._from_arrays(arrays, path, backend)
 
     @classmethod
@@ -254,8 +256,9 @@ class MLP:
         for key in ("format_version", "layer_sizes", "dtype"):
             if key not in arrays:
                 fail(f"missing '{key}'")
-        if arrays["format_version"].shape != () or int(arrays["format_version"]) != FORMAT_VERSION:
-            fail(f"format version {arrays['format_version']!r}, expected {FORMAT_VERSION}")
+        version = arrays["format_version"]
+        if version.shape != () or version.dtype.kind not in "iu" or int(version) != FORMAT_VERSION:
+            fail(f"format version {version!r}, expected {FORMAT_VERSION}")
         sizes = arrays["layer_sizes"]
         if sizes.ndim != 1 or sizes.size < 2 or sizes.dtype.kind not in "iu" or np.any(sizes < 1):
             fail(f"bad layer_sizes {sizes!r}")
@@ -268,14 +271,17 @@ class MLP:
         if set(arrays) != expected:
             fail(f"arrays {sorted(set(arrays) ^ expected)} do not match layer_sizes "
                  f"{sizes.tolist()}")
-        model = cls(sizes.tolist(), dtype=dtype_name, seed=0, backend=backend)
-        for i in range(n_layers):
-            for name, target in ((f"W{i}", model.weights[i]), (f"b{i}", model.biases[i])):
+        sizes = [int(s) for s in sizes]
+        for i in range(n_layers):  # check every array before allocating a model
+            for name, shape in ((f"W{i}", (sizes[i], sizes[i + 1])), (f"b{i}", (sizes[i + 1],))):
                 a = arrays[name]
-                if a.shape != target.shape or a.dtype != target.dtype:
+                if a.shape != shape or a.dtype != np.dtype(dtype_name):
                     fail(f"{name} has shape {a.shape} dtype {a.dtype}, expected "
-                         f"{target.shape} {target.dtype}")
+                         f"{shape} {dtype_name}")
                 if not V.all_finite(a):
                     fail(f"{name} contains NaN or infinity")
-                target[...] = a
+        model = cls(sizes, dtype=dtype_name, seed=0, backend=backend)
+        for i in range(n_layers):
+            model.weights[i][...] = arrays[f"W{i}"]
+            model.biases[i][...] = arrays[f"b{i}"]
         return model

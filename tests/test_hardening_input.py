@@ -537,7 +537,7 @@ CLI_CASES = [
     (["train", "--plot", "{tmp}/no/such/p.png"], "--plot {tmp}/no/such/p.png: folder"),
     (["train", "--dataset", "{tmp}/empty"], "no data: images of shape (0, 4, 4)"),
     (["train", "--dataset", "{tmp}/corrupt"], "invalid IDX file"),
-    (["predict", "--model", "{tmp}"], "not a readable fastmlp model file"),
+    (["predict", "--model", "{tmp}"], "Is a directory"),
     (["predict", "--model", "{model10}"], "the model expects 10 features"),
     (["predict", "--model", "{model}", "--out", "{tmp}/no/such/p.txt"],
      "--out {tmp}/no/such/p.txt: folder"),

@@ -57,8 +57,8 @@ _jit_inline = njit(inline="always", **JIT_OPTIONS)  # inlined into its callers' 
 # --------------------------------------------------------------------------- linear layers
 
 @_jit
-def linear_forward(X, W, b, out, relu=False):
-    """out = X @ W + b, then ReLU if `relu`.  Returns out."""
+def _linear_forward(X, W, b, out, relu):
+    """out = X @ W + b, then ReLU if `relu`."""
     # X (N,D) IN, W (D,H) IN, b (H,) IN, out (N,H) OUT
     np.dot(X, W, out)
     n, h = out.shape
@@ -72,12 +72,11 @@ def linear_forward(X, W, b, out, relu=False):
         for i in range(n):
             for j in range(h):
                 out[i, j] += b[j]
-    return out
 
 
 @_jit
-def linear_backward(dY, X, W, dW, db, dX=None):
-    """dW = X.T @ dY, db = column sums of dY, dX = dY @ W.T when dX is given.  Returns dW."""
+def _linear_backward(dY, X, W, dW, db, dX):
+    """dW = X.T @ dY, db = column sums of dY, dX = dY @ W.T when dX is given."""
     # dY (N,H) IN, X (N,D) IN, W (D,H) IN, dW (D,H) OUT, db (H,) OUT, dX (N,D) OUT or None
     np.dot(X.T, dY, dW)
     n, h = dY.shape
@@ -87,18 +86,38 @@ def linear_backward(dY, X, W, dW, db, dX=None):
             db[j] += dY[i, j]
     if dX is not None:
         np.dot(dY, W.T, dX)
-    return dW
 
 
 @_jit
-def relu_backward(dH, H):
-    """dH[H <= 0] = 0 in place, H being the ReLU output.  Returns dH."""
+def _relu_backward(dH, H):
+    """dH[H <= 0] = 0 in place, H being the ReLU output."""
     # dH (N,H) IN/OUT, H (N,H) IN
     n, h = dH.shape
     zero = dH.dtype.type(0)
     for i in range(n):
         for j in range(h):
             dH[i, j] = zero if H[i, j] <= zero else dH[i, j]
+
+
+# The compiled kernels above return nothing: a jitted function that returns an array boxes it
+# by calling back into Python, where a pending Ctrl-C surfaces as SystemError instead of
+# KeyboardInterrupt.  These wrappers return the caller's buffer.
+
+def linear_forward(X, W, b, out, relu=False):
+    """out = X @ W + b, then ReLU if `relu`.  X (N,D), W (D,H), b (H,), out (N,H).  Returns out."""
+    _linear_forward(X, W, b, out, relu)
+    return out
+
+
+def linear_backward(dY, X, W, dW, db, dX=None):
+    """dW = X.T @ dY, db = column sums of dY, dX = dY @ W.T when dX is given.  Returns dW."""
+    _linear_backward(dY, X, W, dW, db, dX)
+    return dW
+
+
+def relu_backward(dH, H):
+    """dH[H <= 0] = 0 in place, H being the ReLU output.  dH, H (N,H).  Returns dH."""
+    _relu_backward(dH, H)
     return dH
 
 
@@ -192,7 +211,6 @@ def _sgd_serial(W, dW, lr, weight_decay, velocity, momentum, nesterov):
         v = velocity.reshape(-1)
         for i in range(w.size):
             _sgd_momentum_step(w, d, v, i, lr_, wd2, mu, nesterov)
-    return W
 
 
 @_jit_parallel
@@ -229,7 +247,6 @@ def _adam_serial(W, dW, m, v, step, lr, beta1, beta2, eps, weight_decay):
     vf = v.reshape(-1)
     for i in range(w.size):
         _adam_step(w, d, mf, vf, i, lr_, b1, b1c, b2, b2c, c1, c2, eps_, wd2)
-    return W
 
 
 @_jit_parallel
@@ -256,7 +273,8 @@ def sgd_update(W, dW, lr, weight_decay=0.0, velocity=None, momentum=0.0, nestero
     W -= lr (g + momentum v) if nesterov else lr v; without velocity W -= lr g.
     """
     if W.size < _parallel_min_size:
-        return _sgd_serial(W, dW, lr, weight_decay, velocity, momentum, nesterov)
+        _sgd_serial(W, dW, lr, weight_decay, velocity, momentum, nesterov)
+        return W
     v = None if velocity is None else velocity.reshape(-1)
     _sgd_parallel(W.reshape(-1), dW.reshape(-1), lr, weight_decay, v, momentum, nesterov)
     return W
@@ -269,7 +287,8 @@ def adam_update(W, dW, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
     W -= lr (m / (1 - beta1**step)) / (sqrt(v / (1 - beta2**step)) + eps).
     """
     if W.size < _parallel_min_size:
-        return _adam_serial(W, dW, m, v, step, lr, beta1, beta2, eps, weight_decay)
+        _adam_serial(W, dW, m, v, step, lr, beta1, beta2, eps, weight_decay)
+        return W
     _adam_parallel(W.reshape(-1), dW.reshape(-1), m.reshape(-1), v.reshape(-1), step, lr,
                    beta1, beta2, eps, weight_decay)
     return W
@@ -282,7 +301,6 @@ def _parallel_probe(a):
     # a (n,) IN/OUT; the smallest prange kernel, launched once to start the threading layer
     for i in prange(a.size):
         a[i] += 1.0
-    return a
 
 
 def _parallel_min_size_setting():
