@@ -31,7 +31,7 @@ from sklearn.utils.multiclass import (_check_partial_fit_first_call,
 from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from .model import MLP
+from .model import MLP, softmax_rows
 from .trainer import Trainer, TrainingDivergedError
 
 _STOCHASTIC = ("sgd", "adam")
@@ -188,11 +188,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         """Class probabilities (n_samples, n_classes), columns ordered as classes_."""
-        Z = self._logits(X)
-        Z -= Z.max(axis=1, keepdims=True)
-        np.exp(Z, out=Z)
-        Z /= Z.sum(axis=1, keepdims=True)
-        return Z
+        return softmax_rows(self._logits(X))
 
     def predict_log_proba(self, X):
         """log(predict_proba(X)), shape (n_samples, n_classes)."""

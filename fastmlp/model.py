@@ -19,6 +19,14 @@ FORMAT_VERSION = 1
 _INFER_CHUNK = 4096
 
 
+def softmax_rows(Z):
+    """Row-wise softmax of logits Z (N, C), in place; returns Z."""
+    Z -= Z.max(axis=1, keepdims=True)
+    np.exp(Z, out=Z)
+    Z /= Z.sum(axis=1, keepdims=True)
+    return Z
+
+
 class ModelFileError(ValueError):
     """A model file is missing pieces, corrupt, truncated or does not match."""
 
@@ -168,11 +176,7 @@ class MLP:
 
     def predict_proba(self, X):
         """Class probabilities (N, n_classes)."""
-        Z = self.forward(X)
-        Z -= Z.max(axis=1, keepdims=True)
-        np.exp(Z, out=Z)
-        Z /= Z.sum(axis=1, keepdims=True)
-        return Z
+        return softmax_rows(self.forward(X))
 
     def predict(self, X):
         """Predicted class indices (N,) int64."""
