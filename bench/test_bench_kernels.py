@@ -1,0 +1,88 @@
+"""Kernels: each kernel of docs/kernels.md, per backend, over three (N, H) shapes (D=784, C=10).
+
+One group per kernel and shape, so the table compares the three backends on the same call.
+Each benchmark first holds the backend's output to the NumPy reference
+(np.testing.assert_allclose, rtol = 64·eps(dtype), atol = rtol·max(1, max|reference|)), then
+times the raw (unvalidated) kernel -- the call the training step makes.  extra_info holds
+GFLOP/s for the products and GB/s (bytes each call must read and write) for the rest.
+"""
+import functools
+
+import numpy as np
+import pytest
+
+from fastmlp import _benchcases as B
+from fastmlp.backends import BACKEND_NAMES, get_backend, reference
+
+KERNELS = ("linear_forward", "linear_backward", "relu_backward", "softmax_xent_grad",
+           "sgd_update", "adam_update")
+
+
+def kernel_case(kernel, n, h, dtype=np.float32, seed=0):
+    """Arguments of one call at batch n, hidden width h: (args, kwargs, outputs, (unit, work)).
+
+    linear_* use X (n, 784), W (784, h); relu_backward dH, H (n, h); softmax_xent_grad
+    Z (n, 10); the updates one (784, h) weight.  `outputs` are the positions or keyword names
+    the kernel writes; work is flops ('GFLOP/s') or bytes moved ('GB/s').
+    """
+    rng = np.random.default_rng(seed)
+    item = np.dtype(dtype).itemsize
+    D, C = B.D, B.C
+
+    def r(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+    if kernel == "linear_forward":
+        return ((r(n, D), r(D, h), r(h), np.empty((n, h), dtype)), {"relu": True}, (3,),
+                ("GFLOP/s", 2 * n * D * h))
+    if kernel == "linear_backward":   # the output layer's form: dW, db and dX
+        args = (r(n, h), r(n, D), r(D, h), np.empty((D, h), dtype), np.empty(h, dtype),
+                np.empty((n, D), dtype))
+        return args, {}, (3, 4, 5), ("GFLOP/s", 4 * n * D * h)
+    if kernel == "relu_backward":
+        return (r(n, h), np.maximum(r(n, h), 0)), {}, (0,), ("GB/s", 3 * n * h * item)
+    if kernel == "softmax_xent_grad":
+        args = (r(n, C) * 3, rng.integers(0, C, n), np.empty((n, C), dtype))
+        return args, {}, (2,), ("GB/s", 2 * n * C * item + 8 * n)
+    if kernel == "sgd_update":
+        kw = {"velocity": r(D, h), "momentum": 0.9}
+        return (r(D, h), r(D, h), 0.01), kw, (0, "velocity"), ("GB/s", 5 * D * h * item)
+    if kernel == "adam_update":
+        args = (r(D, h), r(D, h), r(D, h), np.abs(r(D, h)), 3, 1e-3)
+        return args, {}, (0, 2, 3), ("GB/s", 7 * D * h * item)
+    raise ValueError(f"unknown kernel {kernel!r}")
+
+
+def _copies(args, kwargs):
+    return ([a.copy() if isinstance(a, np.ndarray) else a for a in args],
+            {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()})
+
+
+def check_kernel(backend, kernel, case):
+    """Run `backend`'s raw kernel and the reference on copies of the case; compare every
+    output, and the returned loss, within the dtype-scaled tolerance."""
+    args, kwargs, outputs, _ = case
+    rtol = B.TOL_EPS * float(np.finfo(args[0].dtype).eps)
+    (ra, rk), (ga, gk) = _copies(args, kwargs), _copies(args, kwargs)
+    want = getattr(reference, kernel)(*ra, **rk)
+    got = getattr(get_backend(backend).raw, kernel)(*ga, **gk)
+    for p in outputs:
+        ref, res = (rk, gk) if isinstance(p, str) else (ra, ga)
+        w = np.asarray(ref[p], np.float64)
+        np.testing.assert_allclose(np.asarray(res[p], np.float64), w, rtol=rtol,
+                                   atol=rtol * max(1.0, float(np.max(np.abs(w)))),
+                                   err_msg=f"{backend}.{kernel} output {p!r}")
+    if isinstance(want, float):
+        np.testing.assert_allclose(got, want, rtol=rtol, err_msg=f"{backend}.{kernel} loss")
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+@pytest.mark.parametrize("n,h", B.STEP_SHAPES, ids=[f"N{n}-H{h}" for n, h in B.STEP_SHAPES])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernel(benchmark, require_backend, record_rate, kernel, n, h, backend):
+    require_backend(backend)
+    benchmark.group = f"kernels {kernel} N={n} H={h}"
+    case = kernel_case(kernel, n, h)
+    check_kernel(backend, kernel, case)
+    args, kwargs = _copies(case[0], case[1])
+    benchmark(functools.partial(getattr(get_backend(backend).raw, kernel), *args, **kwargs))
+    record_rate(*case[3])

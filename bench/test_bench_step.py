@@ -1,0 +1,51 @@
+"""Train step: one optimizer step of a 784-H-10 float32 net, per contender, one group per
+optimizer and shape so each table compares like with like.
+
+Contenders: the GEMM floor (the step's five products alone; `floor-scipy` through the BLAS the
+compiled backends call, `floor-numpy` through np.matmul), fastmlp's `_step` per backend (the
+hot loop of `fit`: batch already in the workspace, no validation), the public `step(X, y)`
+(`-public`), PyTorch CPU and scikit-learn's `partial_fit` when installed.  Before timing, one
+step of each fastmlp backend and peer is held to the NumPy reference's step from the same
+parameters (`_benchcases.check_step`).  pytest-benchmark times the contenders one after the
+other; `fastmlp bench` interleaves them and reports ratios (docs/benchmarks.md).
+"""
+import time
+
+import pytest
+
+from fastmlp import _benchcases as B
+
+CONTENDERS = ("floor-scipy", "floor-numpy", "numpy", "numba", "cython", "numba-public",
+              "cython-public", "torch", "sklearn")
+SETTLE = 0.15   # seconds for the previous benchmark's BLAS threads to stop spinning
+
+
+def contender(name, opt, n, h):
+    """The closure timed for contender `name` (see CONTENDERS)."""
+    if name.startswith("floor-"):
+        return B.gemm_floor(n, h, blas=name[len("floor-"):])
+    if name == "torch":
+        return B.torch_step(opt, n, h)
+    if name == "sklearn":
+        return B.sklearn_step(opt, n, h)
+    backend, _, public = name.partition("-")
+    return B.fastmlp_step(backend, opt, n, h, public=bool(public))
+
+
+@pytest.mark.parametrize("name", CONTENDERS)
+@pytest.mark.parametrize("n,h", B.STEP_SHAPES, ids=[f"N{n}-H{h}" for n, h in B.STEP_SHAPES])
+@pytest.mark.parametrize("opt", tuple(B.OPTIMIZERS))
+def test_step(benchmark, require_backend, build, record_rate, smoke, opt, n, h, name):
+    benchmark.group = f"step {opt} N={n} H={h}"
+    who = name.partition("-")[0]
+    if who in ("numpy", "numba", "cython"):
+        require_backend(who)
+    if who != "floor" and who != "numpy":
+        build(B.check_step, who, opt, n, h)
+    fn = build(contender, name, opt, n, h)
+    if not smoke:
+        time.sleep(SETTLE)
+        fn()
+    benchmark(fn)
+    benchmark.extra_info["excludes validation"] = name in ("numpy", "numba", "cython")
+    record_rate("GFLOP/s", B.step_flops(n, h))
