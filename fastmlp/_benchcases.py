@@ -126,9 +126,8 @@ GEMMS_IN = {"linear_forward 1": ("X·W1",), "linear_forward 2": ("H·W2",),
 
 def floor_parts(n, h, d=D, c=C, dtype=np.float32, seed=0):
     """The five floor GEMMs (scipy BLAS) as separate closures keyed by product, in step order."""
-    one = _numba_gemms()[1]
-    out = {k: functools.partial(one, *v) for k, v in _floor_products(n, h, d, c, dtype,
-                                                                       seed).items()}
+    one, prods = _numba_gemms()[1], _floor_products(n, h, d, c, dtype, seed)
+    out = {k: functools.partial(one, *v) for k, v in prods.items()}
     for f in out.values():
         f()
     return out

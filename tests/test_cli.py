@@ -83,3 +83,8 @@ def test_predict_refuses_corrupt_model(tmp_path):
     bad.write_bytes(b"garbage")
     code, _, err = run_cli("predict", "--model", str(bad), cwd=tmp_path)
     assert code == 2 and "not a readable fastmlp model" in err and "Traceback" not in err
+
+
+def test_bench_passes_its_options_to_the_report(capsys):
+    assert main(["bench", "--help"]) == 0
+    assert "--quick" in capsys.readouterr().out
