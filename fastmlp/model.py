@@ -159,7 +159,10 @@ class MLP:
     # ---- public API -----------------------------------------------------------------------
     def forward(self, X):
         """Logits of X.  X (N, n_features) -> (N, n_classes), in the model's dtype."""
-        X = V.check_X(X, self.n_features, self.dtype)
+        return self._forward(V.check_X(X, self.n_features, self.dtype))
+
+    def _forward(self, X):
+        """forward() on X already validated by check_X (C-contiguous, model dtype, finite)."""
         n = X.shape[0]
         out = np.empty((n, self.n_classes), self.dtype)
         raw, last = self.backend.raw, self.n_layers - 1
@@ -186,7 +189,7 @@ class MLP:
         """Mean accuracy on (X, y)."""
         X = V.check_X(X, self.n_features, self.dtype)
         y = V.check_y(y, X.shape[0], self.n_classes)
-        return float(np.mean(self.predict(X) == y))
+        return float(np.mean(np.argmax(self._forward(X), axis=1) == y))
 
     def penalty(self, weight_decay):
         """weight_decay * sum over layers of ||W||^2 (biases are not decayed)."""

@@ -207,7 +207,7 @@ class Trainer:
             row = dict(epoch=epoch + 1, train_loss=loss_sum / n + m.penalty(self.weight_decay),
                        train_acc=correct / n, lr=self.current_lr)
             if X_val is not None:
-                row["val_loss"], row["val_acc"] = self.evaluate(X_val, y_val)
+                row["val_loss"], row["val_acc"] = self._evaluate(X_val, y_val)
             row["seconds"] = time.perf_counter() - t0
             hist.append(**row)
             if bar is not None:
@@ -234,8 +234,12 @@ class Trainer:
         """(mean NLL + penalty, accuracy) of the model on (X, y)."""
         m = self.model
         X = V.check_X(X, m.n_features, m.dtype)
-        y = V.check_y(y, X.shape[0], m.n_classes)
-        logits = m.forward(X)
+        return self._evaluate(X, V.check_y(y, X.shape[0], m.n_classes))
+
+    def _evaluate(self, X, y):
+        """evaluate() on X, y already validated (fit checks its validation set once)."""
+        m = self.model
+        logits = m._forward(X)
         loss = m.backend.raw.softmax_xent_grad(logits, y, np.empty_like(logits), None)
         acc = float(np.mean(np.argmax(logits, axis=1) == y))
         return loss + m.penalty(self.weight_decay), acc
