@@ -54,7 +54,7 @@ extensions = [
         "fastmlp._ckernels",
         ["csrc/_ckernels.pyx"],
         include_dirs=[np.get_include(), "csrc"],
-        depends=["csrc/_updates.h"],
+        depends=["csrc/_updates.h", "csrc/_step_loops.h", "csrc/_train_step.pxi"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,

@@ -391,3 +391,10 @@ def adam_update(W, dW, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
         _adam_update[float](_flat(W), dW.reshape(-1), _flat(m), _flat(v),
                             step, lr, beta1, beta2, eps, weight_decay)
     return W
+
+
+# ---------------------------------------------------------------------------------------
+# The whole training step in one call (TrainStep)
+# ---------------------------------------------------------------------------------------
+
+include "_train_step.pxi"

@@ -2,17 +2,19 @@
 
 Design: `fit` validates the data once, allocates one Workspace (batch_size rows; the last,
 smaller batch uses a cached row-slice of it), optimizer state and snapshot buffers, then loops.
-Each step gathers the shuffled batch into the workspace with `np.take(..., out=)`, runs the
-model's forward/backward through the backend's raw kernels and updates every parameter in place
-with one fused kernel call.  Per-epoch work (lr schedule, validation, callbacks, early stopping,
+Each step gathers the shuffled batch into the workspace with `np.take(..., out=)` and makes one
+call to the backend's `TrainStep` (docs/kernels.md): forward, backward and the in-place update
+of every parameter; it is built once on the workspace, parameters and optimizer state.  Per-epoch work (lr schedule, validation, callbacks, early stopping,
 progress bar) stays out of the step.
 """
+import functools
 import math
 import time
 
 import numpy as np
 
 from . import _validation as V
+from .backends._step import ComposedTrainStep
 from .history import History
 from .schedules import EarlyStopping, _improved, make_schedule
 
@@ -82,6 +84,7 @@ class Trainer:
         self._ws = None
         self._state = None
         self._snapshot = None
+        self._plan, self._plan_key = None, None
 
     # ---- buffers ---------------------------------------------------------------------------
     def _workspace(self, m):
@@ -100,35 +103,47 @@ class Trainer:
         else:
             self._state = [None] * len(params)
         self._snapshot = [p.copy() for p in params]
+        self._spare = [p.copy() for p in params]
         self._snapshot_step = self.t
 
     # ---- one step ----------------------------------------------------------------------------
-    def _update(self):
-        """One in-place optimizer update of every parameter from the model's gradients."""
-        raw, m = self.model.backend.raw, self.model
-        params = m.weights + m.biases
-        grads = m.dweights + m.dbiases
-        n_w, lr = len(m.weights), self.current_lr
-        if self.optimizer == "adam":
-            self.t += 1
-            for i, (p, g, (s1, s2)) in enumerate(zip(params, grads, self._state)):
-                wd = self.weight_decay if i < n_w else 0.0
-                raw.adam_update(p, g, s1, s2, self.t, lr, self.beta1, self.beta2, self.eps, wd)
-        else:
-            self.t += 1
-            for i, (p, g, v) in enumerate(zip(params, grads, self._state)):
-                wd = self.weight_decay if i < n_w else 0.0
-                raw.sgd_update(p, g, lr, wd, v, self.momentum, self.nesterov)
+    def _train_step(self):
+        """The backend's TrainStep for the current workspace, parameters and optimizer state
+        (built once, rebuilt only when one of them is replaced)."""
+        m, plan = self.model, self._plan
+        raw = m.backend.raw
+        hyper = (self.optimizer, self.momentum, self.nesterov, self.beta1, self.beta2,
+                 self.eps, self.weight_decay)
+        key = self._plan_key
+        if (plan is not None and key[0] is self._ws and key[1] is raw and key[2] is self._state
+                and key[3] == hyper and plan.uses(m.weights, m.biases)):
+            return plan
+        make = getattr(raw, "TrainStep", None)
+        if make is None:  # a user-supplied backend object with only the kernels
+            make = functools.partial(ComposedTrainStep, raw)
+        ws = self._ws
+        self._plan = make(m.weights, m.biases, m.dweights, m.dbiases, ws.acts, ws.deltas, ws.dZ,
+                          self._state, self.optimizer, momentum=self.momentum,
+                          nesterov=self.nesterov, beta1=self.beta1, beta2=self.beta2,
+                          eps=self.eps, weight_decay=self.weight_decay)
+        self._plan_key = (self._ws, raw, self._state, hyper)
+        return self._plan
 
     def _step(self, ws, X, y, sw=None):
-        loss = self.model._train_pass(ws, X, y, sw)
-        if not math.isfinite(loss):
-            self._diverged(loss)
-        if self.t % self.snapshot_every == 0:
-            for dst, src in zip(self._snapshot, self.model.weights + self.model.biases):
+        """One optimizer step on the batch X, y (rows of the workspace `ws`, or checked
+        arrays that fit it): the backend's fused TrainStep, plus the divergence snapshot."""
+        plan = self._train_step()
+        take = self.t % self.snapshot_every == 0
+        if take:  # copy now, keep it only if this step's loss is finite
+            for dst, src in zip(self._spare, self.model.weights + self.model.biases):
                 np.copyto(dst, src)
+        loss = plan.run(X, y, sw, self.current_lr, self.t + 1)
+        if not math.isfinite(loss):
+            self._diverged(loss)  # the step updated nothing
+        if take:
+            self._snapshot, self._spare = self._spare, self._snapshot
             self._snapshot_step = self.t
-        self._update()
+        self.t += 1
         return loss
 
     def _diverged(self, loss):

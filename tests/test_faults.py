@@ -50,14 +50,15 @@ def finite(ps):
 
 
 def record_updates(trainer):
-    """Every parameter state of the run: before training, then after each update."""
+    """Every parameter state of the run: before training, then after each completed step."""
     states = [params(trainer.model)]
-    update = trainer._update
+    step = trainer._step
 
-    def recorded():
-        update()
+    def recorded(*args):
+        loss = step(*args)
         states.append(params(trainer.model))
-    trainer._update = recorded
+        return loss
+    trainer._step = recorded
     return states
 
 

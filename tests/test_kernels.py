@@ -5,7 +5,8 @@ import pytest
 import fastmlp
 from fastmlp.backends import reference
 
-from kernel_helper import check_against_reference, assert_close
+from kernel_helper import (assert_close, check_against_reference, train_step_arrays,
+                           train_steps)
 
 # (N, D, H, C): N=1, H=1, C=1 and C=2, odd sizes, and the size of a real MNIST step
 SHAPES = [(1, 3, 2, 2), (2, 4, 1, 1), (7, 13, 5, 3), (5, 6, 3, 2), (33, 17, 9, 1),
@@ -101,6 +102,38 @@ def test_adam_update(compiled_backend, dtype, param_shape, step, weight_decay):
     m, v = rand(rng, param_shape, dtype, 0.1), np.abs(rand(rng, param_shape, dtype, 0.1))
     check_against_reference(compiled_backend, "adam_update", [W, dW, m, v, step, 1e-3],
                             {"weight_decay": weight_decay}, outputs=[0, 2, 3], returns=0)
+
+
+# --- the whole training step (TrainStep) ------------------------------------------------------
+
+# (layer sizes, workspace rows, batch rows): one layer, one class, a hidden width of 1, odd
+# sizes over 3 layers, a batch of 1 and a last batch smaller than the workspace, MNIST-sized
+STEP_NETS = [((3, 2), 4, 4), ((5, 1, 1), 3, 1), ((7, 13, 5, 3), 9, 9), ((7, 13, 5, 3), 9, 4),
+             ((6, 4, 2), 1, 1), ((784, 256, 10), 128, 100)]
+STEP_NET_IDS = ["1layer", "H1C1", "3layers", "partial", "N1", "mnist"]
+STEP_OPTS = {"sgd": ("sgd", {}), "sgd-wd": ("sgd", {"weight_decay": 1e-2}),
+             "momentum": ("sgd", {"momentum": 0.9}),
+             "momentum-wd": ("sgd", {"momentum": 0.9, "weight_decay": 1e-2}),
+             "nesterov-wd": ("sgd", {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-2}),
+             "adam": ("adam", {}), "adam-wd": ("adam", {"weight_decay": 1e-2, "beta1": 0.8})}
+
+
+@pytest.mark.parametrize("net", STEP_NETS, ids=STEP_NET_IDS)
+@pytest.mark.parametrize("opt", list(STEP_OPTS))
+@pytest.mark.parametrize("weighted", [False, True], ids=["", "weighted"])
+def test_train_step(compiled_backend, dtype, net, opt, weighted):
+    """Three steps of the fused TrainStep = the reference's kernels composed: losses,
+    parameters and optimizer state."""
+    sizes, n_max, m = net
+    optimizer, hyper = STEP_OPTS[opt]
+    rng = np.random.default_rng(8)
+    arrays, outputs = train_step_arrays(rng, sizes, n_max, dtype, optimizer,
+                                        hyper.get("momentum", 0))
+    X, y = rand(rng, (m, sizes[0]), dtype), rng.integers(0, sizes[-1], m)
+    sw = rng.uniform(0.1, 2.0, m).astype(dtype) if weighted else None
+    kw = dict(n_layers=len(sizes) - 1, optimizer=optimizer, hyper=hyper, lr=0.05, steps=3)
+    check_against_reference(compiled_backend, train_steps, [X, y, sw] + arrays, kw,
+                            outputs=[3 + k for k in outputs], returns="values")
 
 
 def test_read_only_inputs_work(compiled_backend, dtype):

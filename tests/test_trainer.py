@@ -41,8 +41,8 @@ def test_last_incomplete_batch_is_used():
     m = MLP((8, 4, 3), backend="numpy")
     tr = Trainer(m, batch_size=4, epochs=2, shuffle=False)
     seen = []
-    orig = m._train_pass
-    m._train_pass = lambda ws, Xb, yb, sw=None: (seen.append(len(Xb)), orig(ws, Xb, yb, sw))[1]
+    orig = tr._step
+    tr._step = lambda ws, Xb, yb, sw=None: (seen.append(len(Xb)), orig(ws, Xb, yb, sw))[1]
     tr.fit(X, y)
     assert seen == [4, 4, 2, 4, 4, 2] and tr.t == 6
 

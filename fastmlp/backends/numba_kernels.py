@@ -45,6 +45,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ._step import ComposedTrainStep
 from .numba_config import JIT_OPTIONS, PARALLEL_MIN_SIZE
 
 name = "numba"
@@ -345,3 +346,10 @@ PARALLEL_LAYER = None if _min_size is None else _start_parallel()
 _parallel_min_size = _min_size if PARALLEL_LAYER is not None else sys.maxsize
 if PARALLEL_LAYER == "omp":
     os.register_at_fork(after_in_child=_serial_after_fork)
+
+
+class TrainStep(ComposedTrainStep):
+    """One whole training step from the kernels above (docs/kernels.md)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(sys.modules[__name__], *args, **kwargs)

@@ -5,8 +5,11 @@ NumPy expressions.  It may allocate temporaries; it accepts any memory layout.  
 backends are tested against these functions, so clarity beats speed here.
 """
 import math
+import sys
 
 import numpy as np
+
+from ._step import ComposedTrainStep
 
 name = "numpy"
 
@@ -99,3 +102,11 @@ def adam_update(W, dW, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
     c2 = dt(1.0 - math.pow(beta2, step))
     W -= dt(lr) * (m / c1) / (np.sqrt(v / c2) + dt(eps))
     return W
+
+
+class TrainStep(ComposedTrainStep):
+    """One whole training step composed from the kernels above (docs/kernels.md): the oracle
+    of the compiled backends' fused TrainStep."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(sys.modules[__name__], *args, **kwargs)
