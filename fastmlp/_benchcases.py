@@ -13,8 +13,8 @@ and workspace allocation happen in the builder.  The contenders of one training 
 
 Optional peers raise `Unavailable` (with the reason) when not installed.  `check_step` holds
 one step of any contender to the NumPy reference's step from the same parameters.
-`step_parts` / `floor_parts` split a step into its kernel calls and the floor into its GEMMs
-(the report's breakdown).  `time_to_accuracy` trains one recipe with one contender and
+`step_parts` / `floor_parts` split an unfused step into its kernel calls and the floor into its
+GEMMs (the report's breakdown, beside the fused step).  `time_to_accuracy` trains one recipe with one contender and
 returns wall time and test accuracy.
 """
 import functools
@@ -134,11 +134,12 @@ def floor_parts(n, h, d=D, c=C, dtype=np.float32, seed=0):
 
 
 def step_parts(backend, opt, n, h, dtype=np.float32, seed=0, lr=STEP_LR):
-    """The kernel calls of one fastmlp `_step` (784-h-10 net), in call order, as closures on
-    one trainer's workspace and parameters; and that trainer's whole `_step`.
+    """The contract's kernel calls that make one step of a 784-h-10 net when composed (as
+    `ComposedTrainStep` does), in call order, as closures on one trainer's workspace and
+    parameters; and that trainer's whole `_step` (its backend's fused `TrainStep`).
 
-    Returns (parts, whole): calling every part in order is one step without the Python
-    around the calls (loss check, loops, attribute look-ups)."""
+    Returns (parts, whole): calling every part in order is one unfused step without the
+    Python around the calls."""
     tr, X, y = fastmlp_trainer(backend, opt, n, h, dtype=dtype, seed=seed, lr=lr)
     m, raw = tr.model, tr.model.backend.raw
     ws = tr._workspace(n)
