@@ -184,6 +184,8 @@ def run_step(cases, a, say):
             med = float(np.median(best[name]))
             rows[name] = {"median_s": med, "gflops": flops / med / 1e9,
                           "x_floor": ratio(best, name, FLOOR)}
+            if FLOOR_NP in best:
+                rows[name]["x_floor_np"] = ratio(best, name, FLOOR_NP)
             rows[name].update({k: ratio(best, p, name) for p, k in PEERS if p in best})
         results.append({"optimizer": opt, "n": n, "h": h, "d": B.D, "c": B.C, "flops": flops,
                         "rounds": a.repeat, "contenders": rows, "skipped": skipped,
@@ -207,8 +209,10 @@ def evaluate_targets(step_results, torch_version):
                 q1, v, q3 = row["x_floor" if kind == "floor" else "vs_torch"]
                 ok = v <= limit if kind == "floor" else v >= limit
                 t.update(value=v, iqr=(q1, q3), status="PASS" if ok else "FAIL")
+                np_floor = (f"; {row['x_floor_np'][1]:.3f}× the np.matmul floor"
+                            if "x_floor_np" in row else "")
                 got = (f"_step {v:.3f}× floor [{q1:.2f}-{q3:.2f}] (target ≤ {limit:.2f})"
-                       if kind == "floor" else f"{v:.3f}× faster than torch {torch_version} "
+                       f"{np_floor}" if kind == "floor" else f"{v:.3f}× faster than torch {torch_version} "
                        f"[{q1:.2f}-{q3:.2f}] (target ≥ {limit:.1f})")
                 t["line"] = f"{t['status']}  {what} {got}"
             out.append(t)
