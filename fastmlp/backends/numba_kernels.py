@@ -45,7 +45,6 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._step import ComposedTrainStep
 from .numba_config import JIT_OPTIONS, PARALLEL_MIN_SIZE
 
 name = "numba"
@@ -348,8 +347,5 @@ if PARALLEL_LAYER == "omp":
     os.register_at_fork(after_in_child=_serial_after_fork)
 
 
-class TrainStep(ComposedTrainStep):
-    """One whole training step from the kernels above (docs/kernels.md)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(sys.modules[__name__], *args, **kwargs)
+# The whole step, fused into one compiled call (numba_step.py).
+from .numba_step import TrainStep  # noqa: E402,F401
