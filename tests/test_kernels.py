@@ -201,6 +201,22 @@ def test_train_step_run_checks_the_batch(compiled_backend, rows, cols, sw_rows, 
     assert all(np.array_equal(p, q) for p, q in zip(args[0] + args[1], before))
 
 
+@pytest.mark.parametrize("X_dt, y_dt, sw_dt", [
+    (np.float64, np.int64, None), (np.float32, np.int32, None), (np.float32, np.float32, None),
+    (np.float32, np.int64, np.float64)], ids=["X float64", "y int32", "y float", "sw float64"])
+def test_train_step_run_checks_the_batch_dtypes(compiled_backend, X_dt, y_dt, sw_dt):
+    # the float32 step reads X, y and sample_weight through raw pointers: a wrong dtype must
+    # be refused (Cython: its typed memoryviews' ValueError; Numba: TypeError), not misread
+    args, kw = _step_args()
+    step = compiled_backend.raw.TrainStep(*args, **kw)
+    X, y = np.zeros((3, 5), X_dt), np.zeros(3, y_dt)
+    sw = None if sw_dt is None else np.ones(3, sw_dt)
+    before = [p.copy() for p in args[0] + args[1]]
+    with pytest.raises((TypeError, ValueError)):
+        step.run(X, y, sw, 0.1, 1)
+    assert all(np.array_equal(p, q) for p, q in zip(args[0] + args[1], before))
+
+
 @pytest.mark.parametrize("name", ["numpy", "numba", "cython"])
 def test_train_step_non_finite_loss_changes_nothing(name):
     args, kw = _step_args()

@@ -435,7 +435,13 @@ class TrainStep:
             raise ValueError(f"TrainStep.run: X has shape {X.shape}, expected ({m}, {self._D})")
         if X.dtype is not self.dtype and X.dtype != self.dtype:
             raise TypeError(f"TrainStep.run: X has dtype {X.dtype}, expected {self.dtype}")
-        if sample_weight is not None and sample_weight.shape != (m,):
-            raise ValueError(f"TrainStep.run: sample_weight has shape {sample_weight.shape}, "
-                             f"expected ({m},)")
+        if y.ndim != 1 or y.dtype != np.int64:
+            raise TypeError(f"TrainStep.run: y must be 1-D int64, got {y.ndim}-D {y.dtype}")
+        if sample_weight is not None:
+            if sample_weight.shape != (m,):
+                raise ValueError(f"TrainStep.run: sample_weight has shape "
+                                 f"{sample_weight.shape}, expected ({m},)")
+            if sample_weight.dtype != self.dtype:
+                raise TypeError(f"TrainStep.run: sample_weight has dtype {sample_weight.dtype}, "
+                                f"expected {self.dtype}")
         return _run(self._plan, X, y, sample_weight, lr, step)
