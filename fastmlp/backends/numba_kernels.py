@@ -347,5 +347,10 @@ if PARALLEL_LAYER == "omp":
     os.register_at_fork(after_in_child=_serial_after_fork)
 
 
-# The whole step, fused into one compiled call (numba_step.py).
-from .numba_step import TrainStep  # noqa: E402,F401
+def __getattr__(name):
+    """`TrainStep`, the whole step fused into one compiled call, lives in numba_step.py, which
+    imports this module's kernels; it is imported on first use so the import goes one way."""
+    if name == "TrainStep":
+        from .numba_step import TrainStep
+        return TrainStep
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

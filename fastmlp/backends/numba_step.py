@@ -35,9 +35,11 @@ Design
   `numba_config.JIT_OPTIONS` (cached, nogil, explicit fast-math flags).  It returns the loss as
   a float: unlike an array, a float is boxed without calling back into Python, so a pending
   Ctrl-C cannot surface as SystemError (see numba_kernels.py).
-* This module does not import numba_kernels (which re-exports `TrainStep` from here), so either
-  can be imported first; the update loops are the per-element formulas of numba_kernels'
-  serial kernels, written out again.
+* The loss and the per-element optimizer steps are numba_kernels' own (`softmax_xent_grad`,
+  `_sgd_step`, `_sgd_momentum_step`, `_adam_step`), so each formula is written once.
+  numba_kernels exposes `TrainStep` lazily (a module `__getattr__`), so the import goes one
+  way.  Numba's on-disk cache is keyed on this file only: after editing those functions in a
+  source checkout, touch this file (or clear __pycache__) to recompile `_run`.
 """
 import math
 
@@ -49,6 +51,7 @@ from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
 from .numba_config import JIT_OPTIONS
+from .numba_kernels import _adam_step, _sgd_momentum_step, _sgd_step, softmax_xent_grad
 
 _jit = njit(**JIT_OPTIONS)
 
@@ -181,73 +184,36 @@ def _mask_colsum(D, A, masked, acc, out):
 
 @_jit
 def _softmax_xent(Z, y, dZ, sw):
-    """Mean (or sw-weighted mean) NLL of softmax(Z) at y; dZ = its gradient (as
-    numba_kernels.softmax_xent_grad).  NaN if a label is outside [0, C), nothing written."""
+    """numba_kernels.softmax_xent_grad, after checking that every label is in [0, C) (the
+    kernel would read and write out of bounds otherwise)."""
     # Z (m, C) IN, y (m,) IN, dZ (m, C) OUT, sw (m,) IN or None
-    n, c = Z.shape
-    for i in range(n):
+    c = Z.shape[1]
+    for i in range(y.shape[0]):
         if y[i] < 0 or y[i] >= c:
             raise ValueError("TrainStep.run: labels must be in [0, n_classes)")
-    if sw is None:
-        total = float(n)
-    else:
-        total = 0.0
-        for i in range(n):
-            total += sw[i]
-    one = Z.dtype.type(1)
-    loss = 0.0
-    for i in range(n):
-        z = Z[i]
-        g = dZ[i]
-        m = z[0]
-        for j in range(1, c):
-            if z[j] > m:
-                m = z[j]
-        s = 0.0  # float64 sum of exp(z - max) >= 1
-        for j in range(c):
-            e = np.exp(z[j] - m)
-            g[j] = e
-            s += e
-        k = y[i]
-        w = 1.0 if sw is None else float(sw[i])
-        loss += w * (math.log(s) - (float(z[k]) - float(m)))
-        inv_s = Z.dtype.type(1.0 / s)
-        scale = Z.dtype.type(w / total)
-        p_k = g[k] * inv_s
-        for j in range(c):
-            g[j] = g[j] * inv_s * scale
-        g[k] = (p_k - one) * scale
-    return loss / total
+    return softmax_xent_grad(Z, y, dZ, sw)
 
 
 @_jit
 def _update(kind, n, P, G, S1, S2, dtype, lr, wd2, mu, b1, b1c, b2, b2c, c1, c2, eps):
-    """The loops of numba_kernels' serial updates on one parameter of n elements: P, its
+    """numba_kernels' per-element update steps over one parameter of n elements: P, its
     gradient G and state S1 (velocity or Adam's m), S2 (Adam's v) are addresses; the scalars
     are in `dtype` (b1c = 1 - b1, b2c = 1 - b2, c1/c2 Adam's bias corrections)."""
     w = _view(P, n, dtype)
     d = _view(G, n, dtype)
     if kind == OPT_SGD:
         for i in range(n):
-            w[i] -= lr * (d[i] + wd2 * w[i])
+            _sgd_step(w, d, i, lr, wd2)
     elif kind == OPT_ADAM:
         m = _view(S1, n, dtype)
         v = _view(S2, n, dtype)
         for i in range(n):
-            g = d[i] + wd2 * w[i]
-            mi = b1 * m[i] + b1c * g
-            vi = b2 * v[i] + b2c * g * g
-            m[i] = mi
-            v[i] = vi
-            w[i] -= lr * (mi / c1) / (np.sqrt(vi / c2) + eps)
+            _adam_step(w, d, m, v, i, lr, b1, b1c, b2, b2c, c1, c2, eps, wd2)
     else:
         v = _view(S1, n, dtype)
         nesterov = kind == OPT_NESTEROV
         for i in range(n):
-            g = d[i] + wd2 * w[i]
-            vi = mu * v[i] + g
-            v[i] = vi
-            w[i] -= lr * (g + mu * vi) if nesterov else lr * vi
+            _sgd_momentum_step(w, d, v, i, lr, wd2, mu, nesterov)
 
 
 # --------------------------------------------------------------------------- the step
