@@ -28,11 +28,21 @@ from libc.stdlib cimport calloc, free
 from libc.math cimport isfinite
 from scipy.linalg.cython_blas cimport daxpy, saxpy
 
+from fastmlp.backends import _step
+
+_check_batch = _step.check_batch
+
+# the arrays are validated by _step.step_layout and the batch by _step.check_batch, which the
+# Numba step shares; these kinds are the values step_layout returns
 cdef enum:
     OPT_SGD = 0
     OPT_MOMENTUM = 1
     OPT_NESTEROV = 2
     OPT_ADAM = 3
+
+if (OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM) != (
+        _step.OPT_SGD, _step.OPT_MOMENTUM, _step.OPT_NESTEROV, _step.OPT_ADAM):
+    raise ImportError("_train_step.pxi and fastmlp.backends._step disagree on optimizer kinds")
 
 cdef struct _Layer:
     int fan_in, fan_out
@@ -195,17 +205,9 @@ cdef double _run(_Plan* p, const floating* X, const int64_t* y, const floating* 
     return loss
 
 
-cdef size_t _address(a, name, shape, dtype, bint writeable=True) except 0:
-    """The data pointer of a C-contiguous array of exactly this shape and dtype."""
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"TrainStep: {name} must be a NumPy array, got {type(a).__name__}")
-    if a.dtype != dtype:
-        raise TypeError(f"TrainStep: {name} has dtype {a.dtype}, expected {dtype}")
-    if a.shape != shape:
-        raise ValueError(f"TrainStep: {name} has shape {a.shape}, expected {shape}")
-    if not a.flags.c_contiguous or (writeable and not a.flags.writeable):
-        raise ValueError(f"TrainStep: {name} must be C-contiguous and writeable")
-    return <size_t>a.__array_interface__["data"][0] or 1   # 0-size arrays are never read
+cdef inline void* _ptr(size_t address):
+    """An address from _step.step_layout (0 = unused) as a pointer."""
+    return <void*>address
 
 
 cdef class TrainStep:
@@ -238,68 +240,30 @@ cdef class TrainStep:
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, eps=1e-8,
                  weight_decay=0.0):
-        cdef int i, nl = len(weights)
+        cdef int i, nl
         cdef _Layer* L
-        if nl < 1 or not all(len(s) == nl for s in (biases, dweights, dbiases, acts, deltas)):
-            raise ValueError("TrainStep: weights, biases, dweights, dbiases, acts and deltas "
-                             "need one entry per layer")
-        if len(state) != 2 * nl:
-            raise ValueError("TrainStep: state needs one entry per parameter")
-        if optimizer == "adam":
-            self.p.kind = OPT_ADAM
-        elif optimizer == "sgd":
-            self.p.kind = OPT_SGD if momentum == 0 else (OPT_NESTEROV if nesterov else OPT_MOMENTUM)
-        else:
-            raise ValueError(f"TrainStep: unknown optimizer {optimizer!r}")
-        dt = weights[0].dtype if isinstance(weights[0], np.ndarray) else None
-        if dt != np.float32 and dt != np.float64:
-            raise TypeError(f"TrainStep: weights must be float32 or float64, got {dt}")
+        kind, dt, n, layers, dZ_address = _step.step_layout(
+            weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
+            nesterov)
+        nl = len(layers)
         self.dtype, self.f64 = dt, dt == _F64
+        self.p.kind, self.p.n_layers, self.p.n_max = kind, nl, n
         self.p.mu, self.p.b1, self.p.b2 = momentum, beta1, beta2
         self.p.eps, self.p.wd = eps, weight_decay
-        self.p.n_layers = nl
-        self.p.n_max = acts[0].shape[0] if isinstance(acts[0], np.ndarray) else -1
-        if self.p.n_max < 1:
-            raise ValueError("TrainStep: acts[0] must be an array with at least one row")
         self.p.L = <_Layer*>calloc(nl, sizeof(_Layer))
-        widest = max(max(W.shape) for W in weights)
-        self.p.acc = <double*>calloc(widest, sizeof(double))
+        self.p.acc = <double*>calloc(max(max(r[0], r[1]) for r in layers), sizeof(double))
         if self.p.L == NULL or self.p.acc == NULL:
             raise MemoryError()
         self._params = list(weights) + list(biases)
         self._keep = [weights, biases, dweights, dbiases, acts, deltas, dZ, state]
-        n = self.p.n_max
         for i in range(nl):
-            fi, fo = weights[i].shape if weights[i].ndim == 2 else (0, 0)
-            if fi < 1 or fo < 1:
-                raise ValueError(f"TrainStep: weights[{i}] must be 2-D and non-empty")
-            if i and fi != weights[i - 1].shape[1]:
-                raise ValueError(f"TrainStep: weights[{i}] does not follow weights[{i - 1}]")
             L = &self.p.L[i]
-            L.fan_in, L.fan_out = fi, fo
-            L.W = <void*>_address(weights[i], f"weights[{i}]", (fi, fo), dt)
-            L.b = <void*>_address(biases[i], f"biases[{i}]", (fo,), dt)
-            L.dW = <void*>_address(dweights[i], f"dweights[{i}]", (fi, fo), dt)
-            L.db = <void*>_address(dbiases[i], f"dbiases[{i}]", (fo,), dt)
-            L.act = <void*>_address(acts[i], f"acts[{i}]", (n, fo), dt)
-            if i:
-                L.dX = <void*>_address(deltas[i], f"deltas[{i}]", (n, fi), dt)
-            for k, (p, slot) in enumerate(((weights[i], i), (biases[i], nl + i))):
-                s = state[slot]
-                if self.p.kind == OPT_ADAM:
-                    if not isinstance(s, tuple) or len(s) != 2:
-                        raise ValueError(f"TrainStep: state[{slot}] must be an (m, v) pair")
-                    s1 = _address(s[0], f"state[{slot}][0]", p.shape, dt)
-                    s2 = _address(s[1], f"state[{slot}][1]", p.shape, dt)
-                elif self.p.kind == OPT_SGD:
-                    s1 = s2 = 0
-                else:
-                    s1, s2 = _address(s, f"state[{slot}]", p.shape, dt), 0
-                if k == 0:
-                    L.sW1, L.sW2 = <void*>s1, <void*>s2
-                else:
-                    L.sb1, L.sb2 = <void*>s1, <void*>s2
-        self.p.dZ = <void*>_address(dZ, "dZ", (n, self.p.L[nl - 1].fan_out), dt)
+            rec = layers[i]
+            L.fan_in, L.fan_out = rec[0], rec[1]
+            L.W, L.b, L.dW, L.db = _ptr(rec[2]), _ptr(rec[3]), _ptr(rec[4]), _ptr(rec[5])
+            L.act, L.dX = _ptr(rec[6]), _ptr(rec[7])
+            L.sW1, L.sW2, L.sb1, L.sb2 = _ptr(rec[8]), _ptr(rec[9]), _ptr(rec[10]), _ptr(rec[11])
+        self.p.dZ = _ptr(dZ_address)
 
     def uses(self, weights, biases):
         """True if `weights + biases` are the very arrays this step was built on."""
@@ -319,6 +283,8 @@ cdef class TrainStep:
         """Train on X (m, D_0), y (m,) int64, optional sample_weight (m,); returns the mean NLL
         of the batch before the update (NaN/inf: nothing was updated).  `step` (>= 1) is the
         optimiser step number (Adam's bias correction)."""
+        cdef int m = _check_batch(X, y, sample_weight, self.p.n_max, self.p.L[0].fan_in,
+                                  self.dtype)
         cdef const int64_t[::1] yv = y
         cdef const float[:, ::1] Xf
         cdef const double[:, ::1] Xd
@@ -326,16 +292,7 @@ cdef class TrainStep:
         cdef const double[::1] swd
         cdef const float* swf_p = NULL
         cdef const double* swd_p = NULL
-        cdef int m = yv.shape[0]
         cdef double loss
-        if not 1 <= m <= self.p.n_max:
-            raise ValueError(f"TrainStep.run: batch of {m} rows, expected 1 to {self.p.n_max}")
-        if X.shape != (m, self.p.L[0].fan_in):
-            raise ValueError(f"TrainStep.run: X has shape {X.shape}, expected "
-                             f"({m}, {self.p.L[0].fan_in})")
-        if sample_weight is not None and sample_weight.shape != (m,):
-            raise ValueError(f"TrainStep.run: sample_weight has shape {sample_weight.shape}, "
-                             f"expected ({m},)")
         if self.f64:
             Xd = X
             if sample_weight is not None:

@@ -27,8 +27,9 @@ Design
   constructor allocates; the float64 column-sum accumulators and the hyper-parameters are
   buffers of the step too.  The step keeps references to every array, so the addresses stay
   valid; nothing is allocated per call.
-* Kinds of inputs the kernel could misread are rejected before it runs: `run` checks the batch
-  shapes and X's dtype in Python (the plan's addresses carry no dtype), the kernel checks that
+* Kinds of inputs the kernel could misread are rejected before it runs: the constructor's
+  arrays and `run`'s batch are checked by `_step.step_layout` and `_step.check_batch`, which
+  the Cython step shares (the plan's addresses carry no dtype); the kernel checks that
   X is C-contiguous (a compile-time constant for C arrays) and that labels are in [0, C)
   (a write out of bounds otherwise).
 * The kernel is dtype-generic (float32 and float64 specialise on X) and compiled with
@@ -50,18 +51,17 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
+from ._step import OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_SGD, check_batch, step_layout
 from .numba_config import JIT_OPTIONS
 from .numba_kernels import _adam_step, _sgd_momentum_step, _sgd_step, softmax_xent_grad
 
 _jit = njit(**JIT_OPTIONS)
 
-# optimizer kinds, as in _train_step.pxi
-OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM = 0, 1, 2, 3
-
 # plan header (int64 entries)
 _NL, _NMAX, _KIND, _DZ, _ACC, _SCRATCH, _HYPER = range(7)
 _HEAD = 7
-# per-layer record (at _HEAD + i * _REC): fan_in, fan_out, then addresses (0 = unused)
+# per-layer record (at _HEAD + i * _REC): fan_in, fan_out, then addresses (0 = unused), in the
+# order of the tuples of _step.step_layout
 _FI, _FO, _W, _B, _DW, _DB, _ACT, _DX, _SW1, _SW2, _SB1, _SB2 = range(12)
 _REC = 12
 # hyper-parameters (float64 buffer)
@@ -239,7 +239,8 @@ def _run(plan, X, y, sw, lr, step):
     one, zero = t(1), t(0)
 
     # forward: act_i = relu(a · W_i + b_i) (the last layer stays linear)
-    a = np.int64(X.ctypes.data)
+    xa = np.int64(X.ctypes.data)
+    a = xa
     for i in range(nl):
         L = _HEAD + i * _REC
         fi, fo, act = plan[L + _FI], plan[L + _FO], plan[L + _ACT]
@@ -252,12 +253,12 @@ def _run(plan, X, y, sw, lr, step):
     L = _HEAD + last * _REC
     C = plan[L + _FO]
     dZ = plan[_DZ]
-    loss = _softmax_xent(_view(a, (m, C), dt), y, _view(dZ, (m, C), dt), sw)
+    dZv = _view(dZ, (m, C), dt)
+    loss = _softmax_xent(_view(a, (m, C), dt), y, dZv, sw)
     if not math.isfinite(loss):
         return loss
 
     # backward, last layer first
-    dZv = _view(dZ, (m, C), dt)
     _mask_colsum(dZv, dZv, False, _view(plan[_ACC], C, np.float64), _view(plan[L + _DB], C, dt))
     delta = dZ
     for i in range(last, -1, -1):
@@ -273,7 +274,7 @@ def _run(plan, X, y, sw, lr, step):
             _mask_colsum(_view(dX, (m, fi), dt), _view(a, (m, fi), dt), True,
                          _view(plan[_ACC], fi, np.float64), _view(plan[P + _DB], fi, dt))
         else:
-            a = np.int64(X.ctypes.data)
+            a = xa
         # weight gradient inpᵀδ as dWᵀ (fo, fi) = δᵀ (fo, m) · inp (m, fi), fused with the update
         if kind == OPT_SGD:
             _gemm(scr, ab, _CH_N, _CH_T, fo, fi, m, -lr_, delta, fo, a, fi, one - wd2 * lr_,
@@ -295,19 +296,6 @@ def _run(plan, X, y, sw, lr, step):
     return loss
 
 
-def _address(a, name, shape, dtype):
-    """The data address of `a`, a writeable C-contiguous array of exactly this shape and dtype."""
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"TrainStep: {name} must be a NumPy array, got {type(a).__name__}")
-    if a.dtype != dtype:
-        raise TypeError(f"TrainStep: {name} has dtype {a.dtype}, expected {dtype}")
-    if a.shape != shape:
-        raise ValueError(f"TrainStep: {name} has shape {a.shape}, expected {shape}")
-    if not a.flags.c_contiguous or not a.flags.writeable:
-        raise ValueError(f"TrainStep: {name} must be C-contiguous and writeable")
-    return a.ctypes.data
-
-
 class TrainStep:
     """A whole training step of one network in one compiled call: see docs/kernels.md.
 
@@ -326,60 +314,20 @@ class TrainStep:
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, eps=1e-8,
                  weight_decay=0.0):
-        nl = len(weights)
-        if nl < 1 or not all(len(s) == nl for s in (biases, dweights, dbiases, acts, deltas)):
-            raise ValueError("TrainStep: weights, biases, dweights, dbiases, acts and deltas "
-                             "need one entry per layer")
-        if len(state) != 2 * nl:
-            raise ValueError("TrainStep: state needs one entry per parameter")
-        if optimizer == "adam":
-            kind = OPT_ADAM
-        elif optimizer == "sgd":
-            kind = OPT_SGD if momentum == 0 else (OPT_NESTEROV if nesterov else OPT_MOMENTUM)
-        else:
-            raise ValueError(f"TrainStep: unknown optimizer {optimizer!r}")
-        dt = weights[0].dtype if isinstance(weights[0], np.ndarray) else None
-        if dt != np.float32 and dt != np.float64:
-            raise TypeError(f"TrainStep: weights must be float32 or float64, got {dt}")
-        n = acts[0].shape[0] if isinstance(acts[0], np.ndarray) and acts[0].ndim else 0
-        if n < 1:
-            raise ValueError("TrainStep: acts[0] must be an array with at least one row")
-        self.dtype, self.n_max = dt, n
+        kind, dt, n, layers, dZ_address = step_layout(
+            weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
+            nesterov)
+        nl = len(layers)
+        self.dtype, self.n_max, self._D = dt, n, layers[0][0]
         self._hyper = np.array([momentum, beta1, beta2, eps, weight_decay], np.float64)
         self._scratch = np.zeros(_SCRATCH_BYTES, np.uint8)
         self._scratch[_CH_N], self._scratch[_CH_T] = ord("N"), ord("T")
-        self._acc = np.zeros(max(max(W.shape) for W in weights), np.float64)
+        self._acc = np.zeros(max(max(r[_FI], r[_FO]) for r in layers), np.float64)
         plan = np.zeros(_HEAD + nl * _REC, np.int64)
-        plan[[_NL, _NMAX, _KIND]] = nl, n, kind
+        plan[[_NL, _NMAX, _KIND, _DZ]] = nl, n, kind, dZ_address
         plan[[_ACC, _SCRATCH, _HYPER]] = (self._acc.ctypes.data, self._scratch.ctypes.data,
                                           self._hyper.ctypes.data)
-        for i in range(nl):
-            W = weights[i]
-            fi, fo = W.shape if isinstance(W, np.ndarray) and W.ndim == 2 else (0, 0)
-            if fi < 1 or fo < 1:
-                raise ValueError(f"TrainStep: weights[{i}] must be 2-D and non-empty")
-            if i and fi != weights[i - 1].shape[1]:
-                raise ValueError(f"TrainStep: weights[{i}] does not follow weights[{i - 1}]")
-            r = plan[_HEAD + i * _REC:_HEAD + (i + 1) * _REC]
-            r[_FI], r[_FO] = fi, fo
-            r[_W] = _address(W, f"weights[{i}]", (fi, fo), dt)
-            r[_B] = _address(biases[i], f"biases[{i}]", (fo,), dt)
-            r[_DW] = _address(dweights[i], f"dweights[{i}]", (fi, fo), dt)
-            r[_DB] = _address(dbiases[i], f"dbiases[{i}]", (fo,), dt)
-            r[_ACT] = _address(acts[i], f"acts[{i}]", (n, fo), dt)
-            if i:
-                r[_DX] = _address(deltas[i], f"deltas[{i}]", (n, fi), dt)
-            for p, slot, k1, k2 in ((W, i, _SW1, _SW2), (biases[i], nl + i, _SB1, _SB2)):
-                s = state[slot]
-                if kind == OPT_ADAM:
-                    if not isinstance(s, tuple) or len(s) != 2:
-                        raise ValueError(f"TrainStep: state[{slot}] must be an (m, v) pair")
-                    r[k1] = _address(s[0], f"state[{slot}][0]", p.shape, dt)
-                    r[k2] = _address(s[1], f"state[{slot}][1]", p.shape, dt)
-                elif kind != OPT_SGD:
-                    r[k1] = _address(s, f"state[{slot}]", p.shape, dt)
-        self._D, C = weights[0].shape[0], weights[-1].shape[1]
-        plan[_DZ] = _address(dZ, "dZ", (n, C), dt)
+        plan[_HEAD:] = np.array(layers, np.int64).reshape(-1)
         self._plan = plan
         self._params = list(weights) + list(biases)
         # the arrays whose addresses the plan holds stay alive as long as the step
@@ -394,20 +342,5 @@ class TrainStep:
         """Train on X (m, D_0), y (m,) integer labels, optional sample_weight (m,); returns the
         mean NLL of the batch before the update (NaN/inf: nothing was updated).  `step` (>= 1)
         is the optimiser step number (Adam's bias correction)."""
-        m = y.shape[0]
-        if not 0 < m <= self.n_max:
-            raise ValueError(f"TrainStep.run: batch of {m} rows, expected 1 to {self.n_max}")
-        if X.shape != (m, self._D):
-            raise ValueError(f"TrainStep.run: X has shape {X.shape}, expected ({m}, {self._D})")
-        if X.dtype is not self.dtype and X.dtype != self.dtype:
-            raise TypeError(f"TrainStep.run: X has dtype {X.dtype}, expected {self.dtype}")
-        if y.ndim != 1 or y.dtype != np.int64:
-            raise TypeError(f"TrainStep.run: y must be 1-D int64, got {y.ndim}-D {y.dtype}")
-        if sample_weight is not None:
-            if sample_weight.shape != (m,):
-                raise ValueError(f"TrainStep.run: sample_weight has shape "
-                                 f"{sample_weight.shape}, expected ({m},)")
-            if sample_weight.dtype != self.dtype:
-                raise TypeError(f"TrainStep.run: sample_weight has dtype {sample_weight.dtype}, "
-                                f"expected {self.dtype}")
+        check_batch(X, y, sample_weight, self.n_max, self._D, self.dtype)
         return _run(self._plan, X, y, sample_weight, lr, step)
