@@ -57,21 +57,28 @@ _jit_inline = njit(inline="always", **JIT_OPTIONS)  # inlined into its callers' 
 # --------------------------------------------------------------------------- linear layers
 
 @_jit
-def _linear_forward(X, W, b, out, relu):
-    """out = X @ W + b, then ReLU if `relu`."""
-    # X (N,D) IN, W (D,H) IN, b (H,) IN, out (N,H) OUT
-    np.dot(X, W, out)
+def _bias_act(out, b, relu):
+    """out += b per row, then max(., 0) if `relu` (NaN passes through, as np.maximum)."""
+    # out (N,H) IN/OUT, b (H,) IN
     n, h = out.shape
     zero = out.dtype.type(0)
     if relu:
         for i in range(n):
             for j in range(h):
                 v = out[i, j] + b[j]
-                out[i, j] = zero if v < zero else v  # NaN passes through, as np.maximum
+                out[i, j] = zero if v < zero else v
     else:
         for i in range(n):
             for j in range(h):
                 out[i, j] += b[j]
+
+
+@_jit
+def _linear_forward(X, W, b, out, relu):
+    """out = X @ W + b, then ReLU if `relu`."""
+    # X (N,D) IN, W (D,H) IN, b (H,) IN, out (N,H) OUT
+    np.dot(X, W, out)
+    _bias_act(out, b, relu)
 
 
 @_jit

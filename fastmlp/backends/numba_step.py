@@ -36,8 +36,9 @@ Design
   `numba_config.JIT_OPTIONS` (cached, nogil, explicit fast-math flags).  It returns the loss as
   a float: unlike an array, a float is boxed without calling back into Python, so a pending
   Ctrl-C cannot surface as SystemError (see numba_kernels.py).
-* The loss and the per-element optimizer steps are numba_kernels' own (`softmax_xent_grad`,
-  `_sgd_step`, `_sgd_momentum_step`, `_adam_step`), so each formula is written once.
+* The bias + ReLU pass, the loss and the per-element optimizer steps are numba_kernels' own
+  (`_bias_act`, `softmax_xent_grad`, `_sgd_step`, `_sgd_momentum_step`, `_adam_step`), so
+  each formula is written once.
   numba_kernels exposes `TrainStep` lazily (a module `__getattr__`), so the import goes one
   way.  Numba's on-disk cache is keyed on this file only: after editing those functions in a
   source checkout, touch this file (or clear __pycache__) to recompile `_run`.
@@ -53,7 +54,8 @@ from numba.extending import get_cython_function_address, intrinsic
 
 from ._step import OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_SGD, check_batch, step_layout
 from .numba_config import JIT_OPTIONS
-from .numba_kernels import _adam_step, _sgd_momentum_step, _sgd_step, softmax_xent_grad
+from .numba_kernels import (_adam_step, _bias_act, _sgd_momentum_step, _sgd_step,
+                            softmax_xent_grad)
 
 _jit = njit(**JIT_OPTIONS)
 
@@ -144,23 +146,6 @@ def _axpy(scr, ab, n, alpha, x, y):
 
 
 # --------------------------------------------------------------------------- element-wise
-
-@_jit
-def _bias_act(out, b, relu):
-    """out += b per row, then max(., 0) if relu (NaN passes through, as np.maximum)."""
-    # out (m, H) IN/OUT, b (H,) IN
-    n, h = out.shape
-    zero = out.dtype.type(0)
-    for i in range(n):
-        row = out[i]
-        if relu:
-            for j in range(h):
-                v = row[j] + b[j]
-                row[j] = zero if v < zero else v
-        else:
-            for j in range(h):
-                row[j] += b[j]
-
 
 @_jit
 def _mask_colsum(D, A, masked, acc, out):
