@@ -8,18 +8,20 @@ names). `fastmlp bench` shows both floors; this script separates the library fro
 else by making the *same* Fortran `sgemm` call, with the same arguments, through each
 library's shared object via ctypes (the ~10 µs ctypes overhead is the same for both), beside
 `np.matmul` itself. Libraries are found through threadpoolctl; a library whose `sgemm` symbol
-is not one of the known names is left out. Rounds alternate the libraries with a pause
-between them (their thread pools fight otherwise, docs/benchmarks.md); medians and IQR over
-15 rounds of the best-of-100 calls.
+is not one of the known names is left out. Timing is `fastmlp bench`'s own
+(`benchreport.interleave`): rounds alternate the libraries, one group per thread pool, with
+a pause between groups (the pools fight otherwise, docs/benchmarks.md); medians and IQR over
+15 rounds of each turn's best call.
 """
 import ctypes
 import pathlib
 import sys
-import time
 
 import numpy as np
 import scipy.linalg  # noqa: F401  (loads SciPy's OpenBLAS, so threadpoolctl sees it)
 from threadpoolctl import threadpool_info
+
+from fastmlp.benchreport import interleave
 
 SYMBOLS = (("scipy_sgemm_64_", ctypes.c_int64), ("sgemm_64_", ctypes.c_int64),
            ("scipy_sgemm_", ctypes.c_int32), ("sgemm_", ctypes.c_int32))
@@ -45,28 +47,19 @@ def fortran_sgemm(path):
     return sgemm
 
 
-def best_of(f, calls=100):
-    best = np.inf
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        f()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e6
-
-
 def compare(n, h, d=784, rounds=15):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, d), np.float32)
     W = rng.standard_normal((d, h), np.float32)
     dH = rng.standard_normal((n, h), np.float32)
     out_h, out_w = np.empty((n, h), np.float32), np.empty((d, h), np.float32)
-    libs = {}
+    libs = []  # (label, sgemm, True for NumPy's own library)
     for info in threadpool_info():
         if info.get("internal_api") == "openblas":
             g = fortran_sgemm(info["filepath"])
             if g is not None:
                 owner = pathlib.Path(info["filepath"]).parent.name  # numpy.libs, scipy.libs
-                libs[f"{owner}: OpenBLAS {info['version']}"] = g
+                libs.append((f"{owner}: OpenBLAS {info['version']}", g, owner == "numpy.libs"))
     # row-major C = A·B is the column-major Cᵀ = Bᵀ·Aᵀ
     products = {
         "X·W1 (forward)": (lambda g: g(b"N", b"N", h, n, d, W, h, X, d, out_h, h),
@@ -75,17 +68,15 @@ def compare(n, h, d=784, rounds=15):
                                     lambda: np.matmul(X.T, dH, out=out_w)),
     }
     for what, (via, matmul) in products.items():
-        turns = {f"sgemm, {k}": (lambda g=g: via(g)) for k, g in libs.items()}
-        turns["np.matmul"] = matmul
-        times = {k: [] for k in turns}
-        for _ in range(rounds):
-            for k, f in turns.items():
-                time.sleep(0.1)
-                best_of(f, 10)
-                times[k].append(best_of(f))
+        # one group per library (its thread pool); np.matmul runs on NumPy's
+        groups = [[(f"sgemm, {label}", lambda g=g: via(g))]
+                  + ([("np.matmul", matmul)] if is_numpy else []) for label, g, is_numpy in libs]
+        if not any(is_numpy for *_, is_numpy in libs):
+            groups.append([("np.matmul", matmul)])
+        best = interleave(groups, rounds, settle=0.15)
         print(f"N={n} H={h} {what}")
-        for k, v in times.items():
-            q1, med, q3 = np.percentile(v, [25, 50, 75])
+        for k, v in best.items():
+            q1, med, q3 = np.percentile(v * 1e6, [25, 50, 75])
             print(f"    {k:<40} {med:8.1f} µs [{q1:.1f}-{q3:.1f}]")
 
 
