@@ -1,4 +1,4 @@
-"""Build the Cython kernels in csrc/ as fastmlp._ckernels.
+"""Build the Cython kernels in csrc/ as fastmlp.backends._cython.
 
 Flags: -O3 -fno-math-errno, no -ffast-math, no -march=native.  Set FASTMLP_NATIVE=1 to add
 -march=native for a build that only runs on this CPU.  OpenMP is used when the
@@ -51,10 +51,10 @@ print(f"fastmlp build: openmp={'yes' if use_openmp else 'no'} flags={compile_arg
 
 extensions = [
     Extension(
-        "fastmlp._ckernels",
-        ["csrc/_ckernels.pyx"],
+        "fastmlp.backends._cython",
+        ["csrc/kernels.pyx"],
         include_dirs=[np.get_include(), "csrc"],
-        depends=["csrc/_updates.h", "csrc/_step_loops.h", "csrc/_train_step.pxi"],
+        depends=["csrc/updates.h", "csrc/step_loops.h", "csrc/train_step.pxi"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # the estimator pulls in scikit-learn: import it on first use, not with the package
     if name == "MLPClassifier":
-        from .estimator import MLPClassifier
+        from .estimators import MLPClassifier
         return MLPClassifier
     raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")
 

@@ -235,7 +235,7 @@ def cmd_info(a):
 
 
 def cmd_bench(a):
-    from fastmlp.benchreport import main as bench_main
+    from fastmlp.bench.report import main as bench_main
     return bench_main(a.args)
 
 

@@ -4,16 +4,17 @@ Design: `MLP` owns the parameters (weights[i] of shape (fan_in, fan_out), biases
 (fan_out,)) and gradient buffers of the same shapes.  A `Workspace` holds everything one
 training step writes for a batch of at most `n` rows (the gathered batch, activations,
 back-propagated deltas); smaller batches use cached row-slices of it, which stay C-contiguous.
-`MLP._train_pass` runs forward + backward on a filled workspace through the backend's raw
-(unchecked) kernels and allocates nothing; everything public validates its input first.
+`MLP._loss_grad` runs forward + backward on a filled workspace with the backend's raw
+(unchecked) kernels, composed by the reference's `forward` / `backward` (the one composition
+of the package), and allocates nothing; everything public validates its input first.
 """
 import os
 import tempfile
 
 import numpy as np
 
-from . import _validation as V
-from .backends import get_backend
+from .backends import get_backend, reference
+from .backends import validation as V
 
 FORMAT_VERSION = 1
 _INFER_CHUNK = 4096
@@ -78,7 +79,7 @@ class MLP:
     seed : int or None
         Seeds the initialisation: He normal (std sqrt(2 / fan_in)) for layers followed by a
         ReLU, LeCun normal (std sqrt(1 / fan_in)) for the output layer; biases are zero.
-    backend : "auto", "numpy", "numba", "cython" or a backend object
+    backend : "auto", "numpy", "numba", "cython", or a backend from `get_backend`
     """
 
     def __init__(self, layer_sizes=(784, 256, 10), dtype=np.float32, seed=0, backend="auto"):
@@ -124,30 +125,16 @@ class MLP:
         return Workspace(self.layer_sizes, n, self.dtype)
 
     # ---- the hot path (no validation, no allocation) ---------------------------------------
-    def _forward_ws(self, ws, X):
-        """Activations of the batch X (rows of ws) into ws.acts; returns the logits."""
-        raw, a = self.backend.raw, X
-        last = self.n_layers - 1
-        for i in range(self.n_layers):
-            raw.linear_forward(a, self.weights[i], self.biases[i], ws.acts[i], i < last)
-            a = ws.acts[i]
-        return a
-
-    def _train_pass(self, ws, X, y, sample_weight=None):
+    def _loss_grad(self, ws, X, y, sample_weight=None):
         """Forward and backward on batch X (m, D), y (m,) int64 with workspace rows ws.
 
         Fills self.dweights / self.dbiases with the gradient of the mean NLL (no penalty)
         and returns that loss."""
         raw = self.backend.raw
-        logits = self._forward_ws(ws, X)
+        logits = reference.forward(raw, self.weights, self.biases, X, ws.acts)
         loss = raw.softmax_xent_grad(logits, y, ws.dZ, sample_weight)
-        delta = ws.dZ
-        for i in range(self.n_layers - 1, -1, -1):
-            inp = ws.acts[i - 1] if i else X
-            dX = ws.deltas[i] if i else None
-            raw.linear_backward(delta, inp, self.weights[i], self.dweights[i], self.dbiases[i], dX)
-            if i:
-                delta = raw.relu_backward(dX, inp)
+        reference.backward(raw, self.weights, X, ws.acts, ws.dZ, self.dweights, self.dbiases,
+                           ws.deltas)
         return loss
 
     def _n_correct(self, ws, y):
@@ -188,7 +175,7 @@ class MLP:
     def score(self, X, y):
         """Mean accuracy on (X, y)."""
         X = V.check_X(X, self.n_features, self.dtype)
-        y = V.check_y(y, X.shape[0], self.n_classes)
+        y = V.check_labels(y, X.shape[0], self.n_classes, convert=True)
         return float(np.mean(np.argmax(self._forward(X), axis=1) == y))
 
     def penalty(self, weight_decay):
@@ -203,16 +190,12 @@ class MLP:
 
         Returns (loss, dweights, dbiases): new arrays shaped like weights / biases."""
         X = V.check_X(X, self.n_features, self.dtype)
-        y = V.check_y(y, X.shape[0], self.n_classes)
+        y = V.check_labels(y, X.shape[0], self.n_classes, convert=True)
         wd = V.check_number("weight_decay", weight_decay, low=0.0)
-        sw = None
-        if sample_weight is not None:
-            sw = np.ascontiguousarray(sample_weight, dtype=self.dtype)
-            if sw.shape != y.shape or not V.all_finite(sw) or np.any(sw < 0) or sw.sum() <= 0:
-                raise ValueError("sample_weight must be (n_samples,), finite, non-negative, "
-                                 "with a positive sum")
+        sw = None if sample_weight is None else \
+            V.check_sample_weight(sample_weight, X.shape[0], self.dtype)
         ws = self.workspace(X.shape[0])
-        loss = self._train_pass(ws, X, y, sw) + self.penalty(wd)
+        loss = self._loss_grad(ws, X, y, sw) + self.penalty(wd)
         dW = [g + (2 * wd) * W if wd else g.copy() for g, W in zip(self.dweights, self.weights)]
         return loss, dW, [g.copy() for g in self.dbiases]
 

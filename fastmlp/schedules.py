@@ -5,7 +5,7 @@ holds the finished epochs).  Any callable `f(epoch, lr0) -> float` works too.
 """
 import math
 
-from ._validation import check_number
+from .backends.validation import check_number
 
 
 class Constant:

@@ -1,23 +1,24 @@
 """Trainer: mini-batch SGD / momentum / Nesterov / Adam over an MLP, with no per-step allocation.
 
-Design: `fit` validates the data once, allocates one Workspace (batch_size rows; the last,
-smaller batch uses a cached row-slice of it), optimizer state and snapshot buffers, then loops.
-Each step gathers the shuffled batch into the workspace with `np.take(..., out=)` and makes one
-call to the backend's `TrainStep` (docs/kernels.md): forward, backward and the in-place update
-of every parameter; it is built once on the workspace, parameters and optimizer state.  Per-epoch work (lr schedule, validation, callbacks, early stopping,
-progress bar) stays out of the step.
+Design: the one training loop of the package.  `fit_epoch` is one pass over the data: it
+gathers each (shuffled) batch into a Workspace with `np.take(..., out=)` (one per batch size;
+the last, smaller batch uses a cached row-slice of it) and makes one call to the backend's
+fused `TrainStep` (docs/kernels.md): forward, backward and the in-place update of every
+parameter.  The step is built once on the workspace, parameters and optimizer state; what
+changes between steps (the learning rate, the step number, and the weight decay and Adam eps
+of `batch_hyperparameters`) goes into `run` as arguments.  `fit` adds the epochs around it:
+the lr schedule, validation, callbacks, early stopping and the progress bar.  MLPClassifier
+trains through `fit_epoch` too, with its own `batch_hyperparameters`.
 """
-import functools
 import math
 import time
 
 import numpy as np
 
-from . import _validation as V
-from .backends._step import ComposedTrainStep
+from .backends import validation as V
 from .history import History
+from .model import MLP
 from .schedules import EarlyStopping, _improved, make_schedule
-
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -42,7 +43,7 @@ class Trainer:
                  beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, batch_size=128,
                  epochs=10, lr_schedule=None, shuffle=True, seed=None, early_stopping=None,
                  callbacks=(), verbose=False, snapshot_every=10):
-        if not all(hasattr(model, a) for a in ("weights", "biases", "_train_pass")):
+        if not isinstance(model, MLP):
             raise TypeError(f"model must be a fastmlp.MLP, got {type(model).__name__}")
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
@@ -86,6 +87,47 @@ class Trainer:
         self._snapshot = None
         self._plan, self._plan_key = None, None
 
+    # ---- optimizer state -------------------------------------------------------------------
+    def get_state(self):
+        """(state, t): per parameter (weights then biases) None (plain SGD), the velocity
+        (momentum) or Adam's (m, v) -- the arrays themselves, updated in place by training --
+        and the number of steps taken."""
+        self._ensure_state()
+        return self._state, self.t
+
+    def set_state(self, state, t):
+        """Resume from `get_state()`'s (state, t), e.g. saved from an earlier Trainer on the
+        same model and optimizer.  The arrays are adopted, not copied."""
+        params = self.model.weights + self.model.biases
+        t = V.check_number("t", t, low=0, integer=True)
+        if not isinstance(state, (list, tuple)) or len(state) != len(params):
+            raise ValueError(f"state needs one entry per parameter ({len(params)})")
+        for i, (p, s) in enumerate(zip(params, state)):
+            if self.optimizer == "adam":
+                if not (isinstance(s, tuple) and len(s) == 2):
+                    raise ValueError(f"state[{i}] must be an (m, v) pair for Adam")
+                arrays = s
+            elif self.momentum > 0:
+                arrays = (s,)
+            elif s is not None:
+                raise ValueError(f"state[{i}] must be None for plain SGD")
+            else:
+                arrays = ()
+            for a in arrays:
+                if not (isinstance(a, np.ndarray) and a.shape == p.shape and a.dtype == p.dtype
+                        and a.flags.c_contiguous and a.flags.writeable):
+                    raise ValueError(f"state[{i}] must be writeable C-contiguous arrays of "
+                                     f"shape {p.shape} and dtype {p.dtype}")
+        self._ensure_state()
+        self._state, self.t = list(state), t
+
+    def batch_hyperparameters(self, batch_weight, step):
+        """(weight_decay, eps) for optimizer step number `step` (>= 1) on a batch whose total
+        weight is `batch_weight` (its number of rows, or the sum of its sample weights): the
+        constructor's values.  A subclass may vary them per step -- MLPClassifier's trainer
+        does, for scikit-learn's conventions -- without rebuilding the fused step."""
+        return self.weight_decay, self.eps
+
     # ---- buffers ---------------------------------------------------------------------------
     def _workspace(self, m):
         if self._ws is None or self._ws.n < m:
@@ -112,32 +154,31 @@ class Trainer:
         (built once, rebuilt only when one of them is replaced)."""
         m, plan = self.model, self._plan
         raw = m.backend.raw
-        hyper = (self.optimizer, self.momentum, self.nesterov, self.beta1, self.beta2,
-                 self.eps, self.weight_decay)
+        hyper = (self.optimizer, self.momentum, self.nesterov, self.beta1, self.beta2)
         key = self._plan_key
         if (plan is not None and key[0] is self._ws and key[1] is raw and key[2] is self._state
                 and key[3] == hyper and plan.uses(m.weights, m.biases)):
             return plan
-        make = getattr(raw, "TrainStep", None)
-        if make is None:  # a user-supplied backend object with only the kernels
-            make = functools.partial(ComposedTrainStep, raw)
         ws = self._ws
-        self._plan = make(m.weights, m.biases, m.dweights, m.dbiases, ws.acts, ws.deltas, ws.dZ,
-                          self._state, self.optimizer, momentum=self.momentum,
-                          nesterov=self.nesterov, beta1=self.beta1, beta2=self.beta2,
-                          eps=self.eps, weight_decay=self.weight_decay)
+        self._plan = raw.TrainStep(m.weights, m.biases, m.dweights, m.dbiases, ws.acts,
+                                   ws.deltas, ws.dZ, self._state, self.optimizer,
+                                   momentum=self.momentum, nesterov=self.nesterov,
+                                   beta1=self.beta1, beta2=self.beta2)
         self._plan_key = (self._ws, raw, self._state, hyper)
         return self._plan
 
-    def _step(self, ws, X, y, sw=None):
+    def _step(self, ws, X, y, sw=None, weight_decay=None, eps=None):
         """One optimizer step on the batch X, y (rows of the workspace `ws`, or checked
-        arrays that fit it): the backend's fused TrainStep, plus the divergence snapshot."""
+        arrays that fit it): the backend's fused TrainStep, plus the divergence snapshot.
+        weight_decay / eps: this step's (the constructor's when None)."""
         plan = self._train_step()
         take = self.t % self.snapshot_every == 0
         if take:  # copy now, keep it only if this step's loss is finite
             for dst, src in zip(self._spare, self.model.weights + self.model.biases):
                 np.copyto(dst, src)
-        loss = plan.run(X, y, sw, self.current_lr, self.t + 1)
+        loss = plan.run(X, y, sw, self.current_lr, self.t + 1,
+                        self.weight_decay if weight_decay is None else weight_decay,
+                        self.eps if eps is None else eps)
         if not math.isfinite(loss):
             self._diverged(loss)  # the step updated nothing
         if take:
@@ -164,12 +205,75 @@ class Trainer:
         update, without the weight-decay penalty)."""
         m = self.model
         X = V.check_X(X_batch, m.n_features, m.dtype, name="X_batch")
-        y = V.check_y(y_batch, X.shape[0], m.n_classes, name="y_batch")
+        y = V.check_labels(y_batch, X.shape[0], m.n_classes, name="y_batch", convert=True)
         self._ensure_state()
         ws = self._workspace(X.shape[0])
-        return self._step(ws, X, y)
+        wd, eps = self.batch_hyperparameters(X.shape[0], self.t + 1)
+        return self._step(ws, X, y, None, wd, eps)
 
     # ---- epochs ------------------------------------------------------------------------------
+    def fit_epoch(self, X, y, sample_weight=None, *, order=None, lr=None, check_input=True):
+        """One pass over X (N, D), y (N,) in mini-batches of `batch_size`, one optimizer step
+        each.  Returns (loss, accuracy): the mean over the epoch's rows of each batch's loss
+        (mean NLL plus the weight-decay penalty at that step's weight decay, both before its
+        update) and the training accuracy seen along the way.
+
+        order : None, or a permutation (N,) of the rows to visit (the caller's shuffle);
+            None visits them shuffled by the trainer's seed when `shuffle`, else in order.
+        lr : this epoch's learning rate (default: the current one, `current_lr`).
+        check_input : False when X, y, sample_weight already passed the checks of `fit`
+            (C-contiguous arrays of the model's dtype, int64 labels in range, weights of the
+            model's dtype): skips a pass over X.  A batch whose weights sum to 0 is skipped."""
+        m = self.model
+        if check_input:
+            X = V.check_X(X, m.n_features, m.dtype)
+            y = V.check_labels(y, X.shape[0], m.n_classes, convert=True)
+            if sample_weight is not None:
+                sample_weight = V.check_sample_weight(sample_weight, X.shape[0], m.dtype)
+        if lr is not None:
+            self.current_lr = V.check_number("lr", lr, low=0.0, low_inclusive=False)
+        n = X.shape[0]
+        if order is None and self.shuffle:
+            order = self._rng.permutation(n)
+        elif order is not None and check_input:
+            order = np.asarray(order)
+            if order.shape != (n,) or order.dtype.kind not in "iu":
+                raise ValueError(f"order must be a permutation of the {n} rows, got "
+                                 f"{order.dtype} {order.shape}")
+        return self._epoch(X, y, sample_weight, order, None)
+
+    def _epoch(self, X, y, sw, order, bar):
+        """fit_epoch on checked arrays; `bar` a tqdm bar or None."""
+        m = self.model
+        self._ensure_state()
+        n, bs = X.shape[0], min(self.batch_size, X.shape[0])
+        ws_full = self._workspace(bs)
+        if sw is not None and (getattr(self, "_sw_buf", None) is None
+                               or self._sw_buf.shape[0] < bs or self._sw_buf.dtype != m.dtype):
+            self._sw_buf = np.empty(bs, m.dtype)
+        loss_sum, correct = 0.0, 0
+        for s in range(0, n, bs):
+            e = min(n, s + bs)
+            ws = ws_full.rows(e - s)
+            if order is not None:
+                idx = order[s:e]
+                Xb, yb = np.take(X, idx, axis=0, out=ws.X), np.take(y, idx, out=ws.y)
+                swb = None if sw is None else np.take(sw, idx, out=self._sw_buf[: e - s])
+            else:
+                Xb, yb, swb = X[s:e], y[s:e], None if sw is None else sw[s:e]
+            weight = e - s if swb is None else float(swb.sum(dtype=np.float64))
+            if not weight > 0:
+                continue  # a batch with zero total weight carries no gradient
+            wd, eps = self.batch_hyperparameters(weight, self.t + 1)
+            penalty = m.penalty(wd)
+            loss = self._step(ws, Xb, yb, swb, wd, eps)
+            loss_sum += (loss + penalty) * (e - s)
+            correct += m._n_correct(ws, yb)
+            if bar is not None:
+                bar.update(e - s)
+                bar.set_postfix(loss=f"{loss:.4f}", acc=f"{correct / e:.3f}", refresh=False)
+        return loss_sum / n, correct / n
+
     def fit(self, X, y, X_val=None, y_val=None, sample_weight=None):
         """Train for `epochs` epochs (fewer with early stopping).  X (N, D), y (N,) integer
         labels in [0, C); optional validation set; optional sample_weight (N,).
@@ -178,21 +282,20 @@ class Trainer:
         re-raised."""
         m = self.model
         X = V.check_X(X, m.n_features, m.dtype)
-        y = V.check_y(y, X.shape[0], m.n_classes)
-        sw = self._check_sample_weight(sample_weight, X.shape[0])
+        y = V.check_labels(y, X.shape[0], m.n_classes, convert=True)
+        sw = None if sample_weight is None else \
+            V.check_sample_weight(sample_weight, X.shape[0], m.dtype)
         if (X_val is None) != (y_val is None):
             raise ValueError("give both X_val and y_val, or neither")
         if X_val is not None:
             X_val = V.check_X(X_val, m.n_features, m.dtype, name="X_val")
-            y_val = V.check_y(y_val, X_val.shape[0], m.n_classes, name="y_val")
+            y_val = V.check_labels(y_val, X_val.shape[0], m.n_classes, name="y_val",
+                                   convert=True)
         es = self.early_stopping
         if es is not None and es.monitor.startswith("val") and X_val is None:
             raise ValueError(f"early stopping monitors {es.monitor!r} but no X_val/y_val given")
-        self._ensure_state()
-        n, bs = X.shape[0], min(self.batch_size, X.shape[0])
-        ws_full = self._workspace(bs)
+        n = X.shape[0]
         perm = np.arange(n)
-        sw_buf = np.empty(bs, m.dtype) if sw is not None else None
         best, wait, best_params = None, 0, None
         self.history = hist = History()
         for epoch in range(self.epochs):
@@ -201,26 +304,8 @@ class Trainer:
             if self.shuffle:
                 self._rng.shuffle(perm)
             bar = self._progress(epoch, n)
-            loss_sum, correct = 0.0, 0
-            for s in range(0, n, bs):
-                e = min(n, s + bs)
-                ws = ws_full.rows(e - s)
-                if self.shuffle:
-                    idx = perm[s:e]
-                    Xb, yb = np.take(X, idx, axis=0, out=ws.X), np.take(y, idx, out=ws.y)
-                    swb = None if sw is None else np.take(sw, idx, out=sw_buf[: e - s])
-                else:
-                    Xb, yb, swb = X[s:e], y[s:e], None if sw is None else sw[s:e]
-                if swb is not None and not swb.sum() > 0:
-                    continue  # a batch with zero total weight carries no gradient
-                loss = self._step(ws, Xb, yb, swb)
-                loss_sum += loss * (e - s)
-                correct += m._n_correct(ws, yb)
-                if bar is not None:
-                    bar.update(e - s)
-                    bar.set_postfix(loss=f"{loss:.4f}", acc=f"{correct / e:.3f}", refresh=False)
-            row = dict(epoch=epoch + 1, train_loss=loss_sum / n + m.penalty(self.weight_decay),
-                       train_acc=correct / n, lr=self.current_lr)
+            loss, acc = self._epoch(X, y, sw, perm if self.shuffle else None, bar)
+            row = dict(epoch=epoch + 1, train_loss=loss, train_acc=acc, lr=self.current_lr)
             if X_val is not None:
                 row["val_loss"], row["val_acc"] = self._evaluate(X_val, y_val)
             row["seconds"] = time.perf_counter() - t0
@@ -249,7 +334,7 @@ class Trainer:
         """(mean NLL + penalty, accuracy) of the model on (X, y)."""
         m = self.model
         X = V.check_X(X, m.n_features, m.dtype)
-        return self._evaluate(X, V.check_y(y, X.shape[0], m.n_classes))
+        return self._evaluate(X, V.check_labels(y, X.shape[0], m.n_classes, convert=True))
 
     def _evaluate(self, X, y):
         """evaluate() on X, y already validated (fit checks its validation set once)."""
@@ -273,18 +358,6 @@ class Trainer:
         for dst, src in zip(buf, params):
             np.copyto(dst, src)
         return buf
-
-    def _check_sample_weight(self, sample_weight, n):
-        if sample_weight is None:
-            return None
-        sw = np.asarray(sample_weight)
-        if sw.dtype.kind not in "fiub" or sw.shape != (n,):
-            raise ValueError(f"sample_weight must be numeric of shape ({n},), got "
-                             f"{sw.dtype} {sw.shape}")
-        sw = np.ascontiguousarray(sw, dtype=self.model.dtype)
-        if not V.all_finite(sw) or np.any(sw < 0) or not sw.sum() > 0:
-            raise ValueError("sample_weight must be finite, non-negative, with a positive sum")
-        return sw
 
     def _progress(self, epoch, n):
         if not self.verbose:

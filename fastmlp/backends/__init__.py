@@ -1,17 +1,24 @@
-"""Backend registry: one kernel contract (docs/kernels.md), three implementations.
+"""Backend registry: one kernel contract (contract.py, docs/kernels.md), three implementations.
+
+    reference.py      numpy   the oracle, and the composition of kernels into a network
+    numba/            numba   kernels.py, train_step.py, config.py (compile and thread policy)
+    _cython (csrc/)   cython  kernels.pyx, train_step.pxi, updates.h, step_loops.h
 
 `get_backend(name)` returns an object exposing the contract's functions plus `name` and `raw`
-(the unchecked kernels the Model's hot loop calls after validating its workspaces once).
+(the unchecked kernels and `TrainStep` the Model's hot loop calls after validating its
+workspaces once): the reference module itself for 'numpy', a `CheckedBackend` over the
+compiled module for the others.
 """
 import importlib
 import threading
 
 from . import reference as _reference
+from .contract import KERNEL_NAMES
 
 BACKEND_NAMES = ("numpy", "numba", "cython")
+COMPILED_NAMES = ("numba", "cython")
 _AUTO_ORDER = ("cython", "numba", "numpy")
-_KERNELS = ("linear_forward", "linear_backward", "relu_backward", "softmax_xent_grad",
-            "sgd_update", "adam_update")
+_MODULES = {"numba": "fastmlp.backends.numba", "cython": "fastmlp.backends._cython"}
 
 _cache = {}
 _errors = {}
@@ -25,7 +32,7 @@ class _ReferenceBackend:
 
     def __init__(self):
         self.raw = _reference
-        for k in _KERNELS:
+        for k in KERNEL_NAMES:
             setattr(self, k, getattr(_reference, k))
 
     def __repr__(self):
@@ -35,14 +42,8 @@ class _ReferenceBackend:
 def _load(name):
     if name == "numpy":
         return _ReferenceBackend()
-    from ._checked import CheckedBackend
-    if name == "numba":
-        raw = importlib.import_module("fastmlp.backends.numba_kernels")
-    elif name == "cython":
-        raw = importlib.import_module("fastmlp._ckernels")
-    else:
-        raise ValueError(f"unknown backend {name!r}; choose from {BACKEND_NAMES} or 'auto'")
-    return CheckedBackend(name, raw)
+    from .checked import CheckedBackend
+    return CheckedBackend(name, importlib.import_module(_MODULES[name]))
 
 
 def _try_load(name):
@@ -66,14 +67,13 @@ def available_backends():
 
 
 def get_backend(name="auto"):
-    """Return the backend called `name`: 'numpy', 'numba', 'cython', or 'auto'.
-
-    'auto' picks cython, else numba, else numpy.  A backend object passes through unchanged.
-    """
+    """Return the backend called `name`: 'numpy', 'numba', 'cython', or 'auto' (cython, else
+    numba, else numpy).  An object this function returned passes through unchanged."""
     if not isinstance(name, str):
-        if all(hasattr(name, k) for k in _KERNELS) and hasattr(name, "name"):
+        if name in _cache.values():
             return name
-        raise TypeError(f"backend must be a name, got {type(name).__name__}")
+        raise TypeError(f"backend must be a name ({', '.join(BACKEND_NAMES)} or 'auto') or a "
+                        f"backend from get_backend, got {type(name).__name__}")
     if name == "auto":
         for n in _AUTO_ORDER:
             b = _try_load(n)

@@ -1,15 +1,21 @@
-"""NumPy reference backend: the plain, readable oracle for every kernel.
+"""NumPy reference backend: the plain, readable oracle for every kernel, and the one
+composition of those kernels into a network's forward pass, backward pass and training step.
 
-Design: one function per kernel of the contract in docs/kernels.md, written with ordinary
-NumPy expressions.  It may allocate temporaries; it accepts any memory layout.  The compiled
-backends are tested against these functions, so clarity beats speed here.
+Design: one function per kernel of the contract (contract.py, docs/kernels.md), written with
+ordinary NumPy expressions; they may allocate temporaries and accept any memory layout.  The
+compiled backends are tested against these functions, so clarity beats speed here.
+
+`forward`, `backward` and `update` compose the kernels of *any* backend (the module or object
+`k` holding them) into a whole network: `MLP` uses them for its gradients, `TrainStep` is them
+in sequence (the reference's own `TrainStep`, and the oracle of the compiled backends' fused
+ones), and the gradient checks and benchmark breakdown reuse them.  There is no other copy.
 """
 import math
-import sys
+import types
 
 import numpy as np
 
-from ._step import ComposedTrainStep
+from .contract import KERNEL_NAMES, OPTIMIZERS
 
 name = "numpy"
 
@@ -104,9 +110,86 @@ def adam_update(W, dW, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
     return W
 
 
-class TrainStep(ComposedTrainStep):
-    """One whole training step composed from the kernels above (docs/kernels.md): the oracle
-    of the compiled backends' fused TrainStep."""
+# --------------------------------------------------------------------------- composition
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(sys.modules[__name__], *args, **kwargs)
+def forward(k, weights, biases, X, acts):
+    """The network's forward pass with the kernels of `k`: acts[i] = relu(a·W_i + b_i), the
+    last layer linear (the logits).  X (m, D_0), weights[i] (D_i, D_i+1), acts[i] (m, D_i+1).
+    Returns the logits acts[-1]."""
+    a, last = X, len(weights) - 1
+    for i, (W, b) in enumerate(zip(weights, biases)):
+        k.linear_forward(a, W, b, acts[i], i < last)
+        a = acts[i]
+    return a
+
+
+def backward(k, weights, X, acts, dZ, dweights, dbiases, deltas):
+    """Back-propagate dZ (m, C), the loss gradient w.r.t. the logits, with the kernels of `k`:
+    fills dweights / dbiases; deltas[i] (m, D_i), i >= 1, receive the gradient w.r.t. layer
+    i's input, masked by the ReLU (deltas[0] is unused)."""
+    delta = dZ
+    for i in range(len(weights) - 1, -1, -1):
+        inp = acts[i - 1] if i else X
+        dX = deltas[i] if i else None
+        k.linear_backward(delta, inp, weights[i], dweights[i], dbiases[i], dX)
+        if i:
+            delta = k.relu_backward(dX, inp)
+
+
+def update(k, params, grads, state, n_weights, optimizer, lr, step, momentum=0.0,
+           nesterov=False, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    """One optimizer update of every parameter with the kernels of `k`: params = weights then
+    biases (the first `n_weights` are decayed), grads alike, state per parameter (None, a
+    velocity, or Adam's (m, v))."""
+    for i, (p, g, s) in enumerate(zip(params, grads, state)):
+        wd = weight_decay if i < n_weights else 0.0
+        if optimizer == "adam":
+            k.adam_update(p, g, s[0], s[1], step, lr, beta1, beta2, eps, wd)
+        else:
+            k.sgd_update(p, g, lr, wd, s, momentum, nesterov)
+
+
+class TrainStep:
+    """TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
+    momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, *, kernels=None): one whole training
+    step (docs/kernels.md) as the kernel calls it stands for -- `forward`, the loss,
+    `backward`, `update` -- with this module's kernels, or those of `kernels`."""
+
+    def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
+                 momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, *, kernels=None):
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"TrainStep: unknown optimizer {optimizer!r}")
+        self.k = _OWN if kernels is None else kernels
+        self.weights, self.biases = list(weights), list(biases)
+        self.dweights, self.dbiases = list(dweights), list(dbiases)
+        self.acts, self.deltas, self.dZ, self.state = list(acts), list(deltas), dZ, list(state)
+        self.hyper = dict(momentum=momentum, nesterov=nesterov, beta1=beta1, beta2=beta2)
+        self.optimizer, self.n_max = optimizer, self.acts[0].shape[0]
+
+    def uses(self, weights, biases):
+        """True if `weights + biases` are the very arrays this step was built on."""
+        mine = self.weights + self.biases
+        theirs = list(weights) + list(biases)
+        return len(mine) == len(theirs) and all(a is b for a, b in zip(mine, theirs))
+
+    def run(self, X, y, sample_weight, lr, step, weight_decay=0.0, eps=1e-8):
+        """Train on X (m, D), y (m,), optional sample_weight (m,); returns the batch's mean NLL
+        before the update (non-finite: nothing was updated).  `step` >= 1 counts updates."""
+        k, m = self.k, X.shape[0]
+        if not 1 <= m <= self.n_max:
+            raise ValueError(f"TrainStep.run: batch of {m} rows, expected 1 to {self.n_max}")
+        acts, dZ = [a[:m] for a in self.acts], self.dZ[:m]
+        deltas = [None] + [d[:m] for d in self.deltas[1:]]
+        loss = k.softmax_xent_grad(forward(k, self.weights, self.biases, X, acts), y, dZ,
+                                   sample_weight)
+        if not math.isfinite(loss):
+            return loss
+        backward(k, self.weights, X, acts, dZ, self.dweights, self.dbiases, deltas)
+        update(k, self.weights + self.biases, self.dweights + self.dbiases, self.state,
+               len(self.weights), self.optimizer, lr, step, eps=eps,
+               weight_decay=weight_decay, **self.hyper)
+        return loss
+
+
+# this module's kernels as an object, for TrainStep's default
+_OWN = types.SimpleNamespace(**{n: globals()[n] for n in KERNEL_NAMES})

@@ -1,0 +1,320 @@
+# Included by kernels.pyx (one extension module, so the helpers there, `_gemm` first, are
+# shared).  numba/train_step.py is the same step in Numba, with the same helper names.
+#
+# Design
+# ------
+# `TrainStep` is the whole training step of a fixed network: forward, softmax cross-entropy,
+# backward and the optimiser update of every parameter, in one call that holds no GIL and
+# allocates nothing.  The constructor takes the arrays once (parameters, gradient buffers, the
+# workspace's activations and deltas, the optimiser state) and keeps raw pointers to them plus
+# references that keep them alive, so `run` only takes the batch and four scalars.  It is the
+# fused form of `fastmlp.backends.reference.TrainStep`, which composes the contract's
+# kernels the same way and is what the tests hold it to.
+#
+# What fusing buys, beyond one Python call per step instead of about ten:
+# * The weight-gradient GEMM writes straight into the optimiser's target with BLAS's
+#   alpha/beta: plain SGD as W = (1 - 2·wd·lr)·W - lr·Xᵀδ; momentum as v = μ·v + Xᵀδ followed by
+#   BLAS axpys (v += 2·wd·W, W -= lr·v).  That removes a write and a read of dW, and the axpys
+#   run on OpenBLAS's own thread pool (its threads are awake right after the GEMM; an OpenMP
+#   pool would fight them for the cores).  Nesterov and Adam need g itself: GEMM into dW, then
+#   the loops of updates.h.  In these fused cases `dweights` is not written.
+# * The ReLU mask of a delta and the column sums that are the previous layer's bias gradient
+#   are one pass.
+# * A non-finite loss returns before the backward pass: nothing is updated.
+#
+# Order inside a layer's backward: dX = δ·Wᵀ first (it needs W before its update), then the
+# weight GEMM/update, then the bias update.  Float32 and float64 share `_run` (fused type).
+
+from libc.stdlib cimport calloc, free
+from libc.math cimport isfinite
+from scipy.linalg.cython_blas cimport daxpy, saxpy
+
+from fastmlp.backends import contract as _contract
+
+_check_batch = _contract.check_batch
+
+# the arrays are validated by contract.step_layout and the batch by contract.check_batch,
+# which the Numba step shares; these kinds are the values step_layout returns
+cdef enum:
+    OPT_SGD = 0
+    OPT_MOMENTUM = 1
+    OPT_NESTEROV = 2
+    OPT_ADAM = 3
+
+if (OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM) != (
+        _contract.OPT_SGD, _contract.OPT_MOMENTUM, _contract.OPT_NESTEROV, _contract.OPT_ADAM):
+    raise ImportError("train_step.pxi and fastmlp.backends.contract disagree on optimizer kinds")
+
+cdef struct _Layer:
+    int fan_in, fan_out
+    void* W        # (fan_in, fan_out)
+    void* b        # (fan_out,)
+    void* dW       # (fan_in, fan_out) gradient buffer (Nesterov/Adam only)
+    void* db       # (fan_out,)
+    void* act      # (n_max, fan_out) this layer's output (ReLU'd unless last)
+    void* dX       # (n_max, fan_in) gradient w.r.t. this layer's input; NULL for layer 0
+    void* sW1      # velocity or Adam m of W; NULL for plain SGD
+    void* sW2      # Adam v of W
+    void* sb1
+    void* sb2
+
+cdef struct _Plan:
+    _Layer* L
+    double* acc    # (widest layer,) double accumulators for column sums
+    void* dZ       # (n_max, C)
+    int n_layers, n_max, kind
+    double mu, b1, b2
+
+
+cdef void _axpy(Py_ssize_t n, floating a, const floating* x, floating* y) noexcept nogil:
+    """y += a·x over n elements (BLAS; chunks so every call's count fits an int)."""
+    cdef int one = 1, chunk
+    cdef Py_ssize_t done = 0
+    while done < n:
+        chunk = <int>min(n - done, <Py_ssize_t>(1 << 30))
+        if floating is float:
+            saxpy(&chunk, &a, <float*>(x + done), &one, y + done, &one)
+        else:
+            daxpy(&chunk, &a, <double*>(x + done), &one, y + done, &one)
+        done += chunk
+
+
+cdef extern from "step_loops.h" nogil:
+    void bias_act_f32(float* out, const float* b, Py_ssize_t N, Py_ssize_t H, int relu)
+    void bias_act_f64(double* out, const double* b, Py_ssize_t N, Py_ssize_t H, int relu)
+    void mask_colsum_f32(float* D, const float* A, Py_ssize_t N, Py_ssize_t H, double* acc,
+                         float* out)
+    void mask_colsum_f64(double* D, const double* A, Py_ssize_t N, Py_ssize_t H, double* acc,
+                         double* out)
+
+
+cdef inline void _bias_act(floating* out, const floating* b, Py_ssize_t N, Py_ssize_t H,
+                           bint relu) noexcept nogil:
+    """out (N, H) += b (H,) per row, then max(., 0) if relu."""
+    if floating is float:
+        bias_act_f32(out, b, N, H, relu)
+    else:
+        bias_act_f64(out, b, N, H, relu)
+
+
+cdef inline void _mask_colsum(floating* D, const floating* A, Py_ssize_t N, Py_ssize_t H,
+                                double* acc, floating* out) noexcept nogil:
+    """out (H,) = column sums of D (N, H) (in double); first D[A <= 0] = 0 unless A is NULL."""
+    if floating is float:
+        mask_colsum_f32(D, A, N, H, acc, out)
+    else:
+        mask_colsum_f64(D, A, N, H, acc, out)
+
+
+cdef void _update(int kind, floating* P, const floating* G, floating* s1, floating* s2,
+                         Py_ssize_t n, floating lr, floating wd2, floating mu, floating b1,
+                         floating b2, floating c1, floating c2, floating eps) noexcept nogil:
+    """The loops of updates.h on one parameter (P, gradient G, state s1/s2) of n elements."""
+    if floating is float:
+        if kind == OPT_SGD:
+            sgd_plain_f32(P, G, n, lr, wd2)
+        elif kind == OPT_ADAM:
+            adam_f32(P, G, s1, s2, n, lr, b1, b2, 1 - b1, 1 - b2, c1, c2, eps, wd2)
+        else:
+            sgd_momentum_f32(P, G, s1, n, lr, wd2, mu, kind == OPT_NESTEROV)
+    else:
+        if kind == OPT_SGD:
+            sgd_plain_f64(P, G, n, lr, wd2)
+        elif kind == OPT_ADAM:
+            adam_f64(P, G, s1, s2, n, lr, b1, b2, 1 - b1, 1 - b2, c1, c2, eps, wd2)
+        else:
+            sgd_momentum_f64(P, G, s1, n, lr, wd2, mu, kind == OPT_NESTEROV)
+
+
+cdef double _softmax_xent(const floating* Z, const int64_t* y, floating* dZ,
+                          const floating* sw, Py_ssize_t m, Py_ssize_t C) noexcept nogil:
+    """_softmax_xent_grad on raw rows (serially: C is small at MLP sizes), after checking that
+    every label is in [0, C) (the rows would be read and written out of bounds otherwise):
+    -1 if one is not, and dZ is left as it was."""
+    # Z (m, C) IN, y (m,) IN, dZ (m, C) OUT, sw (m,) IN or NULL
+    cdef Py_ssize_t r
+    cdef double loss = 0, total = m, w
+    for r in range(m):
+        if y[r] < 0 or y[r] >= C:
+            return -1
+    if sw != NULL:
+        total = 0
+        for r in range(m):
+            total += sw[r]
+    for r in range(m):
+        w = sw[r] if sw != NULL else 1.0
+        loss += w * _xent_row(Z + r * C, dZ + r * C, C, y[r], <floating>(w / total))
+    return loss / total
+
+
+cdef double _run(_Plan* p, const floating* X, const int64_t* y, const floating* sw,
+                 int m, double lr_d, double step, double wd, double eps_d) noexcept nogil:
+    """One training step on the batch X (m, D), y (m,), optional weights sw (m,); returns the
+    batch's mean NLL (before the update); a non-finite loss returns before anything changes;
+    -1 (an NLL is never negative) when a label is outside [0, C): nothing changed either."""
+    cdef int i, last = p.n_layers - 1, fi, fo
+    cdef _Layer* L
+    cdef const floating* a = X
+    cdef floating* delta
+    cdef floating* W
+    cdef floating lr = <floating>lr_d, wd2 = <floating>(2 * wd), mu = <floating>p.mu
+    cdef floating b1 = <floating>p.b1, b2 = <floating>p.b2, eps = <floating>eps_d
+    cdef floating c1 = <floating>(1.0 - pow(p.b1, step)), c2 = <floating>(1.0 - pow(p.b2, step))
+    cdef floating one = 1, zero = 0
+    cdef double loss
+    cdef Py_ssize_t C = p.L[last].fan_out
+    cdef floating* Z = <floating*>p.L[last].act
+    cdef floating* dZ = <floating*>p.dZ
+
+    # forward: act_i = relu(a · W_i + b_i) (the last layer stays linear)
+    for i in range(p.n_layers):
+        L = &p.L[i]
+        # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major arrays
+        _gemm(c'N', c'N', L.fan_out, m, L.fan_in, one, <floating*>L.W, L.fan_out,
+                 a, L.fan_in, zero, <floating*>L.act, L.fan_out)
+        _bias_act(<floating*>L.act, <floating*>L.b, m, L.fan_out, i < last)
+        a = <floating*>L.act
+
+    # loss and dZ
+    loss = _softmax_xent(Z, y, dZ, sw, m, C)
+    if not isfinite(loss) or loss < 0:
+        return loss
+
+    # backward, last layer first
+    delta = dZ
+    _mask_colsum(delta, <floating*>NULL, m, C, p.acc, <floating*>p.L[last].db)
+    for i in range(last, -1, -1):
+        L = &p.L[i]
+        fi, fo, W = L.fan_in, L.fan_out, <floating*>L.W
+        a = <const floating*>p.L[i - 1].act if i > 0 else X
+        if i > 0:
+            # dXᵀ (fi, m) = W (fi, fo) · δᵀ (fo, m); then the ReLU mask and the bias gradient
+            # of layer i-1 in one pass
+            _gemm(c'T', c'N', fi, m, fo, one, W, fo, delta, fo, zero,
+                     <floating*>L.dX, fi)
+            _mask_colsum(<floating*>L.dX, a, m, fi, p.acc, <floating*>p.L[i - 1].db)
+        # weight gradient Xᵀδ as dWᵀ (fo, fi) = δᵀ (fo, m) · a (m, fi), fused with the update
+        if p.kind == OPT_SGD:
+            _gemm(c'N', c'T', fo, fi, m, -lr, delta, fo, a, fi, 1 - wd2 * lr, W, fo)
+        elif p.kind == OPT_MOMENTUM:
+            _gemm(c'N', c'T', fo, fi, m, one, delta, fo, a, fi, mu, <floating*>L.sW1, fo)
+            if wd2 != 0:
+                _axpy(<Py_ssize_t>fi * fo, wd2, W, <floating*>L.sW1)
+            _axpy(<Py_ssize_t>fi * fo, -lr, <floating*>L.sW1, W)
+        else:
+            _gemm(c'N', c'T', fo, fi, m, one, delta, fo, a, fi, zero, <floating*>L.dW, fo)
+            _update(p.kind, W, <floating*>L.dW, <floating*>L.sW1, <floating*>L.sW2,
+                    <Py_ssize_t>fi * fo, lr, wd2, mu, b1, b2, c1, c2, eps)
+        _update(p.kind, <floating*>L.b, <floating*>L.db, <floating*>L.sb1, <floating*>L.sb2,
+                fo, lr, zero, mu, b1, b2, c1, c2, eps)
+        delta = <floating*>L.dX
+    return loss
+
+
+cdef inline void* _ptr(size_t address):
+    """An address from contract.step_layout (0 = unused) as a pointer."""
+    return <void*>address
+
+
+cdef class TrainStep:
+    """A whole training step of one network in one call: see docs/kernels.md.
+
+    TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
+              momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999)
+
+    weights[i] (D_i, D_i+1), biases[i] (D_i+1,), dweights/dbiases the same shapes; acts[i]
+    (n_max, D_i+1); deltas[i] (n_max, D_i) for i >= 1 (deltas[0] is ignored); dZ (n_max, C);
+    state: per parameter (weights then biases) None (plain SGD), the velocity (momentum), or
+    an (m, v) pair (Adam).  All C-contiguous, one dtype.  `run(X, y, sample_weight, lr, step,
+    weight_decay=0.0, eps=1e-8)` trains on X (m, D_0), y (m,) int64 with m <= n_max and
+    returns the loss.
+    """
+    cdef _Plan p
+    cdef bint f64
+    cdef list _params
+    cdef list _keep
+    cdef readonly object dtype
+
+    def __cinit__(self):
+        self.p.L = NULL
+        self.p.acc = NULL
+
+    def __dealloc__(self):
+        free(self.p.L)
+        free(self.p.acc)
+
+    def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
+                 momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999):
+        cdef int i, nl
+        cdef _Layer* L
+        kind, dt, n, layers, dZ_address = _contract.step_layout(
+            weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
+            nesterov)
+        nl = len(layers)
+        self.dtype, self.f64 = dt, dt == _F64
+        self.p.kind, self.p.n_layers, self.p.n_max = kind, nl, n
+        self.p.mu, self.p.b1, self.p.b2 = momentum, beta1, beta2
+        self.p.L = <_Layer*>calloc(nl, sizeof(_Layer))
+        self.p.acc = <double*>calloc(max(max(r[0], r[1]) for r in layers), sizeof(double))
+        if self.p.L == NULL or self.p.acc == NULL:
+            raise MemoryError()
+        self._params = list(weights) + list(biases)
+        self._keep = [weights, biases, dweights, dbiases, acts, deltas, dZ, state]
+        for i in range(nl):
+            L = &self.p.L[i]
+            rec = layers[i]
+            L.fan_in, L.fan_out = rec[0], rec[1]
+            L.W, L.b, L.dW, L.db = _ptr(rec[2]), _ptr(rec[3]), _ptr(rec[4]), _ptr(rec[5])
+            L.act, L.dX = _ptr(rec[6]), _ptr(rec[7])
+            L.sW1, L.sW2, L.sb1, L.sb2 = _ptr(rec[8]), _ptr(rec[9]), _ptr(rec[10]), _ptr(rec[11])
+        self.p.dZ = _ptr(dZ_address)
+
+    def uses(self, weights, biases):
+        """True if `weights + biases` are the very arrays this step was built on."""
+        cdef Py_ssize_t i
+        cdef list mine = self._params
+        if len(weights) + len(biases) != len(mine):
+            return False
+        for i in range(len(weights)):
+            if weights[i] is not mine[i]:
+                return False
+        for i in range(len(biases)):
+            if biases[i] is not mine[len(weights) + i]:
+                return False
+        return True
+
+    def run(self, X, y, sample_weight, double lr, double step, double weight_decay=0.0,
+            double eps=1e-8):
+        """Train on X (m, D_0), y (m,) int64, optional sample_weight (m,); returns the mean NLL
+        of the batch before the update (NaN/inf: nothing was updated).  `step` (>= 1) is the
+        optimiser step number (Adam's bias correction); the loss penalised is
+        weight_decay·Σ‖W‖², eps is Adam's."""
+        cdef int m = _check_batch(X, y, sample_weight, self.p.n_max, self.p.L[0].fan_in,
+                                  self.dtype)
+        cdef const int64_t[::1] yv = y
+        cdef const float[:, ::1] Xf
+        cdef const double[:, ::1] Xd
+        cdef const float[::1] swf
+        cdef const double[::1] swd
+        cdef const float* swf_p = NULL
+        cdef const double* swd_p = NULL
+        cdef double loss
+        if self.f64:
+            Xd = X
+            if sample_weight is not None:
+                swd = sample_weight
+                swd_p = &swd[0]
+            with nogil:
+                loss = _run[double](&self.p, &Xd[0, 0], &yv[0], swd_p, m, lr, step,
+                                     weight_decay, eps)
+        else:
+            Xf = X
+            if sample_weight is not None:
+                swf = sample_weight
+                swf_p = &swf[0]
+            with nogil:
+                loss = _run[float](&self.p, &Xf[0, 0], &yv[0], swf_p, m, lr, step,
+                                    weight_decay, eps)
+        if loss < 0:
+            raise ValueError("TrainStep.run: labels must be in [0, n_classes)")
+        return loss

@@ -1,0 +1,158 @@
+"""The kernel contract, in one place: the names, argument orders and shapes every backend
+implements (docs/kernels.md explains them), the arrays of the fused `TrainStep`, and the
+optimizer kinds.
+
+Design: the tables below are data, read by the backend registry (which functions a backend
+must have), the checked boundary, the tests (every backend's signatures against the table)
+and the benchmarks (which arguments a kernel writes).  `step_layout` / `check_batch`
+validate a `TrainStep`'s arrays and batch once for both compiled steps, which then trust the
+addresses they return.  The meaning of every kernel is the NumPy reference (reference.py).
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Kernel(NamedTuple):
+    """One function of the contract: its parameters in order (defaults as in the signature),
+    shapes, the parameters it writes in place, and what it returns."""
+    name: str
+    params: tuple
+    shapes: str
+    writes: tuple
+    returns: str          # the name of the returned buffer, or "loss" (a Python float)
+
+
+KERNELS = (
+    Kernel("linear_forward", ("X", "W", "b", "out", "relu=False"),
+           "X (N,D), W (D,H), b (H,), out (N,H)", ("out",), "out"),
+    Kernel("linear_backward", ("dY", "X", "W", "dW", "db", "dX=None"),
+           "dY (N,H), X (N,D), W (D,H), dW (D,H), db (H,), dX (N,D) or None",
+           ("dW", "db", "dX"), "dW"),
+    Kernel("relu_backward", ("dH", "H"), "dH, H (N,H)", ("dH",), "dH"),
+    Kernel("softmax_xent_grad", ("Z", "y", "dZ", "sample_weight=None"),
+           "Z (N,C), y (N,) int, dZ (N,C), sample_weight (N,) or None", ("dZ",), "loss"),
+    Kernel("sgd_update", ("W", "dW", "lr", "weight_decay=0.0", "velocity=None", "momentum=0.0",
+                          "nesterov=False"),
+           "W, dW, velocity: one shape, any rank", ("W", "velocity"), "W"),
+    Kernel("adam_update", ("W", "dW", "m", "v", "step", "lr", "beta1=0.9", "beta2=0.999",
+                           "eps=1e-8", "weight_decay=0.0"),
+           "W, dW, m, v: one shape, any rank", ("W", "m", "v"), "W"),
+)
+KERNEL_NAMES = tuple(k.name for k in KERNELS)
+
+# TrainStep(*TRAIN_STEP_PARAMS) and its run(*TRAIN_STEP_RUN_PARAMS); shapes in docs/kernels.md
+TRAIN_STEP_PARAMS = ("weights", "biases", "dweights", "dbiases", "acts", "deltas", "dZ",
+                     "state", "optimizer", "momentum=0.0", "nesterov=False", "beta1=0.9",
+                     "beta2=0.999")
+TRAIN_STEP_RUN_PARAMS = ("X", "y", "sample_weight", "lr", "step", "weight_decay=0.0",
+                         "eps=1e-8")
+
+# optimizer kinds of the fused TrainSteps (csrc/train_step.pxi has the same enum)
+OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM = 0, 1, 2, 3
+OPTIMIZERS = ("sgd", "adam")
+
+
+def kernel(name):
+    """The `Kernel` entry called `name`."""
+    for k in KERNELS:
+        if k.name == name:
+            return k
+    raise KeyError(name)
+
+
+def optimizer_kind(optimizer, momentum, nesterov):
+    """OPT_* for an optimizer name ('sgd' or 'adam') and its momentum settings."""
+    if optimizer == "adam":
+        return OPT_ADAM
+    if optimizer == "sgd":
+        return OPT_SGD if momentum == 0 else (OPT_NESTEROV if nesterov else OPT_MOMENTUM)
+    raise ValueError(f"TrainStep: unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}")
+
+
+# --------------------------------------------------------------------------- TrainStep layout
+
+def _address(a, name, shape, dtype):
+    """The data address of `a`, a writeable C-contiguous array of exactly this shape and dtype."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"TrainStep: {name} must be a NumPy array, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"TrainStep: {name} has dtype {a.dtype}, expected {dtype}")
+    if a.shape != shape:
+        raise ValueError(f"TrainStep: {name} has shape {a.shape}, expected {shape}")
+    if not a.flags.c_contiguous or not a.flags.writeable:
+        raise ValueError(f"TrainStep: {name} must be C-contiguous and writeable")
+    return a.__array_interface__["data"][0]
+
+
+def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
+                momentum, nesterov):
+    """Validate the arrays of a fused `TrainStep` (shapes as in docs/kernels.md) and return
+    `(kind, dtype, n_max, layers, dZ_address)`: `kind` one of OPT_*, and per layer the tuple
+    (fan_in, fan_out, W, b, dW, db, act, dX, sW1, sW2, sb1, sb2) of sizes and data addresses
+    (0 where unused: dX of layer 0, the state slots plain SGD or momentum does not have).
+    Raises TypeError/ValueError naming the argument.  Shared by the Cython and Numba steps."""
+    nl = len(weights)
+    if nl < 1 or not all(len(s) == nl for s in (biases, dweights, dbiases, acts, deltas)):
+        raise ValueError("TrainStep: weights, biases, dweights, dbiases, acts and deltas "
+                         "need one entry per layer")
+    if len(state) != 2 * nl:
+        raise ValueError("TrainStep: state needs one entry per parameter")
+    kind = optimizer_kind(optimizer, momentum, nesterov)
+    dt = weights[0].dtype if isinstance(weights[0], np.ndarray) else None
+    if dt != np.float32 and dt != np.float64:
+        raise TypeError(f"TrainStep: weights must be float32 or float64, got {dt}")
+    n = acts[0].shape[0] if isinstance(acts[0], np.ndarray) and acts[0].ndim else 0
+    if n < 1:
+        raise ValueError("TrainStep: acts[0] must be an array with at least one row")
+    layers = []
+    for i in range(nl):
+        W = weights[i]
+        fi, fo = W.shape if isinstance(W, np.ndarray) and W.ndim == 2 else (0, 0)
+        if fi < 1 or fo < 1:
+            raise ValueError(f"TrainStep: weights[{i}] must be 2-D and non-empty")
+        if i and fi != weights[i - 1].shape[1]:
+            raise ValueError(f"TrainStep: weights[{i}] does not follow weights[{i - 1}]")
+        rec = [fi, fo, _address(W, f"weights[{i}]", (fi, fo), dt),
+               _address(biases[i], f"biases[{i}]", (fo,), dt),
+               _address(dweights[i], f"dweights[{i}]", (fi, fo), dt),
+               _address(dbiases[i], f"dbiases[{i}]", (fo,), dt),
+               _address(acts[i], f"acts[{i}]", (n, fo), dt),
+               _address(deltas[i], f"deltas[{i}]", (n, fi), dt) if i else 0]
+        for shape, slot in (((fi, fo), i), ((fo,), nl + i)):
+            s = state[slot]
+            if kind == OPT_ADAM:
+                if not isinstance(s, tuple) or len(s) != 2:
+                    raise ValueError(f"TrainStep: state[{slot}] must be an (m, v) pair")
+                rec += [_address(s[0], f"state[{slot}][0]", shape, dt),
+                        _address(s[1], f"state[{slot}][1]", shape, dt)]
+            elif kind == OPT_SGD:
+                rec += [0, 0]
+            else:
+                rec += [_address(s, f"state[{slot}]", shape, dt), 0]
+        layers.append(tuple(rec))
+    dZ_address = _address(dZ, "dZ", (n, weights[-1].shape[1]), dt)
+    return kind, dt, n, layers, dZ_address
+
+
+def check_batch(X, y, sample_weight, n_max, n_features, dtype):
+    """The batch of a fused `TrainStep.run`: X (m, n_features) of `dtype`, y (m,) int64,
+    sample_weight None or (m,) of `dtype`, 1 <= m <= n_max (contiguity is the caller's to
+    check).  Returns m; raises ValueError/TypeError naming the argument."""
+    m = y.shape[0]
+    if not 0 < m <= n_max:
+        raise ValueError(f"TrainStep.run: batch of {m} rows, expected 1 to {n_max}")
+    if X.shape != (m, n_features):
+        raise ValueError(f"TrainStep.run: X has shape {X.shape}, expected ({m}, {n_features})")
+    if X.dtype != dtype:
+        raise TypeError(f"TrainStep.run: X has dtype {X.dtype}, expected {dtype}")
+    if y.ndim != 1 or y.dtype != np.int64:
+        raise TypeError(f"TrainStep.run: y must be 1-D int64, got {y.ndim}-D {y.dtype}")
+    if sample_weight is not None:
+        if sample_weight.shape != (m,):
+            raise ValueError(f"TrainStep.run: sample_weight has shape {sample_weight.shape}, "
+                             f"expected ({m},)")
+        if sample_weight.dtype != dtype:
+            raise TypeError(f"TrainStep.run: sample_weight has dtype {sample_weight.dtype}, "
+                            f"expected {dtype}")
+    return m

@@ -1,0 +1,283 @@
+"""Numba backend: the raw kernels of docs/kernels.md, compiled with Numba.
+
+Design
+------
+* The names and argument order of contract.KERNELS.  These kernels trust their input: the
+  validation lives in `checked.CheckedBackend`, and the Model calls them directly once it has
+  validated its workspaces.  Outputs are caller-allocated and written in place; no kernel
+  allocates.
+* Every kernel is `@njit` with the options in `config` (cache, nogil, an explicit
+  fast-math flag set without nnan/ninf/reassoc, NumPy's division-by-zero semantics) and is
+  dtype-generic: float32 and float64 each get their own compiled specialisation on first use.
+  Python-float hyper-parameters are cast to the arrays' dtype inside the kernel
+  (`W.dtype.type(lr)`), so float32 arrays are updated with float32 arithmetic.  Sums that
+  feed the loss (log-sum-exp, the NLL, the sample weights) are accumulated in float64.
+* Matrix products go to BLAS through `np.dot(a, b, out)` inside the compiled code (Numba
+  passes the transposed views `X.T` / `W.T`, which are F-ordered, as BLAS transpose flags;
+  no copy; zero-size operands give zeros).  The work around them is fused into one loop:
+  bias + ReLU, the bias gradient, the ReLU mask, and the softmax / cross-entropy per row
+  (max, exp and its sum written into dZ, then scale and subtract the one-hot).
+* `linear_forward`, `linear_backward`, `relu_backward` and `softmax_xent_grad` are the
+  compiled functions themselves (`dX=None` / `sample_weight=None` are resolved at compile
+  time: one specialisation each).  `sgd_update` / `adam_update` are small Python wrappers
+  that pick the serial kernel or, at or above the parallel threshold, a `prange` kernel
+  (`config.parallel_min_size`: the thread policy lives in config.py).
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from . import config
+from .config import JIT_OPTIONS
+
+_jit = njit(**JIT_OPTIONS)
+_jit_parallel = njit(parallel=True, **JIT_OPTIONS)
+_jit_inline = njit(inline="always", **JIT_OPTIONS)  # inlined into its callers' IR
+
+
+# --------------------------------------------------------------------------- linear layers
+
+@_jit
+def _bias_act(out, b, relu):
+    """out += b per row, then max(., 0) if `relu` (NaN passes through, as np.maximum)."""
+    # out (N,H) IN/OUT, b (H,) IN
+    n, h = out.shape
+    zero = out.dtype.type(0)
+    if relu:
+        for i in range(n):
+            for j in range(h):
+                v = out[i, j] + b[j]
+                out[i, j] = zero if v < zero else v
+    else:
+        for i in range(n):
+            for j in range(h):
+                out[i, j] += b[j]
+
+
+@_jit
+def _linear_forward(X, W, b, out, relu):
+    """out = X @ W + b, then ReLU if `relu`."""
+    # X (N,D) IN, W (D,H) IN, b (H,) IN, out (N,H) OUT
+    np.dot(X, W, out)
+    _bias_act(out, b, relu)
+
+
+@_jit
+def _linear_backward(dY, X, W, dW, db, dX):
+    """dW = X.T @ dY, db = column sums of dY, dX = dY @ W.T when dX is given."""
+    # dY (N,H) IN, X (N,D) IN, W (D,H) IN, dW (D,H) OUT, db (H,) OUT, dX (N,D) OUT or None
+    np.dot(X.T, dY, dW)
+    n, h = dY.shape
+    db[:] = 0
+    for i in range(n):
+        for j in range(h):
+            db[j] += dY[i, j]
+    if dX is not None:
+        np.dot(dY, W.T, dX)
+
+
+@_jit
+def _relu_backward(dH, H):
+    """dH[H <= 0] = 0 in place, H being the ReLU output."""
+    # dH (N,H) IN/OUT, H (N,H) IN
+    n, h = dH.shape
+    zero = dH.dtype.type(0)
+    for i in range(n):
+        for j in range(h):
+            dH[i, j] = zero if H[i, j] <= zero else dH[i, j]
+
+
+# The compiled kernels above return nothing: a jitted function that returns an array boxes it
+# by calling back into Python, where a pending Ctrl-C surfaces as SystemError instead of
+# KeyboardInterrupt.  These wrappers return the caller's buffer.
+
+def linear_forward(X, W, b, out, relu=False):
+    """out = X @ W + b, then ReLU if `relu`.  X (N,D), W (D,H), b (H,), out (N,H).  Returns out."""
+    _linear_forward(X, W, b, out, relu)
+    return out
+
+
+def linear_backward(dY, X, W, dW, db, dX=None):
+    """dW = X.T @ dY, db = column sums of dY, dX = dY @ W.T when dX is given.  Returns dW."""
+    _linear_backward(dY, X, W, dW, db, dX)
+    return dW
+
+
+def relu_backward(dH, H):
+    """dH[H <= 0] = 0 in place, H being the ReLU output.  dH, H (N,H).  Returns dH."""
+    _relu_backward(dH, H)
+    return dH
+
+
+# --------------------------------------------------------------------------- loss
+
+@_jit
+def softmax_xent_grad(Z, y, dZ, sample_weight=None):
+    """Mean (or weighted-mean) NLL of softmax(Z) at y, as a float; dZ = its gradient."""
+    # Z (N,C) IN, y (N,) int64 IN, dZ (N,C) OUT, sample_weight (N,) IN or None
+    n, c = Z.shape
+    if sample_weight is None:
+        total = float(n)
+    else:
+        total = 0.0
+        for i in range(n):
+            total += sample_weight[i]
+    one = Z.dtype.type(1)
+    loss = 0.0
+    for i in range(n):
+        z = Z[i]
+        g = dZ[i]
+        m = z[0]
+        for j in range(1, c):
+            if z[j] > m:
+                m = z[j]
+        s = 0.0  # float64 sum of exp(z - max) >= 1
+        for j in range(c):
+            e = np.exp(z[j] - m)
+            g[j] = e
+            s += e
+        k = y[i]
+        w = 1.0 if sample_weight is None else float(sample_weight[i])
+        loss += w * (math.log(s) - (float(z[k]) - float(m)))
+        inv_s = Z.dtype.type(1.0 / s)
+        scale = Z.dtype.type(w / total)
+        p_k = g[k] * inv_s
+        for j in range(c):
+            g[j] = g[j] * inv_s * scale
+        g[k] = (p_k - one) * scale
+    return loss / total
+
+
+# --------------------------------------------------------------------------- optimizers
+# Each update is written once, as a per-element step inlined into two loops: a serial driver
+# that takes the parameter at any rank and flattens it, and a prange kernel (Numba's static
+# schedule gives each thread one contiguous slice) that takes flat 1-D arrays from the Python
+# wrapper.  The prange kernels keep to the plainest Numba: no reshape, tuple unpacking or
+# Optional values inside them -- with Numba 0.68, `a, b, c, d = A.reshape(-1), ...` before a
+# prange loop makes the parfor pass drop the loop (the arrays are left unchanged), and an
+# Optional array inside a prange body took the wrong branch.
+
+@_jit_inline
+def _sgd_step(w, d, i, lr, wd2):
+    # w, d (n,) flat; plain step on element i
+    w[i] -= lr * (d[i] + wd2 * w[i])
+
+
+@_jit_inline
+def _sgd_momentum_step(w, d, v, i, lr, wd2, mu, nesterov):
+    # w, d, v (n,) flat; heavy-ball or Nesterov step on element i
+    g = d[i] + wd2 * w[i]
+    vi = mu * v[i] + g
+    v[i] = vi
+    w[i] -= lr * (g + mu * vi) if nesterov else lr * vi
+
+
+@_jit_inline
+def _adam_step(w, d, m, v, i, lr, b1, b1c, b2, b2c, c1, c2, eps, wd2):
+    # w, d, m, v (n,) flat; element i.  b1c = 1-beta1, b2c = 1-beta2, c = 1-beta**step
+    g = d[i] + wd2 * w[i]
+    mi = b1 * m[i] + b1c * g
+    vi = b2 * v[i] + b2c * g * g
+    m[i] = mi
+    v[i] = vi
+    w[i] -= lr * (mi / c1) / (np.sqrt(vi / c2) + eps)
+
+
+@_jit
+def _sgd_serial(W, dW, lr, weight_decay, velocity, momentum, nesterov):
+    # W, dW, velocity (or None): same shape, any rank, C-contiguous
+    t = W.dtype.type
+    lr_ = t(lr)
+    wd2 = t(2.0 * weight_decay)
+    mu = t(momentum)
+    w = W.reshape(-1)
+    d = dW.reshape(-1)
+    if velocity is None:  # decided at compile time: one specialisation per case
+        for i in range(w.size):
+            _sgd_step(w, d, i, lr_, wd2)
+    else:
+        v = velocity.reshape(-1)
+        for i in range(w.size):
+            _sgd_momentum_step(w, d, v, i, lr_, wd2, mu, nesterov)
+
+
+@_jit_parallel
+def _sgd_parallel(w, d, lr, weight_decay, v, momentum, nesterov):
+    # w, d, v (or None): (n,) flat views
+    t = w.dtype.type
+    lr_ = t(lr)
+    wd2 = t(2.0 * weight_decay)
+    mu = t(momentum)
+    if v is None:
+        for i in prange(w.size):
+            _sgd_step(w, d, i, lr_, wd2)
+    else:
+        for i in prange(w.size):
+            _sgd_momentum_step(w, d, v, i, lr_, wd2, mu, nesterov)
+
+
+@_jit
+def _adam_serial(W, dW, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    # W, dW, m, v: same shape, any rank, C-contiguous
+    t = W.dtype.type
+    lr_ = t(lr)
+    b1 = t(beta1)
+    b1c = t(1.0 - beta1)
+    b2 = t(beta2)
+    b2c = t(1.0 - beta2)
+    c1 = t(1.0 - math.pow(beta1, step))
+    c2 = t(1.0 - math.pow(beta2, step))
+    eps_ = t(eps)
+    wd2 = t(2.0 * weight_decay)
+    w = W.reshape(-1)
+    d = dW.reshape(-1)
+    mf = m.reshape(-1)
+    vf = v.reshape(-1)
+    for i in range(w.size):
+        _adam_step(w, d, mf, vf, i, lr_, b1, b1c, b2, b2c, c1, c2, eps_, wd2)
+
+
+@_jit_parallel
+def _adam_parallel(w, d, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    # w, d, m, v: (n,) flat views
+    t = w.dtype.type
+    lr_ = t(lr)
+    b1 = t(beta1)
+    b1c = t(1.0 - beta1)
+    b2 = t(beta2)
+    b2c = t(1.0 - beta2)
+    c1 = t(1.0 - math.pow(beta1, step))
+    c2 = t(1.0 - math.pow(beta2, step))
+    eps_ = t(eps)
+    wd2 = t(2.0 * weight_decay)
+    for i in prange(w.size):
+        _adam_step(w, d, m, v, i, lr_, b1, b1c, b2, b2c, c1, c2, eps_, wd2)
+
+
+def sgd_update(W, dW, lr, weight_decay=0.0, velocity=None, momentum=0.0, nesterov=False):
+    """In-place SGD step (plain, heavy-ball or Nesterov, PyTorch's form).  Returns W.
+
+    W, dW, velocity: same shape, any rank.  g = dW + 2 wd W; v = momentum v + g;
+    W -= lr (g + momentum v) if nesterov else lr v; without velocity W -= lr g.
+    """
+    if W.size < config.parallel_min_size:
+        _sgd_serial(W, dW, lr, weight_decay, velocity, momentum, nesterov)
+        return W
+    v = None if velocity is None else velocity.reshape(-1)
+    _sgd_parallel(W.reshape(-1), dW.reshape(-1), lr, weight_decay, v, momentum, nesterov)
+    return W
+
+
+def adam_update(W, dW, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    """In-place bias-corrected Adam step number `step` (>= 1).  Returns W.
+
+    W, dW, m, v: same shape, any rank.  g = dW + 2 wd W; m, v: moving averages of g, g*g;
+    W -= lr (m / (1 - beta1**step)) / (sqrt(v / (1 - beta2**step)) + eps).
+    """
+    if W.size < config.parallel_min_size:
+        _adam_serial(W, dW, m, v, step, lr, beta1, beta2, eps, weight_decay)
+        return W
+    _adam_parallel(W.reshape(-1), dW.reshape(-1), m.reshape(-1), v.reshape(-1), step, lr,
+                   beta1, beta2, eps, weight_decay)
+    return W

@@ -1,0 +1,330 @@
+"""Numba backend: `TrainStep`, the whole training step in one compiled call (docs/kernels.md).
+
+Design
+------
+* The same algorithm as the Cython `TrainStep` (csrc/train_step.pxi), the fused form of
+  `reference.TrainStep`: forward (GEMM, then bias + ReLU in one pass), softmax
+  cross-entropy (loss in float64), a non-finite loss returns before anything is updated, then
+  backward from the last layer: dX = delta·Wᵀ (before W changes), the ReLU mask fused with the
+  column sums that are the previous layer's bias gradient, and the weight-gradient GEMM fused
+  with the update through BLAS's alpha/beta -- plain SGD: W = (1 - 2·wd·lr)·W - lr·inpᵀ·delta;
+  momentum: v = mu·v + inpᵀ·delta, then axpys v += 2·wd·W, W -= lr·v; Nesterov and Adam: a
+  GEMM into dweights and the element-wise loops.  Biases: the loops, weight decay 0.
+* BLAS with alpha/beta: `np.dot` in Numba has neither, so the kernel calls
+  `scipy.linalg.cython_blas` sgemm/dgemm/saxpy/daxpy itself -- the OpenBLAS (and thread pool)
+  the Cython backend and Numba's np.dot use.  Their addresses are registered with LLVM under
+  names of our own (`llvmlite.binding.add_symbol`) and called as `types.ExternalFunction`s
+  (Fortran convention: every argument is a pointer).  A ctypes function object would work too,
+  but Numba refuses to cache code that embeds its address; a symbol is resolved when the
+  cached code is loaded.  Row-major arrays are column-major transposes: C = A·B is computed as
+  Cᵀ = Bᵀ·Aᵀ, with the argument lists of train_step.pxi.
+* One cheap call per step.  Numba unboxes every array argument on each call (~0.1 us each; a
+  tuple of the ~15 arrays of a small net cost ~2.5 us), so the constructor validates the
+  arrays once and writes their addresses and sizes into one int64 `plan` (a header, then one
+  record per layer); `run` passes the plan, X, y, sample_weight and four scalars, and the kernel
+  makes array views from the addresses (`numba.carray`: no allocation).  The BLAS scalar
+  arguments (transpose flags, sizes, alpha, beta) are written into a scratch buffer the
+  constructor allocates; the float64 column-sum accumulators and the hyper-parameters are
+  buffers of the step too.  The step keeps references to every array, so the addresses stay
+  valid; nothing is allocated per call.
+* Kinds of inputs the kernel could misread are rejected before it runs: the constructor's
+  arrays and `run`'s batch are checked by `contract.step_layout` and `contract.check_batch`, which
+  the Cython step shares (the plan's addresses carry no dtype); the kernel checks that
+  X is C-contiguous (a compile-time constant for C arrays) and that labels are in [0, C)
+  (a write out of bounds otherwise).
+* The kernel is dtype-generic (float32 and float64 specialise on X) and compiled with
+  `config.JIT_OPTIONS` (cached, nogil, explicit fast-math flags).  It returns the loss as
+  a float: unlike an array, a float is boxed without calling back into Python, so a pending
+  Ctrl-C cannot surface as SystemError (see kernels.py).
+* The bias + ReLU pass, the loss and the per-element optimizer steps are kernels.py's own
+  (`_bias_act`, `softmax_xent_grad`, `_sgd_step`, `_sgd_momentum_step`, `_adam_step`), so
+  each formula is written once.
+  This module imports kernels.py, never the other way; the package's __init__ puts both
+  under one name.  Numba's on-disk cache is keyed on this file only: after editing those functions in a
+  source checkout, touch this file (or clear __pycache__) to recompile `_run`.
+"""
+import math
+
+import numba
+import numpy as np
+from llvmlite import binding as _llvm
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import get_cython_function_address, intrinsic
+
+from ..contract import OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_SGD, check_batch, step_layout
+from .config import JIT_OPTIONS
+from .kernels import (_adam_step, _bias_act, _sgd_momentum_step, _sgd_step,
+                            softmax_xent_grad)
+
+_jit = njit(**JIT_OPTIONS)
+
+# plan header (int64 entries)
+_NL, _NMAX, _KIND, _DZ, _ACC, _SCRATCH, _HYPER = range(7)
+_HEAD = 7
+# per-layer record (at _HEAD + i * _REC): fan_in, fan_out, then addresses (0 = unused), in the
+# order of the tuples of contract.step_layout
+_FI, _FO, _W, _B, _DW, _DB, _ACT, _DX, _SW1, _SW2, _SB1, _SB2 = range(12)
+_REC = 12
+# hyper-parameters (float64 buffer)
+_MU, _B1, _B2 = range(3)
+# scratch bytes: the BLAS scalar arguments, passed by address
+_CH_N, _CH_T = 0, 1          # b"N", b"T"
+_INTS = 4                    # int32 m, n, k, lda, ldb, ldc, 1 (an increment)
+_ALPHA = 32                  # alpha, beta: a (2,) array of the arrays' dtype
+_SCRATCH_BYTES = 48
+
+
+# --------------------------------------------------------------------------- BLAS
+
+def _blas(name):
+    """`name` of scipy.linalg.cython_blas as an external function of 13 (gemm) or 6 (axpy)
+    pointer arguments, registered with LLVM as fastmlp_numba_<name>."""
+    symbol = "fastmlp_numba_" + name
+    _llvm.add_symbol(symbol, get_cython_function_address("scipy.linalg.cython_blas", name))
+    n_args = 13 if name.endswith("gemm") else 6
+    return types.ExternalFunction(symbol, types.void(*[types.voidptr] * n_args))
+
+
+_sgemm, _dgemm, _saxpy, _daxpy = (_blas(n) for n in ("sgemm", "dgemm", "saxpy", "daxpy"))
+
+
+@intrinsic
+def _ptr(typingctx, address):
+    """An integer address as a void pointer."""
+    if not isinstance(address, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+    return types.voidptr(address), codegen
+
+
+@_jit
+def _view(address, shape, dtype):
+    """The array of `shape` and `dtype` at `address` (C order; no copy, no allocation)."""
+    return numba.carray(_ptr(address), shape, dtype)
+
+
+@_jit
+def _gemm(scr, ab, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+    """Column-major C = alpha·op(A)·op(B) + beta·C; ta/tb are _CH_N or _CH_T, A/B/C addresses;
+    scr: the scratch's address, ab (2,): its alpha/beta slots in the arrays' dtype."""
+    iv = _view(scr + _INTS, 6, np.int32)
+    iv[0], iv[1], iv[2], iv[3], iv[4], iv[5] = m, n, k, lda, ldb, ldc
+    ab[0] = alpha
+    ab[1] = beta
+    i = scr + _INTS
+    a = scr + _ALPHA
+    args = (_ptr(scr + ta), _ptr(scr + tb), _ptr(i), _ptr(i + 4), _ptr(i + 8), _ptr(a),
+            _ptr(A), _ptr(i + 12), _ptr(B), _ptr(i + 16), _ptr(a + ab.itemsize), _ptr(C), _ptr(i + 20))
+    if ab.itemsize == 4:
+        _sgemm(*args)
+    else:
+        _dgemm(*args)
+
+
+@_jit
+def _axpy(scr, ab, n, alpha, x, y):
+    """y += alpha·x over n elements at addresses x, y (chunks so every count fits an int)."""
+    iv = _view(scr + _INTS, 7, np.int32)
+    iv[6] = 1
+    ab[0] = alpha
+    size = ab.itemsize
+    done = 0
+    while done < n:
+        chunk = min(n - done, 1 << 30)
+        iv[0] = chunk
+        off = done * size
+        if size == 4:
+            _saxpy(_ptr(scr + _INTS), _ptr(scr + _ALPHA), _ptr(x + off), _ptr(scr + _INTS + 24),
+                   _ptr(y + off), _ptr(scr + _INTS + 24))
+        else:
+            _daxpy(_ptr(scr + _INTS), _ptr(scr + _ALPHA), _ptr(x + off), _ptr(scr + _INTS + 24),
+                   _ptr(y + off), _ptr(scr + _INTS + 24))
+        done += chunk
+
+
+# --------------------------------------------------------------------------- element-wise
+
+@_jit
+def _mask_colsum(D, A, masked, acc, out):
+    """out = column sums of D, in float64; first D[A <= 0] = 0 in place if `masked`: the ReLU
+    backward and the previous layer's bias gradient in one pass over D."""
+    # D (m, H) IN/OUT, A (m, H) IN (the ReLU output), acc (H,) float64 scratch, out (H,) OUT
+    n, h = D.shape
+    zero = D.dtype.type(0)
+    acc[:] = 0.0
+    for i in range(n):
+        row = D[i]
+        if masked:
+            arow = A[i]
+            for j in range(h):
+                row[j] = zero if arow[j] <= zero else row[j]
+        for j in range(h):
+            acc[j] += float(row[j])
+    for j in range(h):
+        out[j] = acc[j]
+
+
+@_jit
+def _softmax_xent(Z, y, dZ, sw):
+    """kernels.softmax_xent_grad, after checking that every label is in [0, C) (the
+    kernel would read and write out of bounds otherwise)."""
+    # Z (m, C) IN, y (m,) IN, dZ (m, C) OUT, sw (m,) IN or None
+    c = Z.shape[1]
+    for i in range(y.shape[0]):
+        if y[i] < 0 or y[i] >= c:
+            raise ValueError("TrainStep.run: labels must be in [0, n_classes)")
+    return softmax_xent_grad(Z, y, dZ, sw)
+
+
+@_jit
+def _update(kind, n, P, G, S1, S2, dtype, lr, wd2, mu, b1, b1c, b2, b2c, c1, c2, eps):
+    """kernels.py's per-element update steps over one parameter of n elements: P, its
+    gradient G and state S1 (velocity or Adam's m), S2 (Adam's v) are addresses; the scalars
+    are in `dtype` (b1c = 1 - b1, b2c = 1 - b2, c1/c2 Adam's bias corrections)."""
+    w = _view(P, n, dtype)
+    d = _view(G, n, dtype)
+    if kind == OPT_SGD:
+        for i in range(n):
+            _sgd_step(w, d, i, lr, wd2)
+    elif kind == OPT_ADAM:
+        m = _view(S1, n, dtype)
+        v = _view(S2, n, dtype)
+        for i in range(n):
+            _adam_step(w, d, m, v, i, lr, b1, b1c, b2, b2c, c1, c2, eps, wd2)
+    else:
+        v = _view(S1, n, dtype)
+        nesterov = kind == OPT_NESTEROV
+        for i in range(n):
+            _sgd_momentum_step(w, d, v, i, lr, wd2, mu, nesterov)
+
+
+# --------------------------------------------------------------------------- the step
+
+@_jit
+def _run(plan, X, y, sw, lr, step, weight_decay, eps):
+    """One training step on the batch X (m, D), y (m,), sw (m,) or None, with the arrays of
+    `plan`; returns the mean NLL before the update (non-finite: nothing was updated)."""
+    # plan (_HEAD + n_layers * _REC,) int64 IN, X (m, D) IN, y (m,) IN, sw (m,) IN or None
+    if not X.flags.c_contiguous:
+        raise ValueError("TrainStep.run: X must be C-contiguous")
+    dt = X.dtype
+    t = dt.type
+    nl, kind, scr = plan[_NL], plan[_KIND], plan[_SCRATCH]
+    last = nl - 1
+    m = X.shape[0]
+    hyp = _view(plan[_HYPER], 3, np.float64)
+    ab = _view(scr + _ALPHA, 2, dt)
+    lr_, wd2, mu, eps_ = t(lr), t(2.0 * weight_decay), t(hyp[_MU]), t(eps)
+    b1, b1c, b2, b2c = t(hyp[_B1]), t(1.0 - hyp[_B1]), t(hyp[_B2]), t(1.0 - hyp[_B2])
+    c1 = t(1.0 - math.pow(hyp[_B1], step))
+    c2 = t(1.0 - math.pow(hyp[_B2], step))
+    one, zero = t(1), t(0)
+
+    # forward: act_i = relu(a · W_i + b_i) (the last layer stays linear)
+    xa = np.int64(X.ctypes.data)
+    a = xa
+    for i in range(nl):
+        L = _HEAD + i * _REC
+        fi, fo, act = plan[L + _FI], plan[L + _FO], plan[L + _ACT]
+        # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major arrays
+        _gemm(scr, ab, _CH_N, _CH_N, fo, m, fi, one, plan[L + _W], fo, a, fi, zero, act, fo)
+        _bias_act(_view(act, (m, fo), dt), _view(plan[L + _B], fo, dt), i < last)
+        a = act
+
+    # loss and dZ
+    L = _HEAD + last * _REC
+    C = plan[L + _FO]
+    dZ = plan[_DZ]
+    dZv = _view(dZ, (m, C), dt)
+    loss = _softmax_xent(_view(a, (m, C), dt), y, dZv, sw)
+    if not math.isfinite(loss):
+        return loss
+
+    # backward, last layer first
+    _mask_colsum(dZv, dZv, False, _view(plan[_ACC], C, np.float64), _view(plan[L + _DB], C, dt))
+    delta = dZ
+    for i in range(last, -1, -1):
+        L = _HEAD + i * _REC
+        fi, fo, W = plan[L + _FI], plan[L + _FO], plan[L + _W]
+        if i > 0:
+            P = L - _REC
+            a = plan[P + _ACT]
+            dX = plan[L + _DX]
+            # dXᵀ (fi, m) = W (fi, fo) · δᵀ (fo, m); then the ReLU mask and the bias gradient
+            # of layer i-1 in one pass
+            _gemm(scr, ab, _CH_T, _CH_N, fi, m, fo, one, W, fo, delta, fo, zero, dX, fi)
+            _mask_colsum(_view(dX, (m, fi), dt), _view(a, (m, fi), dt), True,
+                         _view(plan[_ACC], fi, np.float64), _view(plan[P + _DB], fi, dt))
+        else:
+            a = xa
+        # weight gradient inpᵀδ as dWᵀ (fo, fi) = δᵀ (fo, m) · inp (m, fi), fused with the update
+        if kind == OPT_SGD:
+            _gemm(scr, ab, _CH_N, _CH_T, fo, fi, m, -lr_, delta, fo, a, fi, one - wd2 * lr_,
+                  W, fo)
+        elif kind == OPT_MOMENTUM:
+            v = plan[L + _SW1]
+            _gemm(scr, ab, _CH_N, _CH_T, fo, fi, m, one, delta, fo, a, fi, mu, v, fo)
+            if wd2 != zero:
+                _axpy(scr, ab, fi * fo, wd2, W, v)
+            _axpy(scr, ab, fi * fo, -lr_, v, W)
+        else:
+            _gemm(scr, ab, _CH_N, _CH_T, fo, fi, m, one, delta, fo, a, fi, zero,
+                  plan[L + _DW], fo)
+            _update(kind, fi * fo, W, plan[L + _DW], plan[L + _SW1], plan[L + _SW2], dt, lr_,
+                    wd2, mu, b1, b1c, b2, b2c, c1, c2, eps_)
+        _update(kind, fo, plan[L + _B], plan[L + _DB], plan[L + _SB1], plan[L + _SB2], dt,
+                lr_, zero, mu, b1, b1c, b2, b2c, c1, c2, eps_)
+        delta = plan[L + _DX]
+    return loss
+
+
+class TrainStep:
+    """A whole training step of one network in one compiled call: see docs/kernels.md.
+
+    TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
+              momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999)
+
+    weights[i] (D_i, D_i+1), biases[i] (D_i+1,), dweights/dbiases the same shapes; acts[i]
+    (n_max, D_i+1); deltas[i] (n_max, D_i) for i >= 1 (deltas[0] is ignored); dZ (n_max, C);
+    state: per parameter (weights then biases) None (plain SGD), the velocity (momentum), or
+    an (m, v) pair (Adam).  All C-contiguous and writeable, one dtype (float32 or float64).
+    `run(X, y, sample_weight, lr, step, weight_decay=0.0, eps=1e-8)` trains on X (m, D_0),
+    y (m,) int64 labels, with 1 <= m <= n_max, and returns the loss.
+    """
+
+    def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
+                 momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999):
+        kind, dt, n, layers, dZ_address = step_layout(
+            weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
+            nesterov)
+        nl = len(layers)
+        self.dtype, self.n_max, self._D = dt, n, layers[0][0]
+        self._hyper = np.array([momentum, beta1, beta2], np.float64)
+        self._scratch = np.zeros(_SCRATCH_BYTES, np.uint8)
+        self._scratch[_CH_N], self._scratch[_CH_T] = ord("N"), ord("T")
+        self._acc = np.zeros(max(max(r[_FI], r[_FO]) for r in layers), np.float64)
+        plan = np.zeros(_HEAD + nl * _REC, np.int64)
+        plan[[_NL, _NMAX, _KIND, _DZ]] = nl, n, kind, dZ_address
+        plan[[_ACC, _SCRATCH, _HYPER]] = (self._acc.ctypes.data, self._scratch.ctypes.data,
+                                          self._hyper.ctypes.data)
+        plan[_HEAD:] = np.array(layers, np.int64).reshape(-1)
+        self._plan = plan
+        self._params = list(weights) + list(biases)
+        # the arrays whose addresses the plan holds stay alive as long as the step
+        self._keep = [weights, biases, dweights, dbiases, acts, deltas, dZ, state]
+
+    def uses(self, weights, biases):
+        """True if `weights + biases` are the very arrays this step was built on."""
+        mine, theirs = self._params, list(weights) + list(biases)
+        return len(mine) == len(theirs) and all(a is b for a, b in zip(mine, theirs))
+
+    def run(self, X, y, sample_weight, lr, step, weight_decay=0.0, eps=1e-8):
+        """Train on X (m, D_0), y (m,) integer labels, optional sample_weight (m,); returns the
+        mean NLL of the batch before the update (NaN/inf: nothing was updated).  `step` (>= 1)
+        is the optimiser step number (Adam's bias correction); the loss penalised is
+        weight_decay·Σ‖W‖², eps is Adam's."""
+        check_batch(X, y, sample_weight, self.n_max, self._D, self.dtype)
+        return _run(self._plan, X, y, sample_weight, lr, step, weight_decay, eps)

@@ -1,0 +1,449 @@
+"""The benchmark report: `fastmlp bench [--quick] [--json PATH] [--plot PATH] [--repeat K]`
+(also `python -m fastmlp.bench.report`).
+
+Design: one run checks every contender of a training step against the NumPy reference, times
+them interleaved (fastmlp's compiled backends, the GEMM floor, the NumPy reference, PyTorch,
+scikit-learn), trains the time-to-accuracy recipe with each, and prints ratios measured in
+that same run: absolute times on a shared machine drift, ratios taken round by round do not.
+
+Timing (docs/benchmarks.md, Methodology): contenders are grouped by the BLAS thread pool they
+use (SciPy's OpenBLAS: the floor and fastmlp's compiled backends; NumPy's own OpenBLAS: the
+reference and scikit-learn; MKL/OpenMP: PyTorch).  A round visits every group, sleeping
+`--settle` s before each so the previous pool's spinning workers go idle; in a group each
+contender takes a turn: one untimed call, then timed calls filling ~5 ms.  A contender's value
+in a round is the best call of its turn; its time is the median over rounds, and a ratio A/B
+is the median over rounds of A's value / B's value in the same round.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from . import cases as B
+
+FLOOR, FLOOR_NP = "floor (scipy BLAS)", "floor (np.matmul)"
+COMPILED = ("cython", "numba")
+PEERS = (("numpy _step", "vs_numpy"), ("torch", "vs_torch"), ("sklearn", "vs_sklearn"))
+# (optimizer, N, H, compared with, limit), for the cython and numba `_step`, float32:
+# "floor": step time / floor <= limit; "torch": torch time / step time >= limit.
+TARGETS = (("sgd", 128, 256, "floor", 1.10), ("sgd", 32, 128, "floor", 1.35),
+           ("sgd", 512, 1024, "floor", 1.05), ("adam", 128, 256, "floor", 1.25),
+           ("sgd", 128, 256, "torch", 1.8), ("adam", 128, 256, "torch", 1.8),
+           ("sgd", 32, 128, "torch", 2.5), ("adam", 32, 128, "torch", 2.5))
+FULL_CASES = tuple((o, n, h) for o in ("sgd", "adam") for n, h in B.STEP_SHAPES)
+QUICK_CASES = (("sgd", 32, 128), ("sgd", 128, 256), ("sgd", 512, 1024), ("adam", 32, 128),
+               ("adam", 128, 256))
+BREAKDOWN_CASES = (("sgd", 32, 128), ("sgd", 128, 256), ("adam", 128, 256))
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="fastmlp bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="fewer rounds, no adam N=512 case, digits only for time to accuracy")
+    p.add_argument("--repeat", type=int, metavar="K",
+                   help="rounds of the interleaved step timing (default 15, quick 5)")
+    p.add_argument("--json", metavar="PATH", help="write every result as JSON")
+    p.add_argument("--plot", metavar="PATH", help="bar chart (PNG, PDF, SVG) via matplotlib")
+    p.add_argument("--breakdown", action="store_true",
+                   help="time each kernel call of the step beside its floor GEMMs")
+    p.add_argument("--no-tta", action="store_true", help="skip time to accuracy")
+    p.add_argument("--settle", type=float, default=0.15, metavar="S",
+                   help="seconds to sleep before switching thread pools (default 0.15)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target FAILs")
+    a = p.parse_args(argv)
+    if a.repeat is None:
+        a.repeat = 5 if a.quick else 15
+    if a.repeat < 1 or not a.settle >= 0:
+        p.error("--repeat must be >= 1 and --settle >= 0")
+    for path in (a.json, a.plot):   # fail now, not after minutes of timing
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            p.error(f"cannot write {path!r}: no such directory")
+    return a
+
+
+# --------------------------------------------------------------------------- timing
+
+def _turn(fn, inner):
+    """One untimed call (refills caches, wakes this pool's threads), then the best of
+    `inner` timed calls, in seconds."""
+    fn()
+    best, clock = math.inf, time.perf_counter
+    for _ in range(inner):
+        t0 = clock()
+        fn()
+        best = min(best, clock() - t0)
+    return best
+
+
+def interleave(groups, rounds, settle, turn_seconds=0.005):
+    """Time contenders round-robin.
+
+    Parameters
+    ----------
+    groups : list of lists of (name, zero-argument callable); one list per thread pool
+    rounds : int
+    settle : float, seconds slept before each group's turns when there are several groups
+    turn_seconds : float, about how long each turn's timed calls take (3 to 50 calls)
+
+    Returns
+    -------
+    dict name -> array of shape (rounds,): the best call of each round's turn, in seconds.
+    The group order and the order inside a group rotate every round.
+    """
+    inner = {name: int(min(50, max(3, math.ceil(turn_seconds / max(_turn(fn, 2), 1e-7)))))
+             for group in groups for name, fn in group}
+    best = {name: np.empty(rounds) for name in inner}
+    for r in range(rounds):
+        for g in range(len(groups)):
+            group = groups[(g + r) % len(groups)]
+            if settle and len(groups) > 1:
+                time.sleep(settle)
+            for k in range(len(group)):
+                name, fn = group[(k + r) % len(group)]
+                best[name][r] = _turn(fn, inner[name])
+    return best
+
+
+def ratio(best, a, b):
+    """(q1, median, q3) over rounds of best[a] / best[b]."""
+    return tuple(float(x) for x in np.percentile(best[a] / best[b], [25, 50, 75]))
+
+
+def _sequence(parts, reps):
+    """Call parts (name -> fn) in order `reps` times, timing each call: (reps, len(parts))."""
+    fns, clock = list(parts.values()), time.perf_counter
+    t = np.empty((reps, len(fns)))
+    for r in range(reps):
+        for i, fn in enumerate(fns):
+            t0 = clock()
+            fn()
+            t[r, i] = clock() - t0
+    return t
+
+
+def _busy_seconds():
+    """CPU seconds used by all processes, and stolen by the hypervisor (Linux /proc/stat:
+    every field but idle and iowait); None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+# --------------------------------------------------------------------------- train step
+
+def step_contenders(opt, n, h):
+    """Thread-pool groups of (name, closure) for one step case, and {name: skip reason}."""
+    fm = [(FLOOR, B.gemm_floor(n, h))]
+    fm += [(f"{b} _step", B.fastmlp_step(b, opt, n, h)) for b in COMPILED]
+    fm += [(f"{b} step()", B.fastmlp_step(b, opt, n, h, public=True)) for b in COMPILED]
+    npy = [(FLOOR_NP, B.gemm_floor(n, h, blas="numpy")),
+           ("numpy _step", B.fastmlp_step("numpy", opt, n, h))]
+    groups, skipped = [fm, npy], {}
+    for name, build in (("sklearn", B.sklearn_step), ("torch", B.torch_step)):
+        try:
+            fn = build(opt, n, h)
+        except B.Unavailable as exc:
+            skipped[name] = str(exc)
+            continue
+        if name == "sklearn":
+            npy.append((name, fn))
+        else:
+            groups.append([(name, fn)])
+    return groups, skipped
+
+
+def check_case(opt, n, h):
+    """{contender: message} for each contender whose step differs from the reference's."""
+    bad = {}
+    for who in COMPILED + ("torch", "sklearn"):
+        try:
+            B.check_step(who, opt, n, h)
+        except B.Unavailable:
+            pass
+        except AssertionError as exc:
+            bad[who] = " ".join(str(exc).split())[:300]
+    return bad
+
+
+def run_step(cases, a, say):
+    results = []
+    for opt, n, h in cases:
+        mismatch = check_case(opt, n, h)
+        groups, skipped = step_contenders(opt, n, h)
+        say(f"  step {opt} N={n} H={h}: {sum(map(len, groups))} contenders, {a.repeat} rounds")
+        best = interleave(groups, a.repeat, a.settle)
+        flops, rows = B.step_flops(n, h), {}
+        for name in best:
+            med = float(np.median(best[name]))
+            rows[name] = {"median_s": med, "gflops": flops / med / 1e9,
+                          "x_floor": ratio(best, name, FLOOR)}
+            if FLOOR_NP in best:
+                rows[name]["x_floor_np"] = ratio(best, name, FLOOR_NP)
+            rows[name].update({k: ratio(best, p, name) for p, k in PEERS if p in best})
+        results.append({"optimizer": opt, "n": n, "h": h, "d": B.D, "c": B.C, "flops": flops,
+                        "rounds": a.repeat, "contenders": rows, "skipped": skipped,
+                        "mismatch": mismatch})
+    return results
+
+
+def evaluate_targets(step_results, torch_version):
+    """One dict per target and compiled backend: status PASS, FAIL or SKIP, and a line."""
+    out, by_case = [], {(r["optimizer"], r["n"], r["h"]): r for r in step_results}
+    for opt, n, h, kind, limit in TARGETS:
+        r = by_case.get((opt, n, h))
+        for b in COMPILED:
+            row = r["contenders"].get(f"{b} _step") if r else None
+            what = f"{b:<7}{opt:<5}N={n:<4}H={h:<5}"
+            t = {"backend": b, "optimizer": opt, "n": n, "h": h, "kind": kind, "limit": limit}
+            if row is None or (kind == "torch" and "vs_torch" not in row):
+                why = r["skipped"].get("torch", "not run") if r else "case not run (--quick?)"
+                t.update(status="SKIP", line=f"SKIP  {what} vs {kind}: {why}")
+            else:
+                q1, v, q3 = row["x_floor" if kind == "floor" else "vs_torch"]
+                ok = v <= limit if kind == "floor" else v >= limit
+                t.update(value=v, iqr=(q1, q3), status="PASS" if ok else "FAIL")
+                np_floor = (f"; {row['x_floor_np'][1]:.3f}× the np.matmul floor"
+                            if "x_floor_np" in row else "")
+                got = (f"_step {v:.3f}× floor [{q1:.2f}-{q3:.2f}] (target ≤ {limit:.2f})"
+                       f"{np_floor}" if kind == "floor" else f"{v:.3f}× faster than torch {torch_version} "
+                       f"[{q1:.2f}-{q3:.2f}] (target ≥ {limit:.1f})")
+                t["line"] = f"{t['status']}  {what} {got}"
+            out.append(t)
+    return out
+
+
+def run_breakdown(a, say):
+    """Each kernel call of an unfused step timed in sequence (caches and BLAS threads as the
+    previous call left them, as inside a step), beside the floor GEMMs and the fused `_step`
+    timed the same way; the three blocks alternate for `--repeat` rounds; medians in seconds."""
+    out = []
+    for opt, n, h in BREAKDOWN_CASES:
+        for b in COMPILED:
+            say(f"  breakdown {b} {opt} N={n} H={h}")
+            parts, whole = B.step_parts(b, opt, n, h)
+            blocks = {"parts": parts, "floor": B.floor_parts(n, h), "whole": {"_step": whole}}
+            reps = max(5, int(0.02 / max(_turn(whole, 3), 1e-6)))
+            runs = {k: [] for k in blocks}
+            for _ in range(max(a.repeat, 5)):
+                for k, fns in blocks.items():
+                    runs[k].append(_sequence(fns, reps))
+            med = {k: np.median(np.concatenate(v), axis=0).tolist() for k, v in runs.items()}
+            out.append({"backend": b, "optimizer": opt, "n": n, "h": h,
+                        "whole_s": med["whole"][0], "parts_s": dict(zip(parts, med["parts"])),
+                        "floor_s": dict(zip(blocks["floor"], med["floor"]))})
+    return out
+
+
+def run_tta(a, say):
+    plan = [("digits", B.TTA_EPOCHS["digits"])]
+    if not a.quick:
+        plan.insert(0, ("fashion-mnist", B.TTA_EPOCHS["fashion-mnist"]))
+    out = []
+    for name, epochs in plan:
+        try:
+            data = B.dataset(name)
+        except B.Unavailable as exc:
+            out.append({"dataset": name, "skipped": str(exc)})
+            continue
+        runs = {}
+        for c in COMPILED + ("torch", "sklearn"):
+            say(f"  time to accuracy {name} {epochs} epochs: {c}")
+            time.sleep(a.settle)
+            try:
+                runs[c] = B.time_to_accuracy(c, data, epochs)
+            except B.Unavailable as exc:
+                runs[c] = {"skipped": str(exc)}
+        out.append({"dataset": name, "epochs": epochs, "n_train": int(data[0].shape[0]),
+                    "recipe": dict(B.RECIPE), "runs": runs})
+    return out
+
+
+# --------------------------------------------------------------------------- output
+
+def _x(r):
+    return f"{r[1]:6.2f}×" if r else ""
+
+
+def format_step(results):
+    lines = [f"{'case':<18}{'contender':<20}{'µs/step':>9}  {'× floor [IQR]':<19}"
+             f"{'vs numpy':>10}{'vs torch':>10}{'vs sklearn':>11}{'GFLOP/s':>9}"]
+    for r in results:
+        case = f"{r['optimizer']} N={r['n']} H={r['h']}"
+        for name, row in r["contenders"].items():
+            q1, m, q3 = row["x_floor"]
+            xf = f"{m:5.2f} [{q1:.2f}-{q3:.2f}]" if name != FLOOR else " 1.00"
+            peers = "".join(f"{_x(row.get(k)):>{w}}" for (_, k), w in zip(PEERS, (10, 10, 11)))
+            lines.append(f"{case:<18}{name:<20}{row['median_s'] * 1e6:9.1f}  {xf:<19}{peers}"
+                         f"{row['gflops']:9.1f}")
+            case = ""
+        lines += [f"{'':<18}{name:<20}skipped: {why}" for name, why in r["skipped"].items()]
+    return "\n".join(lines)
+
+
+def format_tta(tta):
+    lines = [f"{'dataset':<15}{'epochs':>6}  {'contender':<10}{'seconds':>9}{'test acc':>10}"
+             f"{'vs torch':>10}{'vs sklearn':>11}"]
+    for d in tta:
+        head = f"{d['dataset']:<15}{d.get('epochs', ''):>6}  "
+        for c, r in d.get("runs", {"": d}).items():
+            if "skipped" in r:
+                lines.append(f"{head}{c:<10}skipped: {r['skipped']}")
+                continue
+            vs = [f"{d['runs'][p]['seconds'] / r['seconds']:.2f}×"
+                  if "seconds" in d["runs"].get(p, {}) else "" for p in ("torch", "sklearn")]
+            lines.append(f"{head}{c:<10}{r['seconds']:9.2f}{r['accuracy']:10.4f}"
+                         f"{vs[0]:>10}{vs[1]:>11}")
+    return "\n".join(lines)
+
+
+def format_breakdown(bd):
+    lines = []
+    for r in bd:
+        parts, floor, whole = r["parts_s"], r["floor_s"], r["whole_s"]
+        lines.append(f"{r['backend']} {r['optimizer']} N={r['n']} H={r['h']}: fused _step "
+                     f"{whole * 1e6:.1f} µs; the same step as separate kernel calls "
+                     f"{sum(parts.values()) * 1e6:.1f} µs; floor GEMMs "
+                     f"{sum(floor.values()) * 1e6:.1f} µs")
+        lines.append(f"    {'kernel call':<22}{'time':>9}{'its GEMMs':>11}{'excess':>9}  (µs)")
+        rows = [(k, v, sum(floor[x] for x in B.GEMMS_IN.get(k, ()))) for k, v in parts.items()]
+        lines += [f"    {k:<22}{v * 1e6:9.1f}{g * 1e6:11.1f}{(v - g) * 1e6:9.1f}"
+                  for k, v, g in rows]
+    return "\n".join(lines)
+
+
+def environment():
+    """Versions, threads and BLAS libraries of this process, as a dict."""
+    import numba
+    import scipy
+    import fastmlp
+    env = {"fastmlp": fastmlp.__version__, "fastmlp_path": os.path.dirname(fastmlp.__file__),
+           "python": platform.python_version(), "numpy": np.__version__,
+           "scipy": scipy.__version__, "numba": numba.__version__, "cpus": os.cpu_count(),
+           "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    for mod in ("torch", "sklearn"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except ImportError:
+            env[mod] = None
+    if env["torch"]:
+        env["torch_threads"] = __import__("torch").get_num_threads()
+    try:
+        from threadpoolctl import threadpool_info
+        env["threadpools"] = [f"{p.get('internal_api')} {p.get('version')}, "
+                              f"{p.get('num_threads')} threads ({os.path.basename(p['filepath'])})"
+                              for p in threadpool_info()]
+    except ImportError:
+        env["threadpools"] = []
+    return env
+
+
+def plot(path, step, tta):
+    """Bars of step time ÷ floor per case and contender; time to accuracy as speed-up over
+    PyTorch per dataset and contender."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5), width_ratios=(3, 1))
+    names = [k for k in step[0]["contenders"] if k != FLOOR] if step else []
+    width, x = 0.8 / max(1, len(names)), np.arange(len(step))
+    for i, name in enumerate(names):
+        ys = [r["contenders"].get(name, {}).get("x_floor", (0, np.nan, 0))[1] for r in step]
+        ax1.bar(x + i * width, ys, width, label=name)
+    ax1.axhline(1.0, color="k", lw=0.8)
+    ax1.set_yscale("log")
+    ax1.set_xticks(x + 0.4 - width / 2, [f"{r['optimizer']}\nN={r['n']} H={r['h']}" for r in step])
+    ax1.set_ylabel("step time ÷ GEMM floor (log scale)")
+    ax1.legend(fontsize=7, ncol=2)
+    runs = [(f"{d['dataset']} {c} (acc {r['accuracy']:.3f})",
+             d["runs"]["torch"]["seconds"] / r["seconds"])
+            for d in tta if "seconds" in d.get("runs", {}).get("torch", {})
+            for c, r in d["runs"].items() if "seconds" in r]
+    if runs:
+        ax2.barh(*zip(*runs))
+        ax2.axvline(1.0, color="k", lw=0.8)
+    ax2.set_xlabel("time to accuracy: speed-up over PyTorch")
+    ax2.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None):
+    """Run the report.
+
+    Parameters
+    ----------
+    argv : list of str or None (sys.argv[1:])
+
+    Returns
+    -------
+    int exit code: 1 when a contender's step does not match the reference, or with --strict
+    when a target FAILs; 2 for a usage error; else 0 (timing alone never fails a run).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        a = parse_args(argv[1:] if argv[:1] == ["--"] else argv)   # `fastmlp bench -- ...`
+    except SystemExit as exc:
+        return exc.code or 0
+    t0, busy0, own0 = time.perf_counter(), _busy_seconds(), time.process_time()
+
+    def say(msg):
+        print(msg, file=sys.stderr, flush=True)
+    env = environment()
+    print(f"fastmlp {env['fastmlp']} ({env['fastmlp_path']}) benchmark report, "
+          f"{'quick' if a.quick else 'full'}; {env['cpus']} CPUs, load average {env['loadavg']}")
+    print(f"numpy {env['numpy']}, scipy {env['scipy']}, numba {env['numba']}, torch "
+          f"{env['torch']} ({env.get('torch_threads')} threads), sklearn {env['sklearn']}")
+    print("".join(f"  {pool}\n" for pool in env["threadpools"]), end="")
+    step = run_step(QUICK_CASES if a.quick else FULL_CASES, a, say)
+    mismatches = [f"MISMATCH {r['optimizer']} N={r['n']} H={r['h']} {who}: {msg}"
+                  for r in step for who, msg in r["mismatch"].items()]
+    targets = evaluate_targets(step, env["torch"])
+    bd = run_breakdown(a, say) if a.breakdown else []
+    tta = [] if a.no_tta else run_tta(a, say)
+    seconds, busy = time.perf_counter() - t0, _busy_seconds()
+    foreign = None if busy is None or busy0 is None else \
+        max(0.0, (busy - busy0 - (time.process_time() - own0)) / seconds)
+    print(f"\nTrain step, float32, 784-H-10.  µs/step: median over {a.repeat} rounds of each "
+          "turn's best call.  Ratios: median [IQR] over rounds; 'vs X' = X's time ÷ this "
+          "row's.  _step: batch in the workspace, no validation; step(): the public call.  "
+          f"Timed at lr={B.STEP_LR:g} (see docs/benchmarks.md).")
+    print(format_step(step))
+    print("\n".join(mismatches) if mismatches else
+          "Every contender's step was first checked against the NumPy reference: all match.")
+    print("\nTargets\n" + "\n".join(t["line"] for t in targets))
+    if bd:
+        print("\nBreakdown: the fused _step beside the same step as separate kernel calls, each "
+              "timed in sequence, medians; 'its GEMMs' = "
+              "the floor's products inside that call, timed the same way")
+        print(format_breakdown(bd))
+    if tta:
+        print(f"\nTime to accuracy: D-{B.RECIPE['hidden']}-10, Adam lr {B.RECIPE['lr']:g}, "
+              f"batch {B.RECIPE['batch_size']}, seed 0; training wall time, one run each")
+        print(format_tta(tta))
+    note = "" if foreign is None else \
+        f"; other processes (and hypervisor steal) took {foreign:.2f} CPUs on average"
+    print(f"\nfinished in {seconds:.0f} s{note}")
+    if foreign is not None and foreign > 0.25:
+        print("warning: the machine was busy, so these ratios are less reliable than usual")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"environment": env, "args": vars(a), "step": step, "targets": targets,
+                       "breakdown": bd, "tta": tta, "seconds": seconds,
+                       "foreign_cpus": foreign}, f, indent=1)
+    if a.plot:
+        plot(a.plot, step, tta)
+    failed = any(t["status"] == "FAIL" for t in targets)
+    return 1 if mismatches or (a.strict and failed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Every kernel of every compiled backend against the NumPy reference (float32 and float64)."""
+
+import numpy as np
+import pytest
+from helpers import assert_close, check_against_reference
+
+import fastmlp
+from fastmlp.backends import BACKEND_NAMES, reference
+
+# (N, D, H, C): N=1, H=1, C=1 and C=2, odd sizes, and the size of a real MNIST step
+SHAPES = [(1, 3, 2, 2), (2, 4, 1, 1), (7, 13, 5, 3), (5, 6, 3, 2), (33, 17, 9, 1),
+          (256, 784, 512, 10)]
+SHAPE_IDS = ["N1", "H1C1", "odd", "C2", "C1", "large"]
+
+
+def rand(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+def test_all_backends_available():
+    assert fastmlp.available_backends() == BACKEND_NAMES == ("numpy", "numba", "cython")
+    assert fastmlp.get_backend("auto").name == "cython"
+    for name in BACKEND_NAMES:
+        assert fastmlp.get_backend(name).name == name
+        assert fastmlp.get_backend(fastmlp.get_backend(name)) is fastmlp.get_backend(name)
+
+
+def test_a_backend_must_be_a_name_or_from_get_backend():
+    class Lookalike:
+        name, raw = "mine", None
+    with pytest.raises(TypeError, match="backend must be a name"):
+        fastmlp.get_backend(Lookalike())
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        fastmlp.get_backend("cuda")
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("relu", [False, True])
+def test_linear_forward(compiled_backend, dtype, shape, relu):
+    n, d, h, _ = shape
+    rng = np.random.default_rng(1)
+    args = [rand(rng, (n, d), dtype), rand(rng, (d, h), dtype), rand(rng, (h,), dtype),
+            np.full((n, h), np.nan, dtype)]
+    check_against_reference(compiled_backend, "linear_forward", args, {"relu": relu},
+                            outputs=[3], returns=3)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("with_dx", [False, True])
+def test_linear_backward(compiled_backend, dtype, shape, with_dx):
+    n, d, h, _ = shape
+    rng = np.random.default_rng(2)
+    args = [rand(rng, (n, h), dtype), rand(rng, (n, d), dtype), rand(rng, (d, h), dtype),
+            np.full((d, h), np.nan, dtype), np.full((h,), np.nan, dtype)]
+    outputs = [3, 4]
+    if with_dx:
+        args.append(np.full((n, d), np.nan, dtype))
+        outputs.append(5)
+    check_against_reference(compiled_backend, "linear_backward", args, outputs=outputs,
+                            returns=3)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_relu_backward(compiled_backend, dtype, shape):
+    n, _, h, _ = shape
+    rng = np.random.default_rng(3)
+    H = np.maximum(rand(rng, (n, h), dtype), 0)
+    H.flat[::3] = 0  # exact zeros are "off"
+    args = [rand(rng, (n, h), dtype), H]
+    check_against_reference(compiled_backend, "relu_backward", args, outputs=[0], returns=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_xent_grad(compiled_backend, dtype, shape, weighted):
+    n, _, _, c = shape
+    rng = np.random.default_rng(4)
+    args = [rand(rng, (n, c), dtype, 3.0), rng.integers(0, c, n), np.full((n, c), np.nan, dtype)]
+    kw = {"sample_weight": rng.uniform(0.1, 2.0, n).astype(dtype)} if weighted else {}
+    check_against_reference(compiled_backend, "softmax_xent_grad", args, kw, outputs=[2],
+                            returns="float")
+
+
+@pytest.mark.parametrize("param_shape", [(1,), (7,), (13, 5), (784, 256)])
+@pytest.mark.parametrize("mode", ["plain", "momentum", "nesterov"])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+def test_sgd_update(compiled_backend, dtype, param_shape, mode, weight_decay):
+    rng = np.random.default_rng(5)
+    W, dW = rand(rng, param_shape, dtype), rand(rng, param_shape, dtype)
+    kw = {"weight_decay": weight_decay}
+    outputs = [0]
+    if mode != "plain":
+        kw.update(velocity=rand(rng, param_shape, dtype), momentum=0.9,
+                  nesterov=mode == "nesterov")
+        outputs.append("velocity")
+    check_against_reference(compiled_backend, "sgd_update", [W, dW, 0.05], kw,
+                            outputs=outputs, returns=0)
+
+
+@pytest.mark.parametrize("param_shape", [(1,), (7,), (13, 5), (784, 256)])
+@pytest.mark.parametrize("step", [1, 2, 1000])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+def test_adam_update(compiled_backend, dtype, param_shape, step, weight_decay):
+    rng = np.random.default_rng(6)
+    W, dW = rand(rng, param_shape, dtype), rand(rng, param_shape, dtype)
+    m, v = rand(rng, param_shape, dtype, 0.1), np.abs(rand(rng, param_shape, dtype, 0.1))
+    check_against_reference(compiled_backend, "adam_update", [W, dW, m, v, step, 1e-3],
+                            {"weight_decay": weight_decay}, outputs=[0, 2, 3], returns=0)
+
+
+def test_read_only_inputs_work(compiled_backend, dtype):
+    rng = np.random.default_rng(7)
+    X, W, b = rand(rng, (6, 5), dtype), rand(rng, (5, 4), dtype), rand(rng, (4,), dtype)
+    for a in (X, W, b):
+        a.flags.writeable = False
+    out = np.empty((6, 4), dtype)
+    compiled_backend.linear_forward(X, W, b, out, relu=True)
+    assert_close(out, np.maximum(X @ W + b, 0), dtype)
+
+
+# --- softmax cross-entropy: extremes -------------------------------------------------------
+
+def test_softmax_huge_logits_are_finite(backend, dtype):
+    be = fastmlp.get_backend(backend)
+    Z = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4, -1e4]], dtype)
+    y = np.array([1, 2, 0])
+    dZ = np.empty_like(Z)
+    loss = be.softmax_xent_grad(Z, y, dZ)
+    assert np.isfinite(loss) and np.all(np.isfinite(dZ))
+    # row 0: NLL = 2e4 (label -1e4 against max 1e4); row 1: log 3; row 2: log 2
+    assert loss == pytest.approx((2e4 + np.log(3) + np.log(2)) / 3, rel=1e-6)
+    np.testing.assert_allclose(dZ.sum(axis=1), 0, atol=1e-6)
+    np.testing.assert_allclose(dZ[0], np.array([1, -1, 0]) / 3, atol=1e-6)
+
+
+def test_softmax_one_dominant_class(backend, dtype):
+    be = fastmlp.get_backend(backend)
+    Z = np.zeros((4, 5), dtype)
+    Z[:, 2] = 50.0  # softmax is (almost exactly) one-hot on class 2
+    y = np.array([2, 2, 0, 2])
+    dZ = np.empty_like(Z)
+    loss = be.softmax_xent_grad(Z, y, dZ)
+    # rows with y=2 cost ~exp(-50); the row with y=0 costs 50 + log(1 + 4 e^-50) = 50
+    assert loss == pytest.approx(50 / 4, rel=1e-6)
+    assert dZ[2, 0] == pytest.approx(-1 / 4) and dZ[2, 2] == pytest.approx(1 / 4)
+    np.testing.assert_allclose(dZ[[0, 1, 3]], 0, atol=1e-7)
+
+
+def test_softmax_sample_weight_is_weighted_mean(backend, dtype):
+    be = fastmlp.get_backend(backend)
+    rng = np.random.default_rng(8)
+    Z, y = rand(rng, (6, 4), dtype), rng.integers(0, 4, 6)
+    w = np.array([0, 1, 2, 0, 3, 1], dtype)
+    dZ = np.empty_like(Z)
+    loss = be.softmax_xent_grad(Z, y, dZ, sample_weight=w)
+    # integer weights = repeating rows: same loss as the unweighted mean over the repeated set
+    rep = np.repeat(np.arange(6), w.astype(int))
+    Zr, yr = np.ascontiguousarray(Z[rep]), y[rep]
+    dZr = np.empty_like(Zr)
+    want = be.softmax_xent_grad(Zr, yr, dZr)
+    assert loss == pytest.approx(want, rel=1e-5 if dtype == np.float32 else 1e-12)
+    assert_close(dZ[[1, 2, 4, 5]].sum(0), dZr.sum(0), dtype)
+    assert np.all(dZ[[0, 3]] == 0)
+
+
+def test_backends_agree_on_loss_value(dtype):
+    rng = np.random.default_rng(9)
+    Z, y = rand(rng, (50, 7), dtype, 5.0), rng.integers(0, 7, 50)
+    losses = [fastmlp.get_backend(b).softmax_xent_grad(Z, y, np.empty_like(Z))
+              for b in BACKEND_NAMES]
+    assert_close(losses, [losses[0]] * 3, dtype)
+    assert losses[0] == pytest.approx(reference.softmax_xent_grad(Z, y, np.empty_like(Z)))

@@ -1,0 +1,134 @@
+"""The fused TrainStep of every compiled backend against the reference's (its kernels
+composed), and its checks of the arrays it is built on and of the batch it runs."""
+import re
+
+import numpy as np
+import pytest
+from helpers import check_against_reference, train_step_arrays, train_steps
+
+import fastmlp
+
+
+def rand(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+# (layer sizes, workspace rows, batch rows): one layer, one class, a hidden width of 1, odd
+# sizes over 3 layers, a batch of 1 and a last batch smaller than the workspace, MNIST-sized
+STEP_NETS = [((3, 2), 4, 4), ((5, 1, 1), 3, 1), ((7, 13, 5, 3), 9, 9), ((7, 13, 5, 3), 9, 4),
+             ((6, 4, 2), 1, 1), ((784, 256, 10), 128, 100)]
+STEP_NET_IDS = ["1layer", "H1C1", "3layers", "partial", "N1", "mnist"]
+STEP_OPTS = {"sgd": ("sgd", {}), "sgd-wd": ("sgd", {"weight_decay": 1e-2}),
+             "momentum": ("sgd", {"momentum": 0.9}),
+             "momentum-wd": ("sgd", {"momentum": 0.9, "weight_decay": 1e-2}),
+             "nesterov-wd": ("sgd", {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-2}),
+             "adam": ("adam", {}), "adam-wd": ("adam", {"weight_decay": 1e-2, "beta1": 0.8})}
+
+
+@pytest.mark.parametrize("net", STEP_NETS, ids=STEP_NET_IDS)
+@pytest.mark.parametrize("opt", list(STEP_OPTS))
+@pytest.mark.parametrize("weighted", [False, True], ids=["", "weighted"])
+def test_train_step(compiled_backend, dtype, net, opt, weighted):
+    """Three steps of the fused TrainStep = the reference's kernels composed: losses,
+    parameters and optimizer state."""
+    sizes, n_max, m = net
+    optimizer, hyper = STEP_OPTS[opt]
+    rng = np.random.default_rng(8)
+    arrays, outputs = train_step_arrays(rng, sizes, n_max, dtype, optimizer,
+                                        hyper.get("momentum", 0))
+    X, y = rand(rng, (m, sizes[0]), dtype), rng.integers(0, sizes[-1], m)
+    sw = rng.uniform(0.1, 2.0, m).astype(dtype) if weighted else None
+    kw = dict(n_layers=len(sizes) - 1, optimizer=optimizer, hyper=hyper, lr=0.05, steps=3)
+    check_against_reference(compiled_backend, train_steps, [X, y, sw] + arrays, kw,
+                            outputs=[3 + k for k in outputs], returns="values")
+
+
+def _step_args(optimizer="sgd", momentum=0.9):
+    rng = np.random.default_rng(9)
+    arrays, _ = train_step_arrays(rng, (5, 4, 3), 6, np.float32, optimizer, momentum)
+    W, b, dW, db = ([arrays[2 * k], arrays[2 * k + 1]] for k in range(4))
+    acts, deltas, dZ, state = arrays[8:10], [None, arrays[10]], arrays[11], arrays[12:]
+    if optimizer == "adam":
+        state = [tuple(state[i:i + 2]) for i in range(0, len(state), 2)]
+    return [W, b, dW, db, acts, deltas, dZ, state, optimizer], {"momentum": momentum}
+
+
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+# (what, how to spoil the TrainStep arguments, exception, text in the message)
+BAD_STEPS = [
+    ("float64 bias", lambda a, k: a[1].__setitem__(0, a[1][0].astype(np.float64)), TypeError,
+     "biases[0]"),
+    ("acts shape", lambda a, k: a[4].__setitem__(0, np.zeros((6, 5), np.float32)), ValueError,
+     "acts[0]"),
+    ("strided delta", lambda a, k: a[5].__setitem__(1, np.zeros((6, 8), np.float32)[:, ::2]),
+     ValueError, "deltas[1]"),
+    ("read-only weight", lambda a, k: a[0].__setitem__(1, _read_only(a[0][1])), ValueError,
+     "weights[1]"),
+    ("read-only velocity", lambda a, k: a[7].__setitem__(0, _read_only(a[7][0])), ValueError,
+     "state[0]"),
+    ("missing state", lambda a, k: a[7].pop(), ValueError, "state"),
+    ("layers do not chain", lambda a, k: a[0].__setitem__(1, np.zeros((3, 3), np.float32)),
+     ValueError, "weights[1]"),
+    ("unknown optimizer", lambda a, k: a.__setitem__(8, "rmsprop"), ValueError, "rmsprop"),
+]
+
+
+@pytest.mark.parametrize("what, spoil, exc, text", BAD_STEPS, ids=[b[0] for b in BAD_STEPS])
+def test_train_step_rejects_bad_arrays(compiled_backend, what, spoil, exc, text):
+    args, kw = _step_args()
+    spoil(args, kw)
+    with pytest.raises(exc, match=re.escape(text)):
+        compiled_backend.raw.TrainStep(*args, **kw)
+
+
+def test_train_step_adam_state_must_be_pairs(compiled_backend):
+    args, kw = _step_args("adam", 0.0)
+    args[7][0] = args[7][0][0]
+    with pytest.raises(ValueError, match=re.escape("state[0]")):
+        compiled_backend.raw.TrainStep(*args, **kw)
+
+
+@pytest.mark.parametrize("rows, cols, sw_rows, text", [
+    (7, 5, None, "batch of 7 rows"), (3, 4, None, "X has shape"), (3, 5, 2, "sample_weight")])
+def test_train_step_run_checks_the_batch(compiled_backend, rows, cols, sw_rows, text):
+    args, kw = _step_args()
+    step = compiled_backend.raw.TrainStep(*args, **kw)
+    X, y = np.zeros((rows, cols), np.float32), np.zeros(rows, np.int64)
+    sw = None if sw_rows is None else np.ones(sw_rows, np.float32)
+    before = [p.copy() for p in args[0] + args[1]]
+    with pytest.raises(ValueError, match=text):
+        step.run(X, y, sw, 0.1, 1)
+    assert all(np.array_equal(p, q) for p, q in zip(args[0] + args[1], before))
+
+
+@pytest.mark.parametrize("X_dt, y_dt, sw_dt", [
+    (np.float64, np.int64, None), (np.float32, np.int32, None), (np.float32, np.float32, None),
+    (np.float32, np.int64, np.float64)], ids=["X float64", "y int32", "y float", "sw float64"])
+def test_train_step_run_checks_the_batch_dtypes(compiled_backend, X_dt, y_dt, sw_dt):
+    # the float32 step reads X, y and sample_weight through raw pointers: a wrong dtype must
+    # be refused (Cython: its typed memoryviews' ValueError; Numba: TypeError), not misread
+    args, kw = _step_args()
+    step = compiled_backend.raw.TrainStep(*args, **kw)
+    X, y = np.zeros((3, 5), X_dt), np.zeros(3, y_dt)
+    sw = None if sw_dt is None else np.ones(3, sw_dt)
+    before = [p.copy() for p in args[0] + args[1]]
+    with pytest.raises((TypeError, ValueError)):
+        step.run(X, y, sw, 0.1, 1)
+    assert all(np.array_equal(p, q) for p, q in zip(args[0] + args[1], before))
+
+
+def test_train_step_non_finite_loss_changes_nothing(backend):
+    args, kw = _step_args()
+    args[0][0][0, 0] = np.inf
+    step = fastmlp.get_backend(backend).raw.TrainStep(*args, **kw)
+    before = [p.copy() for p in args[0] + args[1] + args[7]]
+    with np.errstate(all="ignore"):
+        loss = step.run(np.ones((4, 5), np.float32), np.zeros(4, np.int64), None, 0.1, 1)
+    assert not np.isfinite(loss)
+    after = args[0] + args[1] + args[7]
+    assert all(np.array_equal(p, q, equal_nan=True) for p, q in zip(after, before))
