@@ -9,7 +9,7 @@ else by making the *same* Fortran `sgemm` call, with the same arguments, through
 library's shared object via ctypes (the ~10 µs ctypes overhead is the same for both), beside
 `np.matmul` itself. Libraries are found through threadpoolctl; a library whose `sgemm` symbol
 is not one of the known names is left out. Timing is `fastmlp bench`'s own
-(`benchreport.interleave`): rounds alternate the libraries, one group per thread pool, with
+(`fastmlp.bench.report.interleave`): rounds alternate the libraries, one group per thread pool, with
 a pause between groups (the pools fight otherwise, docs/benchmarks.md); medians and IQR over
 15 rounds of each turn's best call.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import scipy.linalg  # noqa: F401  (loads SciPy's OpenBLAS, so threadpoolctl sees it)
 from threadpoolctl import threadpool_info
 
-from fastmlp.benchreport import interleave
+from fastmlp.bench.report import interleave
 
 SYMBOLS = (("scipy_sgemm_64_", ctypes.c_int64), ("sgemm_64_", ctypes.c_int64),
            ("scipy_sgemm_", ctypes.c_int32), ("sgemm_", ctypes.c_int32))

@@ -14,7 +14,7 @@ import pathlib
 import pytest
 
 import fastmlp
-from fastmlp import _benchcases as B
+from fastmlp.bench import cases as B
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def pytest_report_header(config):
 
 def pytest_configure(config):
     pkg = pathlib.Path(fastmlp.__file__).resolve().parent
-    if pkg.parent == REPO and not any(pkg.glob("_ckernels*.so")):
+    if pkg.parent == REPO and not any((pkg / "backends").glob("_cython*.so")):
         pytest.exit("bench/ is importing fastmlp from the source checkout, which has no compiled "
                     "extension: run `pytest bench` (not `python -m pytest`) after "
                     "`pip install .[bench]`, or build in place first", returncode=4)
@@ -54,7 +54,7 @@ def require_backend():
 
 @pytest.fixture
 def build():
-    """build(builder, *args) calls a fastmlp._benchcases builder; a missing peer (torch,
+    """build(builder, *args) calls a fastmlp.bench.cases builder; a missing peer (torch,
     scikit-learn) or dataset skips the benchmark with the builder's reason."""
     def call(builder, *args, **kwargs):
         try:

@@ -8,7 +8,8 @@ extra_info holds GFLOP/s and rows per second.
 import numpy as np
 import pytest
 
-from fastmlp import _benchcases as B
+from fastmlp.bench import cases as B
+from fastmlp.bench import peers as P
 from fastmlp.backends import BACKEND_NAMES
 
 ROWS = 10_000
@@ -23,7 +24,7 @@ def reference_labels():
 @pytest.mark.parametrize("name", BACKEND_NAMES + ("torch",))
 def test_predict(benchmark, require_backend, build, record_rate, reference_labels, name):
     if name == "torch":
-        fn = build(B.torch_predict, ROWS)
+        fn = build(P.torch_predict, ROWS)
     else:
         fn = B.fastmlp_predict(require_backend(name), ROWS)
     labels = np.asarray(fn())

@@ -1,9 +1,10 @@
 """Kernels: each kernel of docs/kernels.md, per backend, over three (N, H) shapes (D=784, C=10).
 
 One group per kernel and shape, so the table compares the three backends on the same call.
-Each benchmark first holds the backend's output to the NumPy reference
-(np.testing.assert_allclose, rtol = 64·eps(dtype), atol = rtol·max(1, max|reference|)), then
-times the raw (unvalidated) kernel -- the call the training step makes.  extra_info holds
+Each benchmark first holds the backend's output to the NumPy reference with the tests' own
+helper (`fastmlp.testing.check_against_reference`, rtol = 64·eps(dtype), atol =
+rtol·max(1, max|reference|)), then times the raw (unvalidated) kernel -- the call the
+training step makes.  extra_info holds
 GFLOP/s for the products and GB/s (bytes each call must read and write) for the rest.
 """
 import functools
@@ -11,11 +12,10 @@ import functools
 import numpy as np
 import pytest
 
-from fastmlp import _benchcases as B
-from fastmlp.backends import BACKEND_NAMES, get_backend, reference
-
-KERNELS = ("linear_forward", "linear_backward", "relu_backward", "softmax_xent_grad",
-           "sgd_update", "adam_update")
+from fastmlp.backends import BACKEND_NAMES, get_backend
+from fastmlp.backends.contract import KERNEL_NAMES
+from fastmlp.bench import cases as B
+from fastmlp.testing import Rel, check_against_reference
 
 
 def kernel_case(kernel, n, h, dtype=np.float32, seed=0):
@@ -58,26 +58,17 @@ def _copies(args, kwargs):
 
 
 def check_kernel(backend, kernel, case):
-    """Run `backend`'s raw kernel and the reference on copies of the case; compare every
-    output, and the returned loss, within the dtype-scaled tolerance."""
+    """Hold `backend`'s kernel to the reference on copies of the case: every output, and the
+    returned loss, within the dtype-scaled tolerance."""
     args, kwargs, outputs, _ = case
-    rtol = B.TOL_EPS * float(np.finfo(args[0].dtype).eps)
-    (ra, rk), (ga, gk) = _copies(args, kwargs), _copies(args, kwargs)
-    want = getattr(reference, kernel)(*ra, **rk)
-    got = getattr(get_backend(backend).raw, kernel)(*ga, **gk)
-    for p in outputs:
-        ref, res = (rk, gk) if isinstance(p, str) else (ra, ga)
-        w = np.asarray(ref[p], np.float64)
-        np.testing.assert_allclose(np.asarray(res[p], np.float64), w, rtol=rtol,
-                                   atol=rtol * max(1.0, float(np.max(np.abs(w)))),
-                                   err_msg=f"{backend}.{kernel} output {p!r}")
-    if isinstance(want, float):
-        np.testing.assert_allclose(got, want, rtol=rtol, err_msg=f"{backend}.{kernel} loss")
+    check_against_reference(backend, kernel, args, kwargs, outputs=outputs,
+                            returns="float" if kernel == "softmax_xent_grad" else None,
+                            tol=Rel(B.TOL_EPS))
 
 
 @pytest.mark.parametrize("backend", BACKEND_NAMES)
 @pytest.mark.parametrize("n,h", B.STEP_SHAPES, ids=[f"N{n}-H{h}" for n, h in B.STEP_SHAPES])
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("kernel", KERNEL_NAMES)
 def test_kernel(benchmark, require_backend, record_rate, kernel, n, h, backend):
     require_backend(backend)
     benchmark.group = f"kernels {kernel} N={n} H={h}"

@@ -6,14 +6,15 @@ compiled backends call, `floor-numpy` through np.matmul), fastmlp's `_step` per 
 hot loop of `fit`: batch already in the workspace, no validation), the public `step(X, y)`
 (`-public`), PyTorch CPU and scikit-learn's `partial_fit` when installed.  Before timing, one
 step of each fastmlp backend and peer is held to the NumPy reference's step from the same
-parameters (`_benchcases.check_step`).  pytest-benchmark times the contenders one after the
+parameters (`fastmlp.bench.cases.check_step`).  pytest-benchmark times the contenders one after the
 other; `fastmlp bench` interleaves them and reports ratios (docs/benchmarks.md).
 """
 import time
 
 import pytest
 
-from fastmlp import _benchcases as B
+from fastmlp.bench import cases as B
+from fastmlp.bench import peers as P
 
 CONTENDERS = ("floor-scipy", "floor-numpy", "numpy", "numba", "cython", "numba-public",
               "cython-public", "torch", "sklearn")
@@ -25,9 +26,9 @@ def contender(name, opt, n, h):
     if name.startswith("floor-"):
         return B.gemm_floor(n, h, blas=name[len("floor-"):])
     if name == "torch":
-        return B.torch_step(opt, n, h)
+        return P.torch_step(opt, n, h)
     if name == "sklearn":
-        return B.sklearn_step(opt, n, h)
+        return P.sklearn_step(opt, n, h)
     backend, _, public = name.partition("-")
     return B.fastmlp_step(backend, opt, n, h, public=bool(public))
 
@@ -41,7 +42,7 @@ def test_step(benchmark, require_backend, build, record_rate, smoke, opt, n, h, 
     if who in ("numpy", "numba", "cython"):
         require_backend(who)
     if who != "floor" and who != "numpy":
-        build(B.check_step, who, opt, n, h)
+        build(P.check_step, who, opt, n, h)
     fn = build(contender, name, opt, n, h)
     if not smoke:
         time.sleep(SETTLE)

@@ -9,12 +9,12 @@ not installed (Debian: dataset-fashion-mnist).
 """
 import pytest
 
-from fastmlp import _benchcases as B
+from fastmlp.bench import tta as T
 
 CONTENDERS = ("cython", "numba", "torch", "sklearn")
 # dataset -> (epochs, training rows or None for all, accuracy floor), full and smoke
-PLAN = {"fashion-mnist": ((B.TTA_EPOCHS["fashion-mnist"], None, 0.85), (1, 6000, 0.6)),
-        "digits": ((B.TTA_EPOCHS["digits"], None, 0.93), (3, None, 0.5))}
+PLAN = {"fashion-mnist": ((T.TTA_EPOCHS["fashion-mnist"], None, 0.85), (1, 6000, 0.6)),
+        "digits": ((T.TTA_EPOCHS["digits"], None, 0.93), (3, None, 0.5))}
 
 
 @pytest.mark.parametrize("contender", CONTENDERS)
@@ -23,10 +23,10 @@ def test_time_to_accuracy(benchmark, require_backend, build, smoke, name, conten
     if contender in ("cython", "numba"):
         require_backend(contender)
     epochs, rows, floor = PLAN[name][smoke]
-    Xtr, ytr, Xte, yte = build(B.dataset, name)
+    Xtr, ytr, Xte, yte = build(T.dataset, name)
     data = (Xtr[:rows], ytr[:rows], Xte, yte)
     benchmark.group = f"tta {name} {epochs} epochs" + (" (smoke)" if smoke else "")
-    result = benchmark.pedantic(build, args=(B.time_to_accuracy, contender, data, epochs),
+    result = benchmark.pedantic(build, args=(T.time_to_accuracy, contender, data, epochs),
                                 rounds=1, iterations=1)
     benchmark.extra_info.update(accuracy=round(result["accuracy"], 4), epochs=epochs,
                                 n_train=int(data[0].shape[0]))

@@ -13,7 +13,8 @@ AssertionError on a mismatch:
 
 * `Rel(factor)`: |got - want| <= tol·(|want| + max(1, max|want|)), tol = factor·eps(dtype):
   relative, with an absolute floor scaled to the largest magnitude (cancellation in sums makes
-  tiny entries noisy).  The default, Rel(64).
+  tiny entries noisy).  The default, Rel(64).  `Rel(rtol=r, floor=0)` is a fixed rtol with
+  atol = r·max|want|.
 * `Within(bound)`: |got - want| <= bound elementwise (a forward-error bound the caller
   derives), with the same finite/non-finite pattern.
 * `SameNonFinite()`: NaN, +inf and -inf in the same places.
@@ -29,18 +30,18 @@ from .backends import get_backend, reference
 
 
 class Rel:
-    """Relative tolerance in units of the dtype's machine epsilon, floored by its largest
-    magnitude."""
+    """Relative tolerance `factor` machine epsilons of the dtype (or a fixed `rtol`), with an
+    absolute floor of that tolerance times max(floor, max|want|)."""
 
-    def __init__(self, factor=64):
-        self.factor = factor
+    def __init__(self, factor=64, rtol=None, floor=1.0):
+        self.factor, self.rtol, self.floor = factor, rtol, floor
 
     def tol(self, dtype):
-        return self.factor * float(np.finfo(dtype).eps)
+        return self.rtol if self.rtol is not None else self.factor * float(np.finfo(dtype).eps)
 
     def check(self, got, want, dtype, what=""):
         got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-        scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
+        scale = max(self.floor, float(np.max(np.abs(want)))) if want.size else self.floor
         t = self.tol(dtype)
         np.testing.assert_allclose(got, want, rtol=t, atol=t * scale, err_msg=what)
 

@@ -14,12 +14,10 @@ and workspace allocation happen in the builder.  The contenders of one training 
 Optional peers raise `Unavailable` (with the reason) when not installed.  `check_step` holds
 one step of any contender to the NumPy reference's step from the same parameters.
 `step_parts` / `floor_parts` split an unfused step into its kernel calls and the floor into its
-GEMMs (the report's breakdown, beside the fused step).  `time_to_accuracy` trains one recipe with one contender and
-returns wall time and test accuracy.
+GEMMs (the report's breakdown, beside the fused step).  The peers (PyTorch, scikit-learn) and
+`check_step` are in peers.py, time to accuracy in tta.py.
 """
 import functools
-import time
-import warnings
 
 import numpy as np
 
@@ -225,133 +223,6 @@ def fastmlp_step(backend, opt, n, h, public=False, dtype=np.float32, seed=0, lr=
     return functools.partial(trainer._step, ws, ws.X, ws.y)
 
 
-def _torch_net(torch, d, h, c, init=None):
-    net = torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.ReLU(), torch.nn.Linear(h, c))
-    if init is not None:   # fastmlp's initial weights (W (fan_in, fan_out), b): same start
-        with torch.no_grad():
-            for layer, (W, b) in zip((net[0], net[2]), init):
-                layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
-                layer.bias.copy_(torch.from_numpy(b))
-    return net
-
-
-def _torch_optimizer(torch, opt, params, lr=None):
-    cfg = _config(opt, lr)
-    if opt == "sgd":
-        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"])
-    return torch.optim.Adam(params, lr=cfg["lr"])
-
-
-def torch_step(opt, n, h, d=D, c=C, seed=0, lr=STEP_LR):
-    """One PyTorch CPU step (default threads): zero_grad(set_to_none), forward, backward, step."""
-    torch = need("torch")
-    torch.manual_seed(seed)
-    net = _torch_net(torch, d, h, c)
-    optim = _torch_optimizer(torch, opt, net.parameters(), lr)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    Xn, yn = batch(n, d, c, np.float32, seed)
-    X, y = torch.from_numpy(Xn), torch.from_numpy(yn)
-
-    def step():
-        optim.zero_grad(set_to_none=True)
-        loss = loss_fn(net(X), y)
-        loss.backward()
-        optim.step()
-    step()
-    return step
-
-
-def _sklearn_mlp(opt, h, batch_size, max_iter=1, seed=0, lr=None):
-    need("sklearn")
-    from sklearn.neural_network import MLPClassifier
-    cfg = _config(opt, lr)
-    extra = dict(momentum=cfg["momentum"], nesterovs_momentum=False) if opt == "sgd" else {}
-    return MLPClassifier(hidden_layer_sizes=(h,), solver=opt, learning_rate_init=cfg["lr"],
-                         alpha=0.0, batch_size=batch_size, max_iter=max_iter, tol=0.0,
-                         n_iter_no_change=max_iter + 1, random_state=seed, **extra)
-
-
-def sklearn_step(opt, n, h, d=D, c=C, seed=0, lr=STEP_LR):
-    """One scikit-learn step: `MLPClassifier.partial_fit` on the batch (batch_size=n, no
-    shuffle, alpha=0), which includes scikit-learn's own input validation."""
-    clf = _sklearn_mlp(opt, h, n, seed=seed, lr=lr)
-    clf.set_params(shuffle=False)
-    X, y = batch(n, d, c, np.float32, seed)
-    classes = np.arange(c)
-    clf.partial_fit(X, y, classes=classes)
-    return functools.partial(clf.partial_fit, X, y)
-
-
-def _sklearn_from(opt, h, n, init):
-    """An MLPClassifier set up for one partial_fit step from parameters `init`."""
-    clf = _sklearn_mlp(opt, h, n)
-    clf.set_params(shuffle=False)
-    X, y = batch(n, init[0][0].shape[0], init[-1][0].shape[1], init[0][0].dtype, seed=1)
-    clf.partial_fit(X, y, classes=np.arange(init[-1][0].shape[1]))
-    del clf._optimizer   # the next partial_fit starts a fresh optimizer, as at step 1
-    clf.coefs_ = [W.copy() for W, _ in init]
-    clf.intercepts_ = [b.copy() for _, b in init]
-    return clf
-
-
-def _params(model):
-    return [p for pair in zip(model.weights, model.biases) for p in pair]   # W1 b1 W2 b2
-
-
-def check_step(contender, opt, n, h, seed=0):
-    """Hold one step of `contender` to one step of the NumPy reference backend, from the same
-    parameters on the same batch, at the recipe's lr.
-
-    Parameters
-    ----------
-    contender : a fastmlp backend name (rtol = TOL_EPS·eps), "torch" or "sklearn" (rtol 1e-4:
-        other summation orders); atol = rtol·max|W|.  Adam's first step moves a weight by
-        lr·g/(|g| + eps), about ±lr whatever |g|, so where g is rounding noise two correct
-        implementations differ: for Adam 99% of entries must agree within rtol·|W| + lr/100
-        and all within 2·lr.  scikit-learn's Adam adds eps before the bias correction; it is
-        held to that formula applied to the reference's gradients.
-
-    Raises
-    ------
-    AssertionError on a mismatch; Unavailable when a peer is not installed.
-    """
-    ref, X, y = fastmlp_trainer("numpy", opt, n, h, seed=seed)   # has taken the step
-    init = MLP((D, h, C), seed=seed, backend="numpy")
-    init = list(zip(init.weights, init.biases))
-    want, rtol = _params(ref.model), 1e-4
-    if contender == "torch":
-        torch = need("torch")
-        net = _torch_net(torch, D, h, C, init=init)
-        optim = _torch_optimizer(torch, opt, net.parameters())
-        torch.nn.CrossEntropyLoss()(net(torch.from_numpy(X)), torch.from_numpy(y)).backward()
-        optim.step()
-        got = [p.detach().numpy().T for p in net.parameters()]
-    elif contender == "sklearn":
-        clf = _sklearn_from(opt, h, n, init)
-        clf.partial_fit(X, y)
-        got = [p for pair in zip(clf.coefs_, clf.intercepts_) for p in pair]
-        if opt == "adam":   # lr·sqrt(1-b2)/(1-b1) · (1-b1) g / (sqrt((1-b2) g²) + eps)
-            grads = [g for pair in zip(ref.model.dweights, ref.model.dbiases) for g in pair]
-            lr_t = OPTIMIZERS[opt]["lr"] * np.sqrt(1 - 0.999) / (1 - 0.9)
-            want = [p0 - lr_t * 0.1 * g / (np.sqrt(0.001) * np.abs(g) + 1e-8)
-                    for p0, g in zip((p for pair in init for p in pair), grads)]
-    else:
-        got = _params(fastmlp_trainer(contender, opt, n, h, seed=seed)[0].model)
-        rtol = TOL_EPS * float(np.finfo(np.float32).eps)
-    what = f"{contender} {opt} step differs from the NumPy reference's"
-    if opt == "sgd":
-        for name, g, w in zip(("W1", "b1", "W2", "b2"), got, want):
-            np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * float(np.max(np.abs(w))),
-                                       err_msg=f"{what}: {name}")
-        return
-    lr = OPTIMIZERS[opt]["lr"]
-    diff = np.concatenate([np.abs(g - w).ravel() for g, w in zip(got, want)])
-    bound = np.concatenate([(rtol * np.abs(w) + lr / 100).ravel() for w in want])
-    share, worst = float(np.mean(diff <= bound)), float(diff.max())
-    assert share >= 0.99 and worst <= 2 * lr, \
-        f"{what}: {share:.2%} of entries agree, largest difference {worst:.3g}"
-
-
 # --------------------------------------------------------------------------- inference
 
 def fastmlp_predict(backend, rows, h=256, d=D, c=C, seed=0):
@@ -362,99 +233,53 @@ def fastmlp_predict(backend, rows, h=256, d=D, c=C, seed=0):
     return functools.partial(model.predict, X)
 
 
-def torch_predict(rows, h=256, d=D, c=C, seed=0):
-    """PyTorch argmax of the logits under torch.inference_mode(), same weights and rows as
-    `fastmlp_predict(..., seed)`; returns labels as a tensor."""
-    torch = need("torch")
-    init = MLP((d, h, c), seed=seed, backend="numpy")
-    net = _torch_net(torch, d, h, c, init=list(zip(init.weights, init.biases))).eval()
-    X = torch.from_numpy(batch(rows, d, c, np.float32, seed)[0])
-
-    def predict():
-        with torch.inference_mode():
-            return net(X).argmax(dim=1)
-    predict()
-    return predict
-
-
 def predict_flops(rows, h=256, d=D, c=C):
     return 2 * rows * (d * h + h * c)
 
 
 # --------------------------------------------------------------------------- time to accuracy
 
-@functools.lru_cache(maxsize=None)
-def dataset(name):
-    """(X_train, y_train, X_test, y_test) of 'digits' or 'fashion-mnist', cached; raises
-    Unavailable when Fashion-MNIST is not installed."""
-    from .. import datasets
-    if name == "digits":
-        return datasets.load_digits()
-    try:
-        return datasets.load_fashion_mnist()
-    except FileNotFoundError as exc:
-        raise Unavailable(" ".join(str(exc).split())) from None
 
 
-RECIPE = dict(hidden=256, lr=1e-3, batch_size=128)   # Adam, as in the issue
-TTA_EPOCHS = {"fashion-mnist": 10, "digits": 30}
+
+# --------------------------------------------------------------------------- estimator overhead
+
+ESTIMATOR_CASE = dict(hidden=100, batch_size=200, epochs=20, alpha=1e-4)   # sklearn's defaults
 
 
-def time_to_accuracy(contender, data, epochs, seed=0):
-    """Train a D-256-10 net with Adam (lr 1e-3, batch 128) and measure it.
+def estimator_vs_trainer(backend, dtype=np.float32, seed=0, **case):
+    """The same training through `MLPClassifier.fit` and through `Trainer.fit`: digits (the
+    1347 training rows of fastmlp.datasets), 64-100-10, Adam lr 1e-3, batch 200, 20 epochs,
+    scikit-learn's alpha=1e-4 (the Trainer gets its per-batch value as a constant weight
+    decay: every full batch has 200 rows).
 
-    Parameters
-    ----------
-    contender : a fastmlp backend name, "torch" or "sklearn".  PyTorch starts from fastmlp's
-        initial weights for `seed`; scikit-learn uses its own (Glorot) initialisation.
-    data : (X_train (n, D) float32, y_train (n,) int64, X_test, y_test)
-    epochs : int
+    Returns {"MLPClassifier.fit": closure, "Trainer.fit": closure, "steps": steps per fit};
+    each closure trains from the same start every call."""
+    from ..datasets import load_digits
+    from ..estimators import MLPClassifier
+    cfg = dict(ESTIMATOR_CASE, **case)
+    X, y = load_digits()[:2]
+    X = np.ascontiguousarray(X, dtype)
+    n, bs, epochs = X.shape[0], cfg["batch_size"], cfg["epochs"]
+    clf = MLPClassifier((cfg["hidden"],), solver="adam", alpha=cfg["alpha"], batch_size=bs,
+                        max_iter=epochs, tol=0.0, n_iter_no_change=np.inf, random_state=seed,
+                        backend=backend, dtype=np.dtype(dtype).name)
+    model = MLP((X.shape[1], cfg["hidden"], int(y.max()) + 1), dtype=dtype, seed=seed,
+                backend=backend)
+    start = [p.copy() for p in model.weights + model.biases]
 
-    Returns
-    -------
-    {"seconds": training wall time, "accuracy": test accuracy}
-    """
-    Xtr, ytr, Xte, yte = data
-    sizes = (Xtr.shape[1], RECIPE["hidden"], int(ytr.max()) + 1)
-    if contender == "torch":
-        return _torch_tta(data, sizes, epochs, seed)
-    if contender == "sklearn":
-        clf = _sklearn_mlp("adam", RECIPE["hidden"], RECIPE["batch_size"], epochs, seed)
+    def estimator():
+        import warnings
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # ConvergenceWarning after max_iter epochs
-            t0 = time.perf_counter()
-            clf.fit(Xtr, ytr)
-            seconds = time.perf_counter() - t0
-        return {"seconds": seconds, "accuracy": float(clf.score(Xte, yte))}
-    model = MLP(sizes, seed=seed, backend=contender)
-    trainer = Trainer(model, optimizer="adam", lr=RECIPE["lr"],
-                      batch_size=RECIPE["batch_size"], epochs=epochs, seed=seed)
-    t0 = time.perf_counter()
-    trainer.fit(Xtr, ytr)
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "accuracy": model.score(Xte, yte)}
+            warnings.simplefilter("ignore")   # ConvergenceWarning: max_iter epochs, on purpose
+            clf.fit(X, y)
 
-
-def _torch_tta(data, sizes, epochs, seed):
-    torch = need("torch")
-    Xtr, ytr, Xte, yte = data
-    torch.manual_seed(seed)
-    init = MLP(sizes, seed=seed, backend="numpy")
-    net = _torch_net(torch, *sizes, init=list(zip(init.weights, init.biases)))
-    optim = _torch_optimizer(torch, "adam", net.parameters())
-    loss_fn = torch.nn.CrossEntropyLoss()
-    X, y = torch.from_numpy(Xtr), torch.from_numpy(ytr)
-    gen = torch.Generator().manual_seed(seed)
-    n, bs = X.shape[0], RECIPE["batch_size"]
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        for s in range(0, n, bs):
-            idx = perm[s:s + bs]
-            optim.zero_grad(set_to_none=True)
-            loss_fn(net(X[idx]), y[idx]).backward()
-            optim.step()
-    seconds = time.perf_counter() - t0
-    with torch.inference_mode():
-        pred = net(torch.from_numpy(Xte)).argmax(dim=1).numpy()
-    return {"seconds": seconds, "accuracy": float(np.mean(pred == yte))}
+    def trainer():
+        for p, p0 in zip(model.weights + model.biases, start):
+            np.copyto(p, p0)
+        Trainer(model, optimizer="adam", lr=1e-3, batch_size=bs, epochs=epochs,
+                weight_decay=0.5 * cfg["alpha"] / bs, seed=seed).fit(X, y)
+    estimator()
+    trainer()
+    return {"MLPClassifier.fit": estimator, "Trainer.fit": trainer,
+            "steps": epochs * -(-n // bs)}

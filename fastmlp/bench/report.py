@@ -6,25 +6,19 @@ them interleaved (fastmlp's compiled backends, the GEMM floor, the NumPy referen
 scikit-learn), trains the time-to-accuracy recipe with each, and prints ratios measured in
 that same run: absolute times on a shared machine drift, ratios taken round by round do not.
 
-Timing (docs/benchmarks.md, Methodology): contenders are grouped by the BLAS thread pool they
-use (SciPy's OpenBLAS: the floor and fastmlp's compiled backends; NumPy's own OpenBLAS: the
-reference and scikit-learn; MKL/OpenMP: PyTorch).  A round visits every group, sleeping
-`--settle` s before each so the previous pool's spinning workers go idle; in a group each
-contender takes a turn: one untimed call, then timed calls filling ~5 ms.  A contender's value
-in a round is the best call of its turn; its time is the median over rounds, and a ratio A/B
-is the median over rounds of A's value / B's value in the same round.
+Timing: timing.py (docs/benchmarks.md, Methodology).
 """
 import argparse
 import json
-import math
 import os
-import platform
 import sys
 import time
 
 import numpy as np
 
 from . import cases as B
+from . import peers, tta
+from .timing import busy_seconds, environment, interleave, ratio, sequence, turn
 
 FLOOR, FLOOR_NP = "floor (scipy BLAS)", "floor (np.matmul)"
 COMPILED = ("cython", "numba")
@@ -52,6 +46,8 @@ def parse_args(argv):
     p.add_argument("--breakdown", action="store_true",
                    help="time each kernel call of the step beside its floor GEMMs")
     p.add_argument("--no-tta", action="store_true", help="skip time to accuracy")
+    p.add_argument("--no-estimator", action="store_true",
+                   help="skip MLPClassifier.fit against Trainer.fit")
     p.add_argument("--settle", type=float, default=0.15, metavar="S",
                    help="seconds to sleep before switching thread pools (default 0.15)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target FAILs")
@@ -68,74 +64,6 @@ def parse_args(argv):
 
 # --------------------------------------------------------------------------- timing
 
-def _turn(fn, inner):
-    """One untimed call (refills caches, wakes this pool's threads), then the best of
-    `inner` timed calls, in seconds."""
-    fn()
-    best, clock = math.inf, time.perf_counter
-    for _ in range(inner):
-        t0 = clock()
-        fn()
-        best = min(best, clock() - t0)
-    return best
-
-
-def interleave(groups, rounds, settle, turn_seconds=0.005):
-    """Time contenders round-robin.
-
-    Parameters
-    ----------
-    groups : list of lists of (name, zero-argument callable); one list per thread pool
-    rounds : int
-    settle : float, seconds slept before each group's turns when there are several groups
-    turn_seconds : float, about how long each turn's timed calls take (3 to 50 calls)
-
-    Returns
-    -------
-    dict name -> array of shape (rounds,): the best call of each round's turn, in seconds.
-    The group order and the order inside a group rotate every round.
-    """
-    inner = {name: int(min(50, max(3, math.ceil(turn_seconds / max(_turn(fn, 2), 1e-7)))))
-             for group in groups for name, fn in group}
-    best = {name: np.empty(rounds) for name in inner}
-    for r in range(rounds):
-        for g in range(len(groups)):
-            group = groups[(g + r) % len(groups)]
-            if settle and len(groups) > 1:
-                time.sleep(settle)
-            for k in range(len(group)):
-                name, fn = group[(k + r) % len(group)]
-                best[name][r] = _turn(fn, inner[name])
-    return best
-
-
-def ratio(best, a, b):
-    """(q1, median, q3) over rounds of best[a] / best[b]."""
-    return tuple(float(x) for x in np.percentile(best[a] / best[b], [25, 50, 75]))
-
-
-def _sequence(parts, reps):
-    """Call parts (name -> fn) in order `reps` times, timing each call: (reps, len(parts))."""
-    fns, clock = list(parts.values()), time.perf_counter
-    t = np.empty((reps, len(fns)))
-    for r in range(reps):
-        for i, fn in enumerate(fns):
-            t0 = clock()
-            fn()
-            t[r, i] = clock() - t0
-    return t
-
-
-def _busy_seconds():
-    """CPU seconds used by all processes, and stolen by the hypervisor (Linux /proc/stat:
-    every field but idle and iowait); None elsewhere."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
-
 
 # --------------------------------------------------------------------------- train step
 
@@ -147,7 +75,7 @@ def step_contenders(opt, n, h):
     npy = [(FLOOR_NP, B.gemm_floor(n, h, blas="numpy")),
            ("numpy _step", B.fastmlp_step("numpy", opt, n, h))]
     groups, skipped = [fm, npy], {}
-    for name, build in (("sklearn", B.sklearn_step), ("torch", B.torch_step)):
+    for name, build in (("sklearn", peers.sklearn_step), ("torch", peers.torch_step)):
         try:
             fn = build(opt, n, h)
         except B.Unavailable as exc:
@@ -165,7 +93,7 @@ def check_case(opt, n, h):
     bad = {}
     for who in COMPILED + ("torch", "sklearn"):
         try:
-            B.check_step(who, opt, n, h)
+            peers.check_step(who, opt, n, h)
         except B.Unavailable:
             pass
         except AssertionError as exc:
@@ -230,11 +158,11 @@ def run_breakdown(a, say):
             say(f"  breakdown {b} {opt} N={n} H={h}")
             parts, whole = B.step_parts(b, opt, n, h)
             blocks = {"parts": parts, "floor": B.floor_parts(n, h), "whole": {"_step": whole}}
-            reps = max(5, int(0.02 / max(_turn(whole, 3), 1e-6)))
+            reps = max(5, int(0.02 / max(turn(whole, 3), 1e-6)))
             runs = {k: [] for k in blocks}
             for _ in range(max(a.repeat, 5)):
                 for k, fns in blocks.items():
-                    runs[k].append(_sequence(fns, reps))
+                    runs[k].append(sequence(fns, reps))
             med = {k: np.median(np.concatenate(v), axis=0).tolist() for k, v in runs.items()}
             out.append({"backend": b, "optimizer": opt, "n": n, "h": h,
                         "whole_s": med["whole"][0], "parts_s": dict(zip(parts, med["parts"])),
@@ -243,13 +171,13 @@ def run_breakdown(a, say):
 
 
 def run_tta(a, say):
-    plan = [("digits", B.TTA_EPOCHS["digits"])]
+    plan = [("digits", tta.TTA_EPOCHS["digits"])]
     if not a.quick:
-        plan.insert(0, ("fashion-mnist", B.TTA_EPOCHS["fashion-mnist"]))
+        plan.insert(0, ("fashion-mnist", tta.TTA_EPOCHS["fashion-mnist"]))
     out = []
     for name, epochs in plan:
         try:
-            data = B.dataset(name)
+            data = tta.dataset(name)
         except B.Unavailable as exc:
             out.append({"dataset": name, "skipped": str(exc)})
             continue
@@ -258,12 +186,44 @@ def run_tta(a, say):
             say(f"  time to accuracy {name} {epochs} epochs: {c}")
             time.sleep(a.settle)
             try:
-                runs[c] = B.time_to_accuracy(c, data, epochs)
+                runs[c] = tta.time_to_accuracy(c, data, epochs)
             except B.Unavailable as exc:
                 runs[c] = {"skipped": str(exc)}
         out.append({"dataset": name, "epochs": epochs, "n_train": int(data[0].shape[0]),
-                    "recipe": dict(B.RECIPE), "runs": runs})
+                    "recipe": dict(tta.RECIPE), "runs": runs})
     return out
+
+
+ESTIMATOR_LIMIT = 1.05   # MLPClassifier.fit per step <= 1.05 x Trainer.fit per step
+
+
+def run_estimator(a, say):
+    """MLPClassifier.fit against Trainer.fit on the same data, net and optimizer (digits,
+    64-100-10, Adam, batch 200, 20 epochs), interleaved; per-step times and their ratio."""
+    out = []
+    for b in COMPILED:
+        say(f"  estimator overhead {b}")
+        fits = B.estimator_vs_trainer(b)
+        steps = fits.pop("steps")
+        best = interleave([list(fits.items())], max(3, a.repeat // 3), a.settle,
+                          turn_seconds=0.0)
+        q1, v, q3 = ratio(best, "MLPClassifier.fit", "Trainer.fit")
+        out.append({"backend": b, "steps": steps, "ratio": (q1, v, q3),
+                    "us_per_step": {k: float(np.median(t)) / steps * 1e6
+                                    for k, t in best.items()},
+                    "status": "PASS" if v <= ESTIMATOR_LIMIT else "FAIL"})
+    return out
+
+
+def format_estimator(est):
+    lines = []
+    for r in est:
+        us = r["us_per_step"]
+        q1, v, q3 = r["ratio"]
+        lines.append(f"{r['status']}  {r['backend']:<7}MLPClassifier.fit {us['MLPClassifier.fit']:.1f} "
+                     f"µs/step, Trainer.fit {us['Trainer.fit']:.1f} µs/step ({r['steps']} steps): "
+                     f"{v:.3f}× [{q1:.2f}-{q3:.2f}] (target ≤ {ESTIMATOR_LIMIT:.2f})")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- output
@@ -319,32 +279,6 @@ def format_breakdown(bd):
     return "\n".join(lines)
 
 
-def environment():
-    """Versions, threads and BLAS libraries of this process, as a dict."""
-    import numba
-    import scipy
-    import fastmlp
-    env = {"fastmlp": fastmlp.__version__, "fastmlp_path": os.path.dirname(fastmlp.__file__),
-           "python": platform.python_version(), "numpy": np.__version__,
-           "scipy": scipy.__version__, "numba": numba.__version__, "cpus": os.cpu_count(),
-           "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-    for mod in ("torch", "sklearn"):
-        try:
-            env[mod] = __import__(mod).__version__
-        except ImportError:
-            env[mod] = None
-    if env["torch"]:
-        env["torch_threads"] = __import__("torch").get_num_threads()
-    try:
-        from threadpoolctl import threadpool_info
-        env["threadpools"] = [f"{p.get('internal_api')} {p.get('version')}, "
-                              f"{p.get('num_threads')} threads ({os.path.basename(p['filepath'])})"
-                              for p in threadpool_info()]
-    except ImportError:
-        env["threadpools"] = []
-    return env
-
-
 def plot(path, step, tta):
     """Bars of step time ÷ floor per case and contender; time to accuracy as speed-up over
     PyTorch per dataset and contender."""
@@ -393,7 +327,7 @@ def main(argv=None):
         a = parse_args(argv[1:] if argv[:1] == ["--"] else argv)   # `fastmlp bench -- ...`
     except SystemExit as exc:
         return exc.code or 0
-    t0, busy0, own0 = time.perf_counter(), _busy_seconds(), time.process_time()
+    t0, busy0, own0 = time.perf_counter(), busy_seconds(), time.process_time()
 
     def say(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -408,8 +342,9 @@ def main(argv=None):
                   for r in step for who, msg in r["mismatch"].items()]
     targets = evaluate_targets(step, env["torch"])
     bd = run_breakdown(a, say) if a.breakdown else []
+    est = [] if a.no_estimator else run_estimator(a, say)
     tta = [] if a.no_tta else run_tta(a, say)
-    seconds, busy = time.perf_counter() - t0, _busy_seconds()
+    seconds, busy = time.perf_counter() - t0, busy_seconds()
     foreign = None if busy is None or busy0 is None else \
         max(0.0, (busy - busy0 - (time.process_time() - own0)) / seconds)
     print(f"\nTrain step, float32, 784-H-10.  µs/step: median over {a.repeat} rounds of each "
@@ -425,9 +360,14 @@ def main(argv=None):
               "timed in sequence, medians; 'its GEMMs' = "
               "the floor's products inside that call, timed the same way")
         print(format_breakdown(bd))
+    if est:
+        print("\nEstimator overhead: MLPClassifier.fit against Trainer.fit, digits 64-100-10, "
+              "Adam, batch 200, 20 epochs, float32; per-step time, ratio median [IQR] over "
+              "interleaved rounds")
+        print(format_estimator(est))
     if tta:
-        print(f"\nTime to accuracy: D-{B.RECIPE['hidden']}-10, Adam lr {B.RECIPE['lr']:g}, "
-              f"batch {B.RECIPE['batch_size']}, seed 0; training wall time, one run each")
+        print(f"\nTime to accuracy: D-{tta.RECIPE['hidden']}-10, Adam lr {tta.RECIPE['lr']:g}, "
+              f"batch {tta.RECIPE['batch_size']}, seed 0; training wall time, one run each")
         print(format_tta(tta))
     note = "" if foreign is None else \
         f"; other processes (and hypervisor steal) took {foreign:.2f} CPUs on average"
@@ -437,11 +377,11 @@ def main(argv=None):
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"environment": env, "args": vars(a), "step": step, "targets": targets,
-                       "breakdown": bd, "tta": tta, "seconds": seconds,
+                       "breakdown": bd, "estimator": est, "tta": tta, "seconds": seconds,
                        "foreign_cpus": foreign}, f, indent=1)
     if a.plot:
         plot(a.plot, step, tta)
-    failed = any(t["status"] == "FAIL" for t in targets)
+    failed = any(t["status"] == "FAIL" for t in targets + est)
     return 1 if mismatches or (a.strict and failed) else 0
 
 

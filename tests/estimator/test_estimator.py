@@ -341,3 +341,32 @@ def test_bad_parameters_name_themselves(param, value):
 def test_bad_hidden_layer_entries():
     with pytest.raises(ValueError, match="hidden_layer_sizes"):
         MLPClassifier(hidden_layer_sizes=(8, 0)).fit([[0.0], [1.0]], [0, 1])
+
+
+def _count_step_builds(monkeypatch, backend):
+    """Make the backend's TrainStep count its constructions; returns the list it appends to."""
+    raw, built = fastmlp.get_backend(backend).raw, []
+    make = raw.TrainStep
+
+    def counting(*args, **kwargs):
+        built.append(1)
+        return make(*args, **kwargs)
+    monkeypatch.setattr(raw, "TrainStep", counting)
+    return built
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("params", [dict(solver="adam"),
+                                    dict(solver="sgd", learning_rate="invscaling"),
+                                    dict(solver="sgd", learning_rate="adaptive", tol=10.0,
+                                         n_iter_no_change=1)],
+                         ids=["adam", "sgd-invscaling", "sgd-adaptive"])
+def test_fit_builds_the_fused_step_once(digits, backend, monkeypatch, params):
+    """The per-step weight decay and Adam eps (sklearn's conventions) and the changing
+    learning rate are arguments of the step, not a reason to rebuild it."""
+    Xtr, ytr = digits[:2]
+    built = _count_step_builds(monkeypatch, backend)
+    clf = MLPClassifier(max_iter=20, random_state=0, backend=backend, **params).fit(Xtr, ytr)
+    assert clf.n_iter_ >= 2 and len(built) == 1
+    clf.partial_fit(Xtr, ytr)   # a new call: one more build, for its one epoch
+    assert len(built) == 2

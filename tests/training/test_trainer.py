@@ -172,3 +172,82 @@ def test_float_labels_that_are_integers_work():
     X, y = small_data(30)
     h = Trainer(MLP((8, 3)), epochs=1).fit(X, y.astype(float))
     assert len(h) == 1
+
+
+def test_fit_epoch_is_fit_one_epoch_at_a_time(backend):
+    X, y = small_data(90)
+    runs = []
+    for by_epoch in (False, True):
+        m = MLP((8, 6, 3), backend=backend, seed=1)
+        tr = Trainer(m, optimizer="adam", lr=0.01, batch_size=16, epochs=3, seed=4)
+        if by_epoch:
+            rng, order = np.random.default_rng(4), np.arange(90)
+            losses = []
+            for _ in range(3):
+                rng.shuffle(order)
+                losses.append(tr.fit_epoch(X, y, order=order)[0])
+        else:
+            losses = tr.fit(X, y).train_loss
+        runs.append((losses, [p.copy() for p in m.weights + m.biases]))
+    assert runs[0][0] == runs[1][0]
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+
+def test_fit_epoch_in_order_visits_rows_as_given():
+    X, y = small_data(40)
+    seen = []
+    tr = Trainer(MLP((8, 4, 3), backend="numpy"), batch_size=16, shuffle=False)
+    orig = tr._step
+    tr._step = lambda ws, Xb, yb, *rest: (seen.append(yb.copy()), orig(ws, Xb, yb, *rest))[1]
+    loss, acc = tr.fit_epoch(X, y, order=np.arange(40)[::-1])
+    assert np.array_equal(np.concatenate(seen), y[::-1]) and np.isfinite(loss) and 0 <= acc <= 1
+    with pytest.raises(ValueError, match="order must be a permutation"):
+        tr.fit_epoch(X, y, order=np.arange(39))
+
+
+def test_get_and_set_state_resume_exactly(backend):
+    X, y = small_data(64)
+
+    def fresh():
+        return MLP((8, 5, 3), backend=backend, seed=2)
+    m1 = fresh()
+    t1 = Trainer(m1, optimizer="adam", lr=0.01, batch_size=16, shuffle=False)
+    for _ in range(2):
+        t1.fit_epoch(X, y)
+    m2 = fresh()
+    t2 = Trainer(m2, optimizer="adam", lr=0.01, batch_size=16, shuffle=False)
+    t2.fit_epoch(X, y)
+    state, t = t2.get_state()
+    t3 = Trainer(m2, optimizer="adam", lr=0.01, batch_size=16, shuffle=False)
+    t3.set_state(state, t)
+    t3.fit_epoch(X, y)
+    assert t3.t == t1.t == 8
+    assert all(np.array_equal(a, b) for a, b in zip(m1.weights + m1.biases,
+                                                    m2.weights + m2.biases))
+
+
+@pytest.mark.parametrize("state, text", [
+    ("no list", "one entry per parameter"), ([None] * 4, r"\(m, v\) pair"),
+    ("shapes", "must be writeable C-contiguous arrays of shape")])
+def test_set_state_refuses_what_does_not_fit(state, text):
+    m = MLP((4, 3, 2), backend="numpy")
+    tr = Trainer(m, optimizer="adam")
+    if state == "shapes":
+        state = [(np.zeros(3), np.zeros(3))] * 4
+    with pytest.raises(ValueError, match=text):
+        tr.set_state(state, 0)
+
+
+def test_batch_hyperparameters_hook_sets_each_steps_decay(backend):
+    X, y = small_data(48)
+
+    class Decayed(Trainer):
+        def batch_hyperparameters(self, batch_weight, step):
+            return 0.05 * 16 / batch_weight, self.eps
+    runs = []
+    for cls, wd in ((Trainer, 0.05), (Decayed, 0.0)):
+        m = MLP((8, 5, 3), backend=backend, seed=3)
+        cls(m, optimizer="adam", lr=0.01, batch_size=16, weight_decay=wd,
+            shuffle=False).fit_epoch(X, y)
+        runs.append([p.copy() for p in m.weights + m.biases])
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))
