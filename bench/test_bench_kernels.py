@@ -21,7 +21,7 @@ from fastmlp.testing import Rel, check_against_reference
 def kernel_case(kernel, n, h, dtype=np.float32, seed=0):
     """Arguments of one call at batch n, hidden width h: (args, kwargs, outputs, (unit, work)).
 
-    linear_* use X (n, 784), W (784, h); relu_backward dH, H (n, h); softmax_xent_grad
+    linear_* use X (n, 784), W (784, h); activation_backward dH, H (n, h) (relu); the losses
     Z (n, 10); the updates one (784, h) weight.  `outputs` are the positions or keyword names
     the kernel writes; work is flops ('GFLOP/s') or bytes moved ('GB/s').
     """
@@ -32,17 +32,21 @@ def kernel_case(kernel, n, h, dtype=np.float32, seed=0):
     def r(*shape):
         return rng.standard_normal(shape).astype(dtype)
     if kernel == "linear_forward":
-        return ((r(n, D), r(D, h), r(h), np.empty((n, h), dtype)), {"relu": True}, (3,),
+        return ((r(n, D), r(D, h), r(h), np.empty((n, h), dtype)), {"activation": "relu"}, (3,),
                 ("GFLOP/s", 2 * n * D * h))
     if kernel == "linear_backward":   # the output layer's form: dW, db and dX
         args = (r(n, h), r(n, D), r(D, h), np.empty((D, h), dtype), np.empty(h, dtype),
                 np.empty((n, D), dtype))
         return args, {}, (3, 4, 5), ("GFLOP/s", 4 * n * D * h)
-    if kernel == "relu_backward":
-        return (r(n, h), np.maximum(r(n, h), 0)), {}, (0,), ("GB/s", 3 * n * h * item)
+    if kernel == "activation_backward":
+        return (r(n, h), np.maximum(r(n, h), 0), "relu"), {}, (0,), ("GB/s", 3 * n * h * item)
     if kernel == "softmax_xent_grad":
         args = (r(n, C) * 3, rng.integers(0, C, n), np.empty((n, C), dtype))
         return args, {}, (2,), ("GB/s", 2 * n * C * item + 8 * n)
+    if kernel in ("logistic_xent_grad", "squared_error_grad", "poisson_grad"):
+        Y = (rng.random((n, C)) < 0.3).astype(dtype)
+        args = (r(n, C), Y, np.empty((n, C), dtype))
+        return args, {}, (2,), ("GB/s", 3 * n * C * item)
     if kernel == "sgd_update":
         kw = {"velocity": r(D, h), "momentum": 0.9}
         return (r(D, h), r(D, h), 0.01), kw, (0, "velocity"), ("GB/s", 5 * D * h * item)
@@ -62,7 +66,7 @@ def check_kernel(backend, kernel, case):
     returned loss, within the dtype-scaled tolerance."""
     args, kwargs, outputs, _ = case
     check_against_reference(backend, kernel, args, kwargs, outputs=outputs,
-                            returns="float" if kernel == "softmax_xent_grad" else None,
+                            returns="float" if kernel.endswith("_grad") else None,
                             tol=Rel(B.TOL_EPS))
 
 

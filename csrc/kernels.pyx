@@ -29,7 +29,7 @@
 name = "cython"
 
 from cython.parallel cimport prange
-from libc.math cimport exp, expf, log, pow, sqrt, sqrtf, NAN
+from libc.math cimport exp, expf, fabs, log, log1p, pow, sqrt, sqrtf, NAN
 from libc.stdint cimport int64_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -62,6 +62,8 @@ cdef Py_ssize_t _par_elems = 1 << 22   # optimiser updates: elements
 cdef Py_ssize_t _par_xent = 1 << 19    # softmax: N*C
 
 _F64 = np.dtype(np.float64)
+# activation codes (contract.ACTIVATIONS, step_loops.h)
+_ACT = {"identity": 0, "relu": 1, "tanh": 2, "logistic": 3}
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,6 +107,38 @@ cdef void _gemm(char ta, char tb, int m, int n, int k, floating alpha,
         dgemm(&ta, &tb, &m, &n, &k, &alpha, <double*>A, &lda, <double*>B, &ldb, &beta, C, &ldc)
 
 
+cdef extern from "step_loops.h" nogil:
+    # the passes around the GEMMs (AVX2 clone where the CPU has it); see step_loops.h
+    void bias_act_f32(float* out, const float* b, Py_ssize_t N, Py_ssize_t H, int act)
+    void bias_act_f64(double* out, const double* b, Py_ssize_t N, Py_ssize_t H, int act)
+    void act_backward_f32(float* D, const float* A, Py_ssize_t N, Py_ssize_t H, int act)
+    void act_backward_f64(double* D, const double* A, Py_ssize_t N, Py_ssize_t H, int act)
+    void mask_colsum_f32(float* D, const float* A, Py_ssize_t N, Py_ssize_t H, int act,
+                         double* acc, float* out)
+    void mask_colsum_f64(double* D, const double* A, Py_ssize_t N, Py_ssize_t H, int act,
+                         double* acc, double* out)
+    enum:
+        ACT_IDENTITY "FASTMLP_IDENTITY"
+
+
+cdef inline void _bias_act(floating* out, const floating* b, Py_ssize_t N, Py_ssize_t H,
+                           int act) noexcept nogil:
+    """out (N, H) = f(out + b) per row, f the activation of code act."""
+    if floating is float:
+        bias_act_f32(out, b, N, H, act)
+    else:
+        bias_act_f64(out, b, N, H, act)
+
+
+cdef inline void _mask_colsum(floating* D, const floating* A, Py_ssize_t N, Py_ssize_t H,
+                              int act, double* acc, floating* out) noexcept nogil:
+    """out (H,) = column sums of D (N, H) (in double); first D *= f'(z) from A = f(z)."""
+    if floating is float:
+        mask_colsum_f32(D, A, N, H, act, acc, out)
+    else:
+        mask_colsum_f64(D, A, N, H, act, acc, out)
+
+
 cdef void _column_sums(const floating[:, ::1] A,  # IN  (N, H)
                        floating[::1] out,         # OUT (H,)
                        ) noexcept nogil:
@@ -132,24 +166,16 @@ cdef void _linear_forward(const floating[:, ::1] X,  # IN  (N, D)
                           const floating[:, ::1] W,  # IN  (D, H)
                           const floating[::1] b,     # IN  (H,)
                           floating[:, ::1] out,      # OUT (N, H)
-                          bint relu) noexcept:
-    # X (N, D), W (D, H), b (H,) -> out (N, H) = X·W + b, then max(., 0) if relu
+                          int act) noexcept:
+    # X (N, D), W (D, H), b (H,) -> out (N, H) = f(X·W + b), f the activation of code act
     cdef int N = X.shape[0], D = X.shape[1], H = W.shape[1]   # BLAS takes 32-bit ints
-    cdef Py_ssize_t i, j
-    cdef floating t, one = 1, zero = 0
+    cdef floating one = 1, zero = 0
     with nogil:
         # outᵀ (H, N) = Wᵀ (H, D) · Xᵀ (D, N), all column-major views of the row-major arrays
         _gemm(c'N', c'N', H, N, D, one, &W[0, 0], max(1, H), &X[0, 0], max(1, D), zero,
               &out[0, 0], max(1, H))
-        if relu:   # one pass: bias and ReLU together
-            for i in range(N):
-                for j in range(H):
-                    t = out[i, j] + b[j]
-                    out[i, j] = 0 if t < 0 else t   # keeps NaN, like np.maximum
-        else:
-            for i in range(N):
-                for j in range(H):
-                    out[i, j] += b[j]
+        if N and H:
+            _bias_act(&out[0, 0], &b[0], N, H, act)   # one pass: bias and activation
 
 
 cdef void _linear_backward(const floating[:, ::1] dY,  # IN  (N, H)
@@ -174,20 +200,30 @@ cdef void _linear_backward(const floating[:, ::1] dY,  # IN  (N, H)
                   &dX[0, 0], max(1, D))
 
 
-cdef void _relu_backward(floating[:, ::1] dH,      # IN/OUT (N, H)
-                         const floating[:, ::1] H,  # IN     (N, H), the ReLU output
-                         ) noexcept:
-    # dH, H (N, H): dH[H <= 0] = 0 in place
-    cdef Py_ssize_t i, j
+cdef void _activation_backward(floating[:, ::1] dH,      # IN/OUT (N, H)
+                               const floating[:, ::1] H,  # IN     (N, H), the activation's output
+                               int act) noexcept:
+    # dH, H (N, H): dH *= f'(z) in place, from H = f(z) (step_loops.h)
+    cdef Py_ssize_t N = dH.shape[0], M = dH.shape[1]
+    if N == 0 or M == 0:
+        return
     with nogil:
-        for i in range(dH.shape[0]):
-            for j in range(dH.shape[1]):
-                dH[i, j] = 0 if H[i, j] <= 0 else dH[i, j]   # a select, so it vectorises
+        if floating is float:
+            act_backward_f32(&dH[0, 0], &H[0, 0], N, M, act)
+        else:
+            act_backward_f64(&dH[0, 0], &H[0, 0], N, M, act)
 
 
 # ---------------------------------------------------------------------------------------
-# Softmax cross-entropy
+# Output losses: one pass per row, the loss accumulated in double
 # ---------------------------------------------------------------------------------------
+
+cdef enum:   # output codes, contract.OUTPUTS
+    OUT_SOFTMAX = 0
+    OUT_LOGISTIC = 1
+    OUT_IDENTITY = 2
+    OUT_EXP = 3
+
 
 cdef inline double _xent_row(const floating* z, floating* dz, Py_ssize_t C, Py_ssize_t k,
                              floating scale) noexcept nogil:
@@ -210,26 +246,98 @@ cdef inline double _xent_row(const floating* z, floating* dz, Py_ssize_t C, Py_s
     return log(s) - (<double>z[k] - <double>zmax)
 
 
-cdef double _softmax_xent_grad(const floating[:, ::1] Z,  # IN  (N, C) logits
-                               const int64_t[::1] y,      # IN  (N,) labels in [0, C)
-                               floating[:, ::1] dZ,       # OUT (N, C)
-                               const floating[::1] sw,    # IN  (N,) sample weights, or None
-                               ) noexcept:
-    # Z (N, C), y (N,), sw (N,) -> dZ (N, C); returns the (weighted) mean NLL in double
-    cdef Py_ssize_t N = Z.shape[0], C = Z.shape[1], i
-    cdef bint weighted = sw is not None
+cdef inline double _logistic_row(const floating* z, const floating* y, floating* dz,
+                                 Py_ssize_t K, floating scale) noexcept nogil:
+    """K logits against 0/1 targets: dz = scale·(logistic(z) − y); returns Σ softplus(z) − y z
+    (max(z, 0) − y z + log1p(exp(−|z|)), finite for any finite z)."""
+    cdef Py_ssize_t j
+    cdef double s = 0, zd
+    for j in range(K):
+        zd = z[j]
+        s += (zd if zd > 0 else 0.0) - <double>y[j] * zd + log1p(exp(-fabs(zd)))
+        dz[j] = (1 / (1 + _exp(-z[j])) - y[j]) * scale
+    return s
+
+
+cdef inline double _squared_row(const floating* z, const floating* y, floating* dz,
+                                Py_ssize_t K, floating scale) noexcept nogil:
+    """K outputs against targets: dz = scale·(z − y); returns ½ Σ (z − y)²."""
+    cdef Py_ssize_t j
+    cdef double s = 0, r
+    for j in range(K):
+        r = <double>z[j] - <double>y[j]
+        s += r * r
+        dz[j] = (z[j] - y[j]) * scale
+    return 0.5 * s
+
+
+cdef inline double _poisson_row(const floating* z, const floating* y, floating* dz,
+                                Py_ssize_t K, floating scale) noexcept nogil:
+    """K log-means against counts y >= 0: dz = scale·(exp(z) − y); returns
+    Σ exp(z) − y z + y log y − y (half the Poisson deviance)."""
+    cdef Py_ssize_t j
+    cdef double s = 0, zd, yd
+    for j in range(K):
+        zd, yd = z[j], y[j]
+        s += exp(zd) - yd * zd - yd + (yd * log(yd) if yd > 0 else 0.0)
+        dz[j] = (_exp(z[j]) - y[j]) * scale
+    return s
+
+
+cdef inline double _loss_row(int out, const floating* Z, const int64_t* labels,
+                             const floating* Y, floating* dZ, Py_ssize_t i, Py_ssize_t C,
+                             floating scale) noexcept nogil:
+    """Row i of output `out`'s loss: labels (softmax) or values Y (the others)."""
+    if out == OUT_SOFTMAX:
+        return _xent_row(Z + i * C, dZ + i * C, C, labels[i], scale)
+    if out == OUT_LOGISTIC:
+        return _logistic_row(Z + i * C, Y + i * C, dZ + i * C, C, scale)
+    if out == OUT_IDENTITY:
+        return _squared_row(Z + i * C, Y + i * C, dZ + i * C, C, scale)
+    return _poisson_row(Z + i * C, Y + i * C, dZ + i * C, C, scale)
+
+
+cdef double _output_loss(int out, const floating* Z, const int64_t* labels,
+                         const floating* Y, floating* dZ, const floating* sw, Py_ssize_t N,
+                         Py_ssize_t C, bint may_thread) noexcept nogil:
+    """The (weighted) mean over N rows of output `out`'s loss on Z (N, C), its gradient in
+    dZ (N, C): labels (N,) for softmax, values Y (N, C) otherwise, sw (N,) or NULL.  Rows run
+    on OpenMP threads when `may_thread` and N·C reaches the threshold."""
+    cdef Py_ssize_t i
     cdef double total = N, w, loss = 0
-    if N == 0 or C == 0:
-        return NAN   # mean over no rows, as the reference's 0/0 (_checked.py rejects it)
-    with nogil:
-        if weighted:
-            total = 0
-            for i in range(N):
-                total += sw[i]
-        for i in prange(N, schedule='static', use_threads_if=N * C >= _par_xent):
-            w = sw[i] if weighted else 1.0
-            loss += w * _xent_row(&Z[i, 0], &dZ[i, 0], C, y[i], <floating>(w / total))
+    if sw != NULL:
+        total = 0
+        for i in range(N):
+            total += sw[i]
+    if may_thread and N * C >= _par_xent:
+        for i in prange(N, schedule='static'):
+            w = sw[i] if sw != NULL else 1.0
+            loss += w * _loss_row(out, Z, labels, Y, dZ, i, C, <floating>(w / total))
+    else:
+        for i in range(N):
+            w = sw[i] if sw != NULL else 1.0
+            loss += w * _loss_row(out, Z, labels, Y, dZ, i, C, <floating>(w / total))
     return loss / total
+
+
+cdef double _loss_grad(int out,
+                       const floating[:, ::1] Z,   # IN  (N, C)
+                       const int64_t[::1] y,       # IN  (N,) labels in [0, C) (softmax), or None
+                       const floating[:, ::1] Y,   # IN  (N, C) targets (the others), or None
+                       floating[:, ::1] dZ,        # OUT (N, C)
+                       const floating[::1] sw,     # IN  (N,) sample weights, or None
+                       ) noexcept:
+    # Z (N, C), y (N,) or Y (N, C), sw (N,) -> dZ (N, C); returns the (weighted) mean loss
+    cdef Py_ssize_t N = Z.shape[0], C = Z.shape[1]
+    cdef const int64_t* labels = &y[0] if y is not None and N else NULL
+    cdef const floating* values = &Y[0, 0] if Y is not None and N else NULL
+    cdef const floating* w = &sw[0] if sw is not None and N else NULL
+    cdef double loss
+    if N == 0 or C == 0:
+        return NAN   # mean over no rows, as the reference's 0/0 (checked.py rejects it)
+    with nogil:
+        loss = _output_loss(out, &Z[0, 0], labels, values, &dZ[0, 0], w, N, C, True)
+    return loss
 
 
 # ---------------------------------------------------------------------------------------
@@ -336,12 +444,12 @@ def parallel_thresholds(updates=None, softmax=None):
 # Public raw kernels: same names and argument order as docs/kernels.md
 # ---------------------------------------------------------------------------------------
 
-def linear_forward(X, W, b, out, relu=False):
-    """out = X @ W + b, then ReLU if `relu`.  X (N, D), W (D, H), b (H,), out (N, H).  Returns out."""
+def linear_forward(X, W, b, out, activation="identity"):
+    """out = f(X @ W + b), f the activation.  X (N, D), W (D, H), b (H,), out (N, H).  Returns out."""
     if X.dtype == _F64:
-        _linear_forward[double](X, W, b, out, relu)
+        _linear_forward[double](X, W, b, out, _ACT[activation])
     else:
-        _linear_forward[float](X, W, b, out, relu)
+        _linear_forward[float](X, W, b, out, _ACT[activation])
     return out
 
 
@@ -357,12 +465,12 @@ def linear_backward(dY, X, W, dW, db, dX=None):
     return dW
 
 
-def relu_backward(dH, H):
-    """dH[H <= 0] = 0 in place, H being the ReLU output.  dH, H (N, H).  Returns dH."""
+def activation_backward(dH, H, activation="relu"):
+    """dH *= f'(z) in place, from the layer's output H = f(z).  dH, H (N, H).  Returns dH."""
     if dH.dtype == _F64:
-        _relu_backward[double](dH, H)
+        _activation_backward[double](dH, H, _ACT[activation])
     else:
-        _relu_backward[float](dH, H)
+        _activation_backward[float](dH, H, _ACT[activation])
     return dH
 
 
@@ -373,8 +481,32 @@ def softmax_xent_grad(Z, y, dZ, sample_weight=None):
     None.  Returns the loss as a Python float.
     """
     if Z.dtype == _F64:
-        return _softmax_xent_grad[double](Z, y, dZ, sample_weight)
-    return _softmax_xent_grad[float](Z, y, dZ, sample_weight)
+        return _loss_grad[double](OUT_SOFTMAX, Z, y, None, dZ, sample_weight)
+    return _loss_grad[float](OUT_SOFTMAX, Z, y, None, dZ, sample_weight)
+
+
+def logistic_xent_grad(Z, Y, dZ, sample_weight=None):
+    """Binary cross-entropy of logistic(Z) against 0/1 targets Y, summed over outputs, (weighted)
+    mean over rows; dZ its gradient.  Z, Y, dZ (N, K), sample_weight (N,) or None."""
+    if Z.dtype == _F64:
+        return _loss_grad[double](OUT_LOGISTIC, Z, None, Y, dZ, sample_weight)
+    return _loss_grad[float](OUT_LOGISTIC, Z, None, Y, dZ, sample_weight)
+
+
+def squared_error_grad(Z, Y, dZ, sample_weight=None):
+    """Half the squared error, summed over outputs, (weighted) mean over rows; dZ its gradient.
+    Z, Y, dZ (N, K), sample_weight (N,) or None."""
+    if Z.dtype == _F64:
+        return _loss_grad[double](OUT_IDENTITY, Z, None, Y, dZ, sample_weight)
+    return _loss_grad[float](OUT_IDENTITY, Z, None, Y, dZ, sample_weight)
+
+
+def poisson_grad(Z, Y, dZ, sample_weight=None):
+    """Half the Poisson deviance of exp(Z) against Y >= 0, summed over outputs, (weighted) mean
+    over rows; dZ its gradient.  Z, Y, dZ (N, K), sample_weight (N,) or None."""
+    if Z.dtype == _F64:
+        return _loss_grad[double](OUT_EXP, Z, None, Y, dZ, sample_weight)
+    return _loss_grad[float](OUT_EXP, Z, None, Y, dZ, sample_weight)
 
 
 def sgd_update(W, dW, lr, weight_decay=0.0, velocity=None, momentum=0.0, nesterov=False):

@@ -44,6 +44,12 @@ cdef enum:
 if (OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM) != (
         _contract.OPT_SGD, _contract.OPT_MOMENTUM, _contract.OPT_NESTEROV, _contract.OPT_ADAM):
     raise ImportError("train_step.pxi and fastmlp.backends.contract disagree on optimizer kinds")
+if ((OUT_SOFTMAX, OUT_LOGISTIC, OUT_IDENTITY, OUT_EXP) != tuple(range(len(_contract.OUTPUTS)))
+        or [_contract.OUTPUTS[c] for c in (OUT_SOFTMAX, OUT_LOGISTIC, OUT_IDENTITY, OUT_EXP)]
+        != ["softmax", "logistic", "identity", "exp"]
+        or _ACT != {n: c for c, n in enumerate(_contract.ACTIVATIONS)}):
+    raise ImportError("kernels.pyx and fastmlp.backends.contract disagree on activation or "
+                      "output codes")
 
 cdef struct _Layer:
     int fan_in, fan_out
@@ -51,7 +57,7 @@ cdef struct _Layer:
     void* b        # (fan_out,)
     void* dW       # (fan_in, fan_out) gradient buffer (Nesterov/Adam only)
     void* db       # (fan_out,)
-    void* act      # (n_max, fan_out) this layer's output (ReLU'd unless last)
+    void* act      # (n_max, fan_out) this layer's output (activated unless last)
     void* dX       # (n_max, fan_in) gradient w.r.t. this layer's input; NULL for layer 0
     void* sW1      # velocity or Adam m of W; NULL for plain SGD
     void* sW2      # Adam v of W
@@ -63,6 +69,7 @@ cdef struct _Plan:
     double* acc    # (widest layer,) double accumulators for column sums
     void* dZ       # (n_max, C)
     int n_layers, n_max, kind
+    int activation, output   # codes: contract.ACTIVATIONS, contract.OUTPUTS
     double mu, b1, b2
 
 
@@ -77,33 +84,6 @@ cdef void _axpy(Py_ssize_t n, floating a, const floating* x, floating* y) noexce
         else:
             daxpy(&chunk, &a, <double*>(x + done), &one, y + done, &one)
         done += chunk
-
-
-cdef extern from "step_loops.h" nogil:
-    void bias_act_f32(float* out, const float* b, Py_ssize_t N, Py_ssize_t H, int relu)
-    void bias_act_f64(double* out, const double* b, Py_ssize_t N, Py_ssize_t H, int relu)
-    void mask_colsum_f32(float* D, const float* A, Py_ssize_t N, Py_ssize_t H, double* acc,
-                         float* out)
-    void mask_colsum_f64(double* D, const double* A, Py_ssize_t N, Py_ssize_t H, double* acc,
-                         double* out)
-
-
-cdef inline void _bias_act(floating* out, const floating* b, Py_ssize_t N, Py_ssize_t H,
-                           bint relu) noexcept nogil:
-    """out (N, H) += b (H,) per row, then max(., 0) if relu."""
-    if floating is float:
-        bias_act_f32(out, b, N, H, relu)
-    else:
-        bias_act_f64(out, b, N, H, relu)
-
-
-cdef inline void _mask_colsum(floating* D, const floating* A, Py_ssize_t N, Py_ssize_t H,
-                                double* acc, floating* out) noexcept nogil:
-    """out (H,) = column sums of D (N, H) (in double); first D[A <= 0] = 0 unless A is NULL."""
-    if floating is float:
-        mask_colsum_f32(D, A, N, H, acc, out)
-    else:
-        mask_colsum_f64(D, A, N, H, acc, out)
 
 
 cdef void _update(int kind, floating* P, const floating* G, floating* s1, floating* s2,
@@ -126,32 +106,27 @@ cdef void _update(int kind, floating* P, const floating* G, floating* s1, floati
             sgd_momentum_f64(P, G, s1, n, lr, wd2, mu, kind == OPT_NESTEROV)
 
 
-cdef double _softmax_xent(const floating* Z, const int64_t* y, floating* dZ,
-                          const floating* sw, Py_ssize_t m, Py_ssize_t C) noexcept nogil:
-    """_softmax_xent_grad on raw rows (serially: C is small at MLP sizes), after checking that
-    every label is in [0, C) (the rows would be read and written out of bounds otherwise):
-    -1 if one is not, and dZ is left as it was."""
-    # Z (m, C) IN, y (m,) IN, dZ (m, C) OUT, sw (m,) IN or NULL
+cdef double _loss(int out, const floating* Z, const int64_t* labels, const floating* Y,
+                  floating* dZ, const floating* sw, Py_ssize_t m, Py_ssize_t C) noexcept nogil:
+    """_output_loss on the batch (serially: C is small at MLP sizes), after checking that
+    every label is in [0, C) for a softmax output (the rows would be read and written out of
+    bounds otherwise): -1 if one is not, and dZ is left as it was."""
+    # Z (m, C) IN, labels (m,) IN or Y (m, C) IN, dZ (m, C) OUT, sw (m,) IN or NULL
     cdef Py_ssize_t r
-    cdef double loss = 0, total = m, w
-    for r in range(m):
-        if y[r] < 0 or y[r] >= C:
-            return -1
-    if sw != NULL:
-        total = 0
+    if out == OUT_SOFTMAX:
         for r in range(m):
-            total += sw[r]
-    for r in range(m):
-        w = sw[r] if sw != NULL else 1.0
-        loss += w * _xent_row(Z + r * C, dZ + r * C, C, y[r], <floating>(w / total))
-    return loss / total
+            if labels[r] < 0 or labels[r] >= C:
+                return -1
+    return _output_loss(out, Z, labels, Y, dZ, sw, m, C, False)
 
 
-cdef double _run(_Plan* p, const floating* X, const int64_t* y, const floating* sw,
-                 int m, double lr_d, double step, double wd, double eps_d) noexcept nogil:
-    """One training step on the batch X (m, D), y (m,), optional weights sw (m,); returns the
-    batch's mean NLL (before the update); a non-finite loss returns before anything changes;
-    -1 (an NLL is never negative) when a label is outside [0, C): nothing changed either."""
+cdef double _run(_Plan* p, const floating* X, const int64_t* y, const floating* Y,
+                 const floating* sw, int m, double lr_d, double step, double wd,
+                 double eps_d) noexcept nogil:
+    """One training step on the batch X (m, D) with labels y (m,) (softmax output) or target
+    values Y (m, C) (the others), optional weights sw (m,); returns the batch's loss (before
+    the update); a non-finite loss returns before anything changes; -1 (a loss is never
+    negative) when a label is outside [0, C): nothing changed either."""
     cdef int i, last = p.n_layers - 1, fi, fo
     cdef _Layer* L
     cdef const floating* a = X
@@ -172,27 +147,29 @@ cdef double _run(_Plan* p, const floating* X, const int64_t* y, const floating* 
         # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major arrays
         _gemm(c'N', c'N', L.fan_out, m, L.fan_in, one, <floating*>L.W, L.fan_out,
                  a, L.fan_in, zero, <floating*>L.act, L.fan_out)
-        _bias_act(<floating*>L.act, <floating*>L.b, m, L.fan_out, i < last)
+        _bias_act(<floating*>L.act, <floating*>L.b, m, L.fan_out,
+                  p.activation if i < last else ACT_IDENTITY)
         a = <floating*>L.act
 
     # loss and dZ
-    loss = _softmax_xent(Z, y, dZ, sw, m, C)
+    loss = _loss(p.output, Z, y, Y, dZ, sw, m, C)
     if not isfinite(loss) or loss < 0:
         return loss
 
     # backward, last layer first
     delta = dZ
-    _mask_colsum(delta, <floating*>NULL, m, C, p.acc, <floating*>p.L[last].db)
+    _mask_colsum(delta, <floating*>NULL, m, C, ACT_IDENTITY, p.acc, <floating*>p.L[last].db)
     for i in range(last, -1, -1):
         L = &p.L[i]
         fi, fo, W = L.fan_in, L.fan_out, <floating*>L.W
         a = <const floating*>p.L[i - 1].act if i > 0 else X
         if i > 0:
-            # dXᵀ (fi, m) = W (fi, fo) · δᵀ (fo, m); then the ReLU mask and the bias gradient
-            # of layer i-1 in one pass
+            # dXᵀ (fi, m) = W (fi, fo) · δᵀ (fo, m); then the activation backward and the bias
+            # gradient of layer i-1 in one pass
             _gemm(c'T', c'N', fi, m, fo, one, W, fo, delta, fo, zero,
                      <floating*>L.dX, fi)
-            _mask_colsum(<floating*>L.dX, a, m, fi, p.acc, <floating*>p.L[i - 1].db)
+            _mask_colsum(<floating*>L.dX, a, m, fi, p.activation, p.acc,
+                         <floating*>p.L[i - 1].db)
         # weight gradient Xᵀδ as dWᵀ (fo, fi) = δᵀ (fo, m) · a (m, fi), fused with the update
         if p.kind == OPT_SGD:
             _gemm(c'N', c'T', fo, fi, m, -lr, delta, fo, a, fi, 1 - wd2 * lr, W, fo)
@@ -220,17 +197,19 @@ cdef class TrainStep:
     """A whole training step of one network in one call: see docs/kernels.md.
 
     TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
-              momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999)
+              momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu',
+              output='softmax')
 
     weights[i] (D_i, D_i+1), biases[i] (D_i+1,), dweights/dbiases the same shapes; acts[i]
     (n_max, D_i+1); deltas[i] (n_max, D_i) for i >= 1 (deltas[0] is ignored); dZ (n_max, C);
     state: per parameter (weights then biases) None (plain SGD), the velocity (momentum), or
     an (m, v) pair (Adam).  All C-contiguous, one dtype.  `run(X, y, sample_weight, lr, step,
-    weight_decay=0.0, eps=1e-8)` trains on X (m, D_0), y (m,) int64 with m <= n_max and
-    returns the loss.
+    weight_decay=0.0, eps=1e-8)` trains on X (m, D_0), y (m,) int64 labels (softmax) or
+    (m, C) values, with m <= n_max, and returns the loss.
     """
     cdef _Plan p
     cdef bint f64
+    cdef object _layout
     cdef list _params
     cdef list _keep
     cdef readonly object dtype
@@ -244,15 +223,17 @@ cdef class TrainStep:
         free(self.p.acc)
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
-                 momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999):
+                 momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
+                 output="softmax"):
         cdef int i, nl
         cdef _Layer* L
-        kind, dt, n, layers, dZ_address = _contract.step_layout(
+        lay = self._layout = _contract.step_layout(
             weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
-            nesterov)
-        nl = len(layers)
-        self.dtype, self.f64 = dt, dt == _F64
-        self.p.kind, self.p.n_layers, self.p.n_max = kind, nl, n
+            nesterov, activation, output)
+        layers, nl = lay.layers, len(lay.layers)
+        self.dtype, self.f64 = lay.dtype, lay.dtype == _F64
+        self.p.kind, self.p.n_layers, self.p.n_max = lay.kind, nl, lay.n_max
+        self.p.activation, self.p.output = lay.activation, lay.output
         self.p.mu, self.p.b1, self.p.b2 = momentum, beta1, beta2
         self.p.L = <_Layer*>calloc(nl, sizeof(_Layer))
         self.p.acc = <double*>calloc(max(max(r[0], r[1]) for r in layers), sizeof(double))
@@ -267,7 +248,7 @@ cdef class TrainStep:
             L.W, L.b, L.dW, L.db = _ptr(rec[2]), _ptr(rec[3]), _ptr(rec[4]), _ptr(rec[5])
             L.act, L.dX = _ptr(rec[6]), _ptr(rec[7])
             L.sW1, L.sW2, L.sb1, L.sb2 = _ptr(rec[8]), _ptr(rec[9]), _ptr(rec[10]), _ptr(rec[11])
-        self.p.dZ = _ptr(dZ_address)
+        self.p.dZ = _ptr(lay.dZ)
 
     def uses(self, weights, biases):
         """True if `weights + biases` are the very arrays this step was built on."""
@@ -289,31 +270,40 @@ cdef class TrainStep:
         of the batch before the update (NaN/inf: nothing was updated).  `step` (>= 1) is the
         optimiser step number (Adam's bias correction); the loss penalised is
         weight_decay·Σ‖W‖², eps is Adam's."""
-        cdef int m = _check_batch(X, y, sample_weight, self.p.n_max, self.p.L[0].fan_in,
-                                  self.dtype)
-        cdef const int64_t[::1] yv = y
-        cdef const float[:, ::1] Xf
-        cdef const double[:, ::1] Xd
+        cdef int m = _check_batch(X, y, sample_weight, self._layout)
+        cdef bint labels = self.p.output == OUT_SOFTMAX
+        cdef const int64_t[::1] yv = y if labels else None
+        cdef const float[:, ::1] Xf, Yf
+        cdef const double[:, ::1] Xd, Yd
         cdef const float[::1] swf
         cdef const double[::1] swd
+        cdef const int64_t* y_p = &yv[0] if labels else NULL
         cdef const float* swf_p = NULL
         cdef const double* swd_p = NULL
+        cdef const float* Yf_p = NULL
+        cdef const double* Yd_p = NULL
         cdef double loss
         if self.f64:
             Xd = X
+            if not labels:
+                Yd = y
+                Yd_p = &Yd[0, 0]
             if sample_weight is not None:
                 swd = sample_weight
                 swd_p = &swd[0]
             with nogil:
-                loss = _run[double](&self.p, &Xd[0, 0], &yv[0], swd_p, m, lr, step,
+                loss = _run[double](&self.p, &Xd[0, 0], y_p, Yd_p, swd_p, m, lr, step,
                                      weight_decay, eps)
         else:
             Xf = X
+            if not labels:
+                Yf = y
+                Yf_p = &Yf[0, 0]
             if sample_weight is not None:
                 swf = sample_weight
                 swf_p = &swf[0]
             with nogil:
-                loss = _run[float](&self.p, &Xf[0, 0], &yv[0], swf_p, m, lr, step,
+                loss = _run[float](&self.p, &Xf[0, 0], y_p, Yf_p, swf_p, m, lr, step,
                                     weight_decay, eps)
         if loss < 0:
             raise ValueError("TrainStep.run: labels must be in [0, n_classes)")

@@ -106,7 +106,7 @@ class EarlyStopping:
                f"min_delta={self.min_delta})"
 
 
-_MONITORS = ("val_loss", "val_acc", "train_loss", "train_acc")
+_MONITORS = ("val_loss", "val_acc", "val_r2", "train_loss", "train_acc")
 
 
 def _check_monitor(monitor):

@@ -15,9 +15,10 @@ import time
 
 import numpy as np
 
+from .backends import reference
 from .backends import validation as V
 from .history import History
-from .model import MLP
+from .model import MLP, r2_score
 from .schedules import EarlyStopping, _improved, make_schedule
 
 
@@ -28,7 +29,9 @@ class TrainingDivergedError(FloatingPointError):
 class Trainer:
     """Trains `model` (an MLP) with mini-batch SGD (plain, momentum, Nesterov) or Adam.
 
-    The loss minimised is mean NLL + weight_decay * sum ||W||^2 (biases are not decayed).
+    The loss minimised is the model's output loss (mean NLL for softmax, binary
+    cross-entropy for logistic, half squared error for identity, half Poisson deviance for
+    exp) + weight_decay * sum ||W||^2 (biases are not decayed).
     Momentum is PyTorch's form: v = momentum v + g; W -= lr v (Nesterov: W -= lr (g + momentum v)).
     lr_schedule: None, a schedule from fastmlp.schedules, or a callable f(epoch, lr0).
     early_stopping: None, True (val_loss, patience 5) or an EarlyStopping.
@@ -163,7 +166,8 @@ class Trainer:
         self._plan = raw.TrainStep(m.weights, m.biases, m.dweights, m.dbiases, ws.acts,
                                    ws.deltas, ws.dZ, self._state, self.optimizer,
                                    momentum=self.momentum, nesterov=self.nesterov,
-                                   beta1=self.beta1, beta2=self.beta2)
+                                   beta1=self.beta1, beta2=self.beta2,
+                                   activation=m.activation, output=m.output)
         self._plan_key = (self._ws, raw, self._state, hyper)
         return self._plan
 
@@ -201,11 +205,11 @@ class Trainer:
             + ". Lower the learning rate.")
 
     def step(self, X_batch, y_batch):
-        """Exactly one optimizer step on one batch; returns the batch's mean NLL (before the
+        """Exactly one optimizer step on one batch; returns the batch's loss (before the
         update, without the weight-decay penalty)."""
         m = self.model
         X = V.check_X(X_batch, m.n_features, m.dtype, name="X_batch")
-        y = V.check_labels(y_batch, X.shape[0], m.n_classes, name="y_batch", convert=True)
+        y = m.check_targets(y_batch, X.shape[0], name="y_batch")
         self._ensure_state()
         ws = self._workspace(X.shape[0])
         wd, eps = self.batch_hyperparameters(X.shape[0], self.t + 1)
@@ -215,8 +219,9 @@ class Trainer:
     def fit_epoch(self, X, y, sample_weight=None, *, order=None, lr=None, check_input=True):
         """One pass over X (N, D), y (N,) in mini-batches of `batch_size`, one optimizer step
         each.  Returns (loss, accuracy): the mean over the epoch's rows of each batch's loss
-        (mean NLL plus the weight-decay penalty at that step's weight decay, both before its
-        update) and the training accuracy seen along the way.
+        (the output's loss plus the weight-decay penalty at that step's weight decay, both
+        before its update) and the training accuracy seen along the way (None for a
+        regression output).
 
         order : None, or a permutation (N,) of the rows to visit (the caller's shuffle);
             None visits them shuffled by the trainer's seed when `shuffle`, else in order.
@@ -227,7 +232,7 @@ class Trainer:
         m = self.model
         if check_input:
             X = V.check_X(X, m.n_features, m.dtype)
-            y = V.check_labels(y, X.shape[0], m.n_classes, convert=True)
+            y = m.check_targets(y, X.shape[0])
             if sample_weight is not None:
                 sample_weight = V.check_sample_weight(sample_weight, X.shape[0], m.dtype)
         if lr is not None:
@@ -251,13 +256,13 @@ class Trainer:
         if sw is not None and (getattr(self, "_sw_buf", None) is None
                                or self._sw_buf.shape[0] < bs or self._sw_buf.dtype != m.dtype):
             self._sw_buf = np.empty(bs, m.dtype)
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct, classify = 0.0, 0, m.is_classifier
         for s in range(0, n, bs):
             e = min(n, s + bs)
             ws = ws_full.rows(e - s)
             if order is not None:
                 idx = order[s:e]
-                Xb, yb = np.take(X, idx, axis=0, out=ws.X), np.take(y, idx, out=ws.y)
+                Xb, yb = np.take(X, idx, axis=0, out=ws.X), np.take(y, idx, axis=0, out=ws.y)
                 swb = None if sw is None else np.take(sw, idx, out=self._sw_buf[: e - s])
             else:
                 Xb, yb, swb = X[s:e], y[s:e], None if sw is None else sw[s:e]
@@ -268,32 +273,42 @@ class Trainer:
             penalty = m.penalty(wd)
             loss = self._step(ws, Xb, yb, swb, wd, eps)
             loss_sum += (loss + penalty) * (e - s)
-            correct += m._n_correct(ws, yb)
+            if classify:
+                correct += m._n_correct(ws, yb)
             if bar is not None:
                 bar.update(e - s)
-                bar.set_postfix(loss=f"{loss:.4f}", acc=f"{correct / e:.3f}", refresh=False)
-        return loss_sum / n, correct / n
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False,
+                                **({"acc": f"{correct / e:.3f}"} if classify else {}))
+        return loss_sum / n, (correct / n if classify else None)
 
     def fit(self, X, y, X_val=None, y_val=None, sample_weight=None):
-        """Train for `epochs` epochs (fewer with early stopping).  X (N, D), y (N,) integer
-        labels in [0, C); optional validation set; optional sample_weight (N,).
+        """Train for `epochs` epochs (fewer with early stopping).  X (N, D), y the targets of
+        the model's output (N,) integer labels in [0, C) for softmax, (N, K) values
+        otherwise); optional validation set; optional sample_weight (N,).  History rows hold
+        train_loss, train_acc (classifiers), val_loss and val_acc (classifiers) or val_r2
+        (regression), lr and seconds.
         Returns the History (also kept as self.history).  On KeyboardInterrupt the model keeps
         its current weights and self.history holds the finished epochs; the interrupt is
         re-raised."""
         m = self.model
         X = V.check_X(X, m.n_features, m.dtype)
-        y = V.check_labels(y, X.shape[0], m.n_classes, convert=True)
+        y = m.check_targets(y, X.shape[0])
         sw = None if sample_weight is None else \
             V.check_sample_weight(sample_weight, X.shape[0], m.dtype)
         if (X_val is None) != (y_val is None):
             raise ValueError("give both X_val and y_val, or neither")
         if X_val is not None:
             X_val = V.check_X(X_val, m.n_features, m.dtype, name="X_val")
-            y_val = V.check_labels(y_val, X_val.shape[0], m.n_classes, name="y_val",
-                                   convert=True)
+            y_val = m.check_targets(y_val, X_val.shape[0], name="y_val")
         es = self.early_stopping
         if es is not None and es.monitor.startswith("val") and X_val is None:
             raise ValueError(f"early stopping monitors {es.monitor!r} but no X_val/y_val given")
+        score = "acc" if m.is_classifier else "r2"
+        reported = ("train_loss", "val_loss") + (("train_acc", "val_acc") if m.is_classifier
+                                                 else ("val_r2",))
+        if es is not None and es.monitor not in reported:
+            raise ValueError(f"early stopping monitors {es.monitor!r}, which a model with a "
+                             f"{m.output!r} output does not report: choose from {reported}")
         n = X.shape[0]
         perm = np.arange(n)
         best, wait, best_params = None, 0, None
@@ -305,14 +320,17 @@ class Trainer:
                 self._rng.shuffle(perm)
             bar = self._progress(epoch, n)
             loss, acc = self._epoch(X, y, sw, perm if self.shuffle else None, bar)
-            row = dict(epoch=epoch + 1, train_loss=loss, train_acc=acc, lr=self.current_lr)
+            row = dict(epoch=epoch + 1, train_loss=loss)
+            if acc is not None:
+                row["train_acc"] = acc
+            row["lr"] = self.current_lr
             if X_val is not None:
-                row["val_loss"], row["val_acc"] = self._evaluate(X_val, y_val)
+                row["val_loss"], row["val_" + score] = self._evaluate(X_val, y_val)
             row["seconds"] = time.perf_counter() - t0
             hist.append(**row)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.4f}" for k, v in row.items()
-                                 if k in ("train_loss", "train_acc", "val_loss", "val_acc")})
+                                 if k.startswith(("train_", "val_"))})
                 bar.close()
             stop = any(cb(hist) is True for cb in self.callbacks)
             if es is not None:
@@ -331,18 +349,24 @@ class Trainer:
         return hist
 
     def evaluate(self, X, y):
-        """(mean NLL + penalty, accuracy) of the model on (X, y)."""
+        """(loss + penalty, score) of the model on (X, y): the score is the accuracy for the
+        classifier outputs, R² for regression (MLP.score)."""
         m = self.model
         X = V.check_X(X, m.n_features, m.dtype)
-        return self._evaluate(X, V.check_labels(y, X.shape[0], m.n_classes, convert=True))
+        return self._evaluate(X, m.check_targets(y, X.shape[0]))
 
     def _evaluate(self, X, y):
         """evaluate() on X, y already validated (fit checks its validation set once)."""
         m = self.model
-        logits = m._forward(X)
-        loss = m.backend.raw.softmax_xent_grad(logits, y, np.empty_like(logits), None)
-        acc = float(np.mean(np.argmax(logits, axis=1) == y))
-        return loss + m.penalty(self.weight_decay), acc
+        Z = m._forward(X)
+        loss = reference.loss_grad(m.backend.raw, m.output, Z, y, np.empty_like(Z), None)
+        if m.output == "softmax":
+            score = float(np.mean(np.argmax(Z, axis=1) == y))
+        elif m.output == "logistic":
+            score = float(np.mean(np.all((Z > 0) == (y > 0.5), axis=1)))
+        else:
+            score = r2_score(y, np.exp(Z) if m.output == "exp" else Z)
+        return loss + m.penalty(self.weight_decay), score
 
     def _epoch_lr(self, epoch, hist):
         lr = self.schedule.lr(epoch, self.lr, hist)

@@ -86,3 +86,17 @@ def record_updates(trainer):
         return loss
     trainer._step = recorded
     return states
+
+
+def numeric_grad(f, P, h=1e-6):
+    """Central differences of scalar f() with respect to every entry of P (modified in place)."""
+    G = np.zeros_like(P)
+    for idx in np.ndindex(P.shape):
+        old = P[idx]
+        P[idx] = old + h
+        fp = f()
+        P[idx] = old - h
+        fm = f()
+        P[idx] = old
+        G[idx] = (fp - fm) / (2 * h)
+    return G

@@ -10,6 +10,7 @@ hot loop.
 """
 import numpy as np
 
+from .contract import activation_code
 from .validation import (check_float_array, check_labels, check_number, check_sample_weight,
                          check_shape)
 
@@ -24,7 +25,7 @@ class CheckedBackend:
     def __repr__(self):
         return f"<fastmlp backend {self.name!r}>"
 
-    def linear_forward(self, X, W, b, out, relu=False):
+    def linear_forward(self, X, W, b, out, activation="identity"):
         dt = check_float_array("X", X, 2)
         check_float_array("W", W, 2, dt)
         check_float_array("b", b, 1, dt)
@@ -35,7 +36,8 @@ class CheckedBackend:
         h = W.shape[1]
         check_shape("b", b, (h,))
         check_shape("out", out, (n, h))
-        return self.raw.linear_forward(X, W, b, out, bool(relu))
+        activation_code(activation)
+        return self.raw.linear_forward(X, W, b, out, activation)
 
     def linear_backward(self, dY, X, W, dW, db, dX=None):
         dt = check_float_array("dY", dY, 2)
@@ -55,23 +57,48 @@ class CheckedBackend:
             check_shape("dX", dX, (n, d))
         return self.raw.linear_backward(dY, X, W, dW, db, dX)
 
-    def relu_backward(self, dH, H):
+    def activation_backward(self, dH, H, activation="relu"):
         dt = check_float_array("dH", dH, 2, writeable=True)
         check_float_array("H", H, 2, dt)
         check_shape("H", H, dH.shape)
-        return self.raw.relu_backward(dH, H)
+        activation_code(activation)
+        return self.raw.activation_backward(dH, H, activation)
 
-    def softmax_xent_grad(self, Z, y, dZ, sample_weight=None):
+    def _check_loss(self, Z, dZ, sample_weight):
+        """dtype and (n, c) of a loss kernel's logits, and its sample_weight checked."""
         dt = check_float_array("Z", Z, 2)
         check_float_array("dZ", dZ, 2, dt, writeable=True)
         check_shape("dZ", dZ, Z.shape)
         n, c = Z.shape
         if n == 0 or c == 0:
             raise ValueError(f"Z must have at least one row and one column, got {Z.shape}")
-        y = check_labels(y, n, c)
         if sample_weight is not None:
             sample_weight = check_sample_weight(sample_weight, n, dt)
+        return dt, sample_weight
+
+    def _check_values(self, name, Y, Z, dt):
+        check_float_array(name, Y, 2, dt)
+        check_shape(name, Y, Z.shape)
+
+    def softmax_xent_grad(self, Z, y, dZ, sample_weight=None):
+        dt, sample_weight = self._check_loss(Z, dZ, sample_weight)
+        y = check_labels(y, *Z.shape)
         return self.raw.softmax_xent_grad(Z, y, dZ, sample_weight)
+
+    def logistic_xent_grad(self, Z, Y, dZ, sample_weight=None):
+        dt, sample_weight = self._check_loss(Z, dZ, sample_weight)
+        self._check_values("Y", Y, Z, dt)
+        return self.raw.logistic_xent_grad(Z, Y, dZ, sample_weight)
+
+    def squared_error_grad(self, Z, Y, dZ, sample_weight=None):
+        dt, sample_weight = self._check_loss(Z, dZ, sample_weight)
+        self._check_values("Y", Y, Z, dt)
+        return self.raw.squared_error_grad(Z, Y, dZ, sample_weight)
+
+    def poisson_grad(self, Z, Y, dZ, sample_weight=None):
+        dt, sample_weight = self._check_loss(Z, dZ, sample_weight)
+        self._check_values("Y", Y, Z, dt)
+        return self.raw.poisson_grad(Z, Y, dZ, sample_weight)
 
     def _check_param_and_grad(self, W, dW):
         if not isinstance(W, np.ndarray):

@@ -24,14 +24,21 @@ class Kernel(NamedTuple):
 
 
 KERNELS = (
-    Kernel("linear_forward", ("X", "W", "b", "out", "relu=False"),
+    Kernel("linear_forward", ("X", "W", "b", "out", "activation='identity'"),
            "X (N,D), W (D,H), b (H,), out (N,H)", ("out",), "out"),
     Kernel("linear_backward", ("dY", "X", "W", "dW", "db", "dX=None"),
            "dY (N,H), X (N,D), W (D,H), dW (D,H), db (H,), dX (N,D) or None",
            ("dW", "db", "dX"), "dW"),
-    Kernel("relu_backward", ("dH", "H"), "dH, H (N,H)", ("dH",), "dH"),
+    Kernel("activation_backward", ("dH", "H", "activation='relu'"), "dH, H (N,H)", ("dH",),
+           "dH"),
     Kernel("softmax_xent_grad", ("Z", "y", "dZ", "sample_weight=None"),
            "Z (N,C), y (N,) int, dZ (N,C), sample_weight (N,) or None", ("dZ",), "loss"),
+    Kernel("logistic_xent_grad", ("Z", "Y", "dZ", "sample_weight=None"),
+           "Z (N,K), Y (N,K) of 0/1, dZ (N,K), sample_weight (N,) or None", ("dZ",), "loss"),
+    Kernel("squared_error_grad", ("Z", "Y", "dZ", "sample_weight=None"),
+           "Z (N,K), Y (N,K), dZ (N,K), sample_weight (N,) or None", ("dZ",), "loss"),
+    Kernel("poisson_grad", ("Z", "Y", "dZ", "sample_weight=None"),
+           "Z (N,K), Y (N,K) >= 0, dZ (N,K), sample_weight (N,) or None", ("dZ",), "loss"),
     Kernel("sgd_update", ("W", "dW", "lr", "weight_decay=0.0", "velocity=None", "momentum=0.0",
                           "nesterov=False"),
            "W, dW, velocity: one shape, any rank", ("W", "velocity"), "W"),
@@ -44,13 +51,24 @@ KERNEL_NAMES = tuple(k.name for k in KERNELS)
 # TrainStep(*TRAIN_STEP_PARAMS) and its run(*TRAIN_STEP_RUN_PARAMS); shapes in docs/kernels.md
 TRAIN_STEP_PARAMS = ("weights", "biases", "dweights", "dbiases", "acts", "deltas", "dZ",
                      "state", "optimizer", "momentum=0.0", "nesterov=False", "beta1=0.9",
-                     "beta2=0.999")
+                     "beta2=0.999", "activation='relu'", "output='softmax'")
 TRAIN_STEP_RUN_PARAMS = ("X", "y", "sample_weight", "lr", "step", "weight_decay=0.0",
                          "eps=1e-8")
 
 # optimizer kinds of the fused TrainSteps (csrc/train_step.pxi has the same enum)
 OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM = 0, 1, 2, 3
 OPTIMIZERS = ("sgd", "adam")
+
+# hidden activations and output layers, in the order of their codes (the compiled kernels
+# take the code; csrc/kernels.pyx and numba/kernels.py use the same numbers)
+ACTIVATIONS = ("identity", "relu", "tanh", "logistic")
+OUTPUTS = ("softmax", "logistic", "identity", "exp")
+# the loss kernel of each output layer, and the targets it takes: "labels" (N,) int64 class
+# indices, or "values" (N, K) of the model's dtype
+OUTPUT_LOSS = {"softmax": "softmax_xent_grad", "logistic": "logistic_xent_grad",
+               "identity": "squared_error_grad", "exp": "poisson_grad"}
+OUTPUT_TARGETS = {"softmax": "labels", "logistic": "values", "identity": "values",
+                  "exp": "values"}
 
 
 def kernel(name):
@@ -59,6 +77,23 @@ def kernel(name):
         if k.name == name:
             return k
     raise KeyError(name)
+
+
+def activation_code(activation):
+    """The code of a hidden activation name (ValueError naming the choices otherwise)."""
+    try:
+        return ACTIVATIONS.index(activation)
+    except ValueError:
+        raise ValueError(f"unknown activation {activation!r}; choose from {ACTIVATIONS}") \
+            from None
+
+
+def output_code(output):
+    """The code of an output layer name (ValueError naming the choices otherwise)."""
+    try:
+        return OUTPUTS.index(output)
+    except ValueError:
+        raise ValueError(f"unknown output {output!r}; choose from {OUTPUTS}") from None
 
 
 def optimizer_kind(optimizer, momentum, nesterov):
@@ -85,13 +120,25 @@ def _address(a, name, shape, dtype):
     return a.__array_interface__["data"][0]
 
 
+class Layout(NamedTuple):
+    """A fused TrainStep's arrays, validated: see `step_layout`."""
+    kind: int            # OPT_*
+    activation: int      # the hidden layers' activation code (ACTIVATIONS)
+    output: int          # the output layer's code (OUTPUTS)
+    dtype: np.dtype
+    n_max: int
+    layers: list         # per layer (fan_in, fan_out, W, b, dW, db, act, dX, sW1, sW2, sb1, sb2)
+    dZ: int              # address of dZ (n_max, C)
+
+
 def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
-                momentum, nesterov):
+                momentum, nesterov, activation="relu", output="softmax"):
     """Validate the arrays of a fused `TrainStep` (shapes as in docs/kernels.md) and return
-    `(kind, dtype, n_max, layers, dZ_address)`: `kind` one of OPT_*, and per layer the tuple
-    (fan_in, fan_out, W, b, dW, db, act, dX, sW1, sW2, sb1, sb2) of sizes and data addresses
-    (0 where unused: dX of layer 0, the state slots plain SGD or momentum does not have).
-    Raises TypeError/ValueError naming the argument.  Shared by the Cython and Numba steps."""
+    their `Layout`: the optimizer kind, activation and output codes, dtype, n_max, and per
+    layer the tuple (fan_in, fan_out, W, b, dW, db, act, dX, sW1, sW2, sb1, sb2) of sizes and
+    data addresses (0 where unused: dX of layer 0, the state slots plain SGD or momentum does
+    not have).  Raises TypeError/ValueError naming the argument.  Shared by the Cython and
+    Numba steps."""
     nl = len(weights)
     if nl < 1 or not all(len(s) == nl for s in (biases, dweights, dbiases, acts, deltas)):
         raise ValueError("TrainStep: weights, biases, dweights, dbiases, acts and deltas "
@@ -99,6 +146,7 @@ def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, opt
     if len(state) != 2 * nl:
         raise ValueError("TrainStep: state needs one entry per parameter")
     kind = optimizer_kind(optimizer, momentum, nesterov)
+    act_code, out_code = activation_code(activation), output_code(output)
     dt = weights[0].dtype if isinstance(weights[0], np.ndarray) else None
     if dt != np.float32 and dt != np.float64:
         raise TypeError(f"TrainStep: weights must be float32 or float64, got {dt}")
@@ -132,22 +180,32 @@ def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, opt
                 rec += [_address(s, f"state[{slot}]", shape, dt), 0]
         layers.append(tuple(rec))
     dZ_address = _address(dZ, "dZ", (n, weights[-1].shape[1]), dt)
-    return kind, dt, n, layers, dZ_address
+    return Layout(kind, act_code, out_code, dt, n, layers, dZ_address)
 
 
-def check_batch(X, y, sample_weight, n_max, n_features, dtype):
-    """The batch of a fused `TrainStep.run`: X (m, n_features) of `dtype`, y (m,) int64,
-    sample_weight None or (m,) of `dtype`, 1 <= m <= n_max (contiguity is the caller's to
-    check).  Returns m; raises ValueError/TypeError naming the argument."""
-    m = y.shape[0]
+def check_batch(X, y, sample_weight, layout):
+    """The batch of a fused `TrainStep.run` built on `layout`: X (m, n_features) of its
+    dtype, y (m,) int64 labels (softmax output) or (m, n_outputs) C-contiguous values of its
+    dtype, sample_weight None or (m,) of its dtype, 1 <= m <= n_max (X's contiguity is the
+    caller's to check).  Returns m; raises ValueError/TypeError naming the argument."""
+    dtype, n_max = layout.dtype, layout.n_max
+    n_features, n_outputs = layout.layers[0][0], layout.layers[-1][1]
+    m = y.shape[0] if isinstance(y, np.ndarray) and y.ndim else 0
     if not 0 < m <= n_max:
         raise ValueError(f"TrainStep.run: batch of {m} rows, expected 1 to {n_max}")
     if X.shape != (m, n_features):
         raise ValueError(f"TrainStep.run: X has shape {X.shape}, expected ({m}, {n_features})")
     if X.dtype != dtype:
         raise TypeError(f"TrainStep.run: X has dtype {X.dtype}, expected {dtype}")
-    if y.ndim != 1 or y.dtype != np.int64:
-        raise TypeError(f"TrainStep.run: y must be 1-D int64, got {y.ndim}-D {y.dtype}")
+    if OUTPUTS[layout.output] == "softmax":
+        if y.ndim != 1 or y.dtype != np.int64:
+            raise TypeError(f"TrainStep.run: y must be 1-D int64, got {y.ndim}-D {y.dtype}")
+    else:
+        if y.dtype != dtype:
+            raise TypeError(f"TrainStep.run: y has dtype {y.dtype}, expected {dtype}")
+        if y.shape != (m, n_outputs) or not y.flags.c_contiguous:
+            raise ValueError(f"TrainStep.run: y must be C-contiguous of shape "
+                             f"({m}, {n_outputs}), got {y.shape}")
     if sample_weight is not None:
         if sample_weight.shape != (m,):
             raise ValueError(f"TrainStep.run: sample_weight has shape {sample_weight.shape}, "

@@ -15,21 +15,35 @@ import types
 
 import numpy as np
 
-from .contract import KERNEL_NAMES, OPTIMIZERS
+from .contract import KERNEL_NAMES, OPTIMIZERS, OUTPUT_LOSS, activation_code, output_code
 
 name = "numpy"
 
 
-def linear_forward(X, W, b, out, relu=False):
-    """out = X @ W + b, then ReLU if asked.
+def activate(H, activation):
+    """H = f(H) in place: identity, relu max(H, 0), tanh, logistic 1 / (1 + exp(-H)).
+    H (N, H).  Returns H."""
+    if activation == "relu":
+        np.maximum(H, 0, out=H)
+    elif activation == "tanh":
+        np.tanh(H, out=H)
+    elif activation == "logistic":
+        with np.errstate(over="ignore"):   # exp(-H) = inf for H << 0: the logistic is 0
+            np.negative(H, out=H)
+            np.exp(H, out=H)
+            H += 1
+            np.reciprocal(H, out=H)
+    return H
+
+
+def linear_forward(X, W, b, out, activation="identity"):
+    """out = f(X @ W + b), f the activation (identity, relu, tanh, logistic).
 
     X (N, D), W (D, H), b (H,), out (N, H) written in place and returned.
     """
     np.matmul(X, W, out=out)
     out += b
-    if relu:
-        np.maximum(out, 0, out=out)
-    return out
+    return activate(out, activation)
 
 
 def linear_backward(dY, X, W, dW, db, dX=None):
@@ -44,9 +58,15 @@ def linear_backward(dY, X, W, dW, db, dX=None):
     return dW
 
 
-def relu_backward(dH, H):
-    """dH[H <= 0] = 0 in place, H being the ReLU output.  dH, H (N, H).  Returns dH."""
-    dH[H <= 0] = 0
+def activation_backward(dH, H, activation="relu"):
+    """dH *= f'(z) in place, the derivative taken from the layer's output H = f(z):
+    relu 1[H > 0], tanh 1 - H², logistic H (1 - H), identity 1.  dH, H (N, H).  Returns dH."""
+    if activation == "relu":
+        dH[H <= 0] = 0
+    elif activation == "tanh":
+        dH *= 1 - H * H
+    elif activation == "logistic":
+        dH *= H * (1 - H)
     return dH
 
 
@@ -72,6 +92,71 @@ def softmax_xent_grad(Z, y, dZ, sample_weight=None):
     dZ[rows, y] -= 1
     dZ *= (w / Z.dtype.type(total))[:, None]
     return float(np.dot(w.astype(np.float64), nll) / total)
+
+
+def _weights(w, n, dtype):
+    """(the weights as an array of `dtype`, their float64 sum) -- ones and n without weights."""
+    if w is None:
+        return np.ones(n, dtype), float(n)
+    w = np.asarray(w, dtype=dtype)
+    return w, float(np.sum(w, dtype=np.float64))
+
+
+def logistic_xent_grad(Z, Y, dZ, sample_weight=None):
+    """Binary cross-entropy of logistic(Z) against 0/1 targets Y, summed over the outputs and
+    (weighted-)averaged over the rows (scikit-learn's binary_log_loss); dZ = its gradient
+    w.r.t. Z: w_i (logistic(Z_i) - Y_i) / Σw.
+
+    Z (N, K) logits, Y (N, K) of Z's dtype, dZ (N, K), sample_weight (N,) or None.  Per entry
+    the loss is softplus(z) - y z = max(z, 0) - y z + log1p(exp(-|z|)): finite for any finite
+    z.  Returns the loss as a Python float (accumulated in float64)."""
+    w, total = _weights(sample_weight, Z.shape[0], Z.dtype)
+    z = Z.astype(np.float64)
+    per_row = (np.maximum(z, 0) - Y * z + np.log1p(np.exp(-np.abs(z)))).sum(axis=1)
+    with np.errstate(over="ignore"):
+        dZ[...] = 1 / (1 + np.exp(-Z))
+    dZ -= Y
+    dZ *= (w / Z.dtype.type(total))[:, None]
+    return float(np.dot(w.astype(np.float64), per_row) / total)
+
+
+def squared_error_grad(Z, Y, dZ, sample_weight=None):
+    """Half the squared error of Z against Y, summed over the outputs and (weighted-)averaged
+    over the rows; dZ = its gradient: w_i (Z_i - Y_i) / Σw.
+
+    Z (N, K), Y (N, K) of Z's dtype, dZ (N, K), sample_weight (N,) or None.  Returns the loss as
+    a Python float (accumulated in float64)."""
+    w, total = _weights(sample_weight, Z.shape[0], Z.dtype)
+    r = Z.astype(np.float64) - Y
+    per_row = 0.5 * (r * r).sum(axis=1)
+    np.subtract(Z, Y, out=dZ)
+    dZ *= (w / Z.dtype.type(total))[:, None]
+    return float(np.dot(w.astype(np.float64), per_row) / total)
+
+
+def poisson_grad(Z, Y, dZ, sample_weight=None):
+    """Half the Poisson deviance of exp(Z) (the log link) against counts Y >= 0, summed over
+    the outputs and (weighted-)averaged over the rows (scikit-learn's poisson loss):
+    exp(z) - y z + y log y - y per entry; dZ = w_i (exp(Z_i) - Y_i) / Σw.
+
+    Z (N, K), Y (N, K) of Z's dtype, dZ (N, K), sample_weight (N,) or None.  Returns the loss as
+    a Python float (accumulated in float64)."""
+    w, total = _weights(sample_weight, Z.shape[0], Z.dtype)
+    z, y = Z.astype(np.float64), Y.astype(np.float64)
+    with np.errstate(over="ignore"):
+        per_row = (np.exp(z) - y * z + _xlogx(y) - y).sum(axis=1)
+        np.exp(Z, out=dZ)
+    dZ -= Y
+    dZ *= (w / Z.dtype.type(total))[:, None]
+    return float(np.dot(w.astype(np.float64), per_row) / total)
+
+
+def _xlogx(y):
+    """y log y, 0 at y = 0."""
+    out = np.zeros_like(y)
+    pos = y > 0
+    out[pos] = y[pos] * np.log(y[pos])
+    return out
 
 
 def _decayed_grad(W, dW, weight_decay):
@@ -112,28 +197,34 @@ def adam_update(W, dW, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
 
 # --------------------------------------------------------------------------- composition
 
-def forward(k, weights, biases, X, acts):
-    """The network's forward pass with the kernels of `k`: acts[i] = relu(a·W_i + b_i), the
-    last layer linear (the logits).  X (m, D_0), weights[i] (D_i, D_i+1), acts[i] (m, D_i+1).
-    Returns the logits acts[-1]."""
+def forward(k, weights, biases, X, acts, activation="relu"):
+    """The network's forward pass with the kernels of `k`: acts[i] = f(a·W_i + b_i), f the
+    hidden `activation`, the last layer linear (the output's pre-activation, e.g. logits).
+    X (m, D_0), weights[i] (D_i, D_i+1), acts[i] (m, D_i+1).  Returns acts[-1]."""
     a, last = X, len(weights) - 1
     for i, (W, b) in enumerate(zip(weights, biases)):
-        k.linear_forward(a, W, b, acts[i], i < last)
+        k.linear_forward(a, W, b, acts[i], activation if i < last else "identity")
         a = acts[i]
     return a
 
 
-def backward(k, weights, X, acts, dZ, dweights, dbiases, deltas):
-    """Back-propagate dZ (m, C), the loss gradient w.r.t. the logits, with the kernels of `k`:
-    fills dweights / dbiases; deltas[i] (m, D_i), i >= 1, receive the gradient w.r.t. layer
-    i's input, masked by the ReLU (deltas[0] is unused)."""
+def loss_grad(k, output, Z, y, dZ, sample_weight=None):
+    """The loss of output layer `output` (contract.OUTPUT_LOSS) on pre-activations Z against
+    targets y, with the kernels of `k`: fills dZ, returns the loss."""
+    return getattr(k, OUTPUT_LOSS[output])(Z, y, dZ, sample_weight)
+
+
+def backward(k, weights, X, acts, dZ, dweights, dbiases, deltas, activation="relu"):
+    """Back-propagate dZ (m, C), the loss gradient w.r.t. the output's pre-activation, with
+    the kernels of `k`: fills dweights / dbiases; deltas[i] (m, D_i), i >= 1, receive the
+    gradient w.r.t. layer i-1's pre-activation (through `activation`; deltas[0] is unused)."""
     delta = dZ
     for i in range(len(weights) - 1, -1, -1):
         inp = acts[i - 1] if i else X
         dX = deltas[i] if i else None
         k.linear_backward(delta, inp, weights[i], dweights[i], dbiases[i], dX)
         if i:
-            delta = k.relu_backward(dX, inp)
+            delta = k.activation_backward(dX, inp, activation)
 
 
 def update(k, params, grads, state, n_weights, optimizer, lr, step, momentum=0.0,
@@ -151,14 +242,18 @@ def update(k, params, grads, state, n_weights, optimizer, lr, step, momentum=0.0
 
 class TrainStep:
     """TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
-    momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, *, kernels=None): one whole training
-    step (docs/kernels.md) as the kernel calls it stands for -- `forward`, the loss,
-    `backward`, `update` -- with this module's kernels, or those of `kernels`."""
+    momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu', output='softmax',
+    *, kernels=None): one whole training step (docs/kernels.md) as the kernel calls it stands
+    for -- `forward`, the loss, `backward`, `update` -- with this module's kernels, or those
+    of `kernels`."""
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
-                 momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, *, kernels=None):
+                 momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
+                 output="softmax", *, kernels=None):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"TrainStep: unknown optimizer {optimizer!r}")
+        activation_code(activation), output_code(output)   # known names, or ValueError
+        self.activation, self.output = activation, output
         self.k = _OWN if kernels is None else kernels
         self.weights, self.biases = list(weights), list(biases)
         self.dweights, self.dbiases = list(dweights), list(dbiases)
@@ -173,18 +268,20 @@ class TrainStep:
         return len(mine) == len(theirs) and all(a is b for a, b in zip(mine, theirs))
 
     def run(self, X, y, sample_weight, lr, step, weight_decay=0.0, eps=1e-8):
-        """Train on X (m, D), y (m,), optional sample_weight (m,); returns the batch's mean NLL
-        before the update (non-finite: nothing was updated).  `step` >= 1 counts updates."""
+        """Train on X (m, D), targets y (m,) or (m, K), optional sample_weight (m,); returns
+        the batch's loss before the update (non-finite: nothing was updated).  `step` >= 1
+        counts updates."""
         k, m = self.k, X.shape[0]
         if not 1 <= m <= self.n_max:
             raise ValueError(f"TrainStep.run: batch of {m} rows, expected 1 to {self.n_max}")
         acts, dZ = [a[:m] for a in self.acts], self.dZ[:m]
         deltas = [None] + [d[:m] for d in self.deltas[1:]]
-        loss = k.softmax_xent_grad(forward(k, self.weights, self.biases, X, acts), y, dZ,
-                                   sample_weight)
+        Z = forward(k, self.weights, self.biases, X, acts, self.activation)
+        loss = loss_grad(k, self.output, Z, y, dZ, sample_weight)
         if not math.isfinite(loss):
             return loss
-        backward(k, self.weights, X, acts, dZ, self.dweights, self.dbiases, deltas)
+        backward(k, self.weights, X, acts, dZ, self.dweights, self.dbiases, deltas,
+                 self.activation)
         update(k, self.weights + self.biases, self.dweights + self.dbiases, self.state,
                len(self.weights), self.optimizer, lr, step, eps=eps,
                weight_decay=weight_decay, **self.hyper)

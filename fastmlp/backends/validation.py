@@ -156,3 +156,32 @@ def check_sample_weight(sample_weight, n, dtype, name="sample_weight"):
     if not all_finite(sw) or np.any(sw < 0) or not np.sum(sw, dtype=np.float64) > 0:
         raise ValueError(f"{name} must be finite, non-negative, with a positive sum")
     return sw
+
+
+def check_targets(y, n, n_outputs, output, dtype, name="y"):
+    """Training targets of an output layer (contract.OUTPUTS) for n samples: class labels
+    (n,) in [0, n_outputs) as int64 for "softmax" (`check_labels`); otherwise values
+    (n, n_outputs) -- or (n,) when n_outputs is 1 -- converted to C-contiguous `dtype`:
+    finite, in [0, 1] for "logistic" (0/1 labels, or probabilities), >= 0 for "exp" (counts)."""
+    if output == "softmax":
+        return check_labels(y, n, n_outputs, name=name, convert=True)
+    try:
+        arr = np.asarray(y)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{name} could not be read as a numeric array: {exc}") from None
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if arr.ndim == 1 and n_outputs == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.shape != (n, n_outputs):
+        raise ValueError(f"{name} must have shape ({n}, {n_outputs}) for the model's "
+                         f"{n_outputs} outputs, got {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not all_finite(arr):
+        raise ValueError(f"{name} contains NaN or infinity")
+    if output == "logistic" and arr.size and (arr.min() < 0 or arr.max() > 1):
+        raise ValueError(f"{name} must hold 0/1 targets (or probabilities in [0, 1]) for a "
+                         f"logistic output")
+    if output == "exp" and arr.size and arr.min() < 0:
+        raise ValueError(f"{name} must be >= 0 for an exp (Poisson) output")
+    return arr

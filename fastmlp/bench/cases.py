@@ -142,7 +142,7 @@ class _Recorder:
     def __getattr__(self, name):
         def record(*args):
             self.calls.append((name, args))
-            return args[0]   # relu_backward returns dH, which backward passes on
+            return args[0]   # activation_backward returns dH, which backward passes on
         return record
 
 

@@ -6,6 +6,7 @@ from helpers import assert_close, check_against_reference
 
 import fastmlp
 from fastmlp.backends import BACKEND_NAMES, reference
+from fastmlp.backends.contract import ACTIVATIONS
 
 # (N, D, H, C): N=1, H=1, C=1 and C=2, odd sizes, and the size of a real MNIST step
 SHAPES = [(1, 3, 2, 2), (2, 4, 1, 1), (7, 13, 5, 3), (5, 6, 3, 2), (33, 17, 9, 1),
@@ -38,14 +39,26 @@ def test_unknown_backend_is_a_clear_error():
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
-@pytest.mark.parametrize("relu", [False, True])
-def test_linear_forward(compiled_backend, dtype, shape, relu):
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_linear_forward(compiled_backend, dtype, shape, activation):
     n, d, h, _ = shape
     rng = np.random.default_rng(1)
     args = [rand(rng, (n, d), dtype), rand(rng, (d, h), dtype), rand(rng, (h,), dtype),
             np.full((n, h), np.nan, dtype)]
-    check_against_reference(compiled_backend, "linear_forward", args, {"relu": relu},
-                            outputs=[3], returns=3)
+    check_against_reference(compiled_backend, "linear_forward", args,
+                            {"activation": activation}, outputs=[3], returns=3)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activations_saturate_without_nan(backend, dtype, activation):
+    """Pre-activations of ±1e4: relu, tanh and logistic give their limits, never NaN."""
+    be = fastmlp.get_backend(backend)
+    X = np.array([[1.0], [-1.0], [0.0]], dtype)
+    W, b = np.array([[1e4]], dtype), np.zeros(1, dtype)
+    out = be.linear_forward(X, W, b, np.empty((3, 1), dtype), activation=activation)
+    want = {"identity": [1e4, -1e4, 0], "relu": [1e4, 0, 0], "tanh": [1, -1, 0],
+            "logistic": [1, 0, 0.5]}[activation]
+    np.testing.assert_array_equal(out[:, 0], np.array(want, dtype))
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
@@ -64,13 +77,42 @@ def test_linear_backward(compiled_backend, dtype, shape, with_dx):
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
-def test_relu_backward(compiled_backend, dtype, shape):
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activation_backward(compiled_backend, dtype, shape, activation):
     n, _, h, _ = shape
     rng = np.random.default_rng(3)
-    H = np.maximum(rand(rng, (n, h), dtype), 0)
-    H.flat[::3] = 0  # exact zeros are "off"
-    args = [rand(rng, (n, h), dtype), H]
-    check_against_reference(compiled_backend, "relu_backward", args, outputs=[0], returns=0)
+    # H as the activation would output it: relu >= 0 with exact zeros ("off"), tanh in
+    # (-1, 1), logistic in (0, 1)
+    H = reference.activate(rand(rng, (n, h), dtype, 2.0), activation)
+    if activation == "relu":
+        H.flat[::3] = 0
+    args = [rand(rng, (n, h), dtype), H, activation]
+    check_against_reference(compiled_backend, "activation_backward", args, outputs=[0],
+                            returns=0)
+
+
+def _value_targets(rng, loss, shape, dtype):
+    """Targets of a value loss: 0/1 (logistic), reals (squared error), counts (poisson)."""
+    if loss == "logistic_xent_grad":
+        return (rng.random(shape) < 0.4).astype(dtype)
+    if loss == "poisson_grad":
+        return rng.poisson(2.0, shape).astype(dtype)
+    return rand(rng, shape, dtype, 2.0)
+
+
+VALUE_LOSSES = ["logistic_xent_grad", "squared_error_grad", "poisson_grad"]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("loss", VALUE_LOSSES)
+def test_value_losses(compiled_backend, dtype, shape, weighted, loss):
+    n, _, _, k = shape
+    rng = np.random.default_rng(10)
+    Z = rand(rng, (n, k), dtype, 1.0 if loss == "poisson_grad" else 3.0)
+    args = [Z, _value_targets(rng, loss, (n, k), dtype), np.full((n, k), np.nan, dtype)]
+    kw = {"sample_weight": rng.uniform(0.1, 2.0, n).astype(dtype)} if weighted else {}
+    check_against_reference(compiled_backend, loss, args, kw, outputs=[2], returns="float")
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
@@ -117,7 +159,7 @@ def test_read_only_inputs_work(compiled_backend, dtype):
     for a in (X, W, b):
         a.flags.writeable = False
     out = np.empty((6, 4), dtype)
-    compiled_backend.linear_forward(X, W, b, out, relu=True)
+    compiled_backend.linear_forward(X, W, b, out, activation="relu")
     assert_close(out, np.maximum(X @ W + b, 0), dtype)
 
 
@@ -173,3 +215,29 @@ def test_backends_agree_on_loss_value(dtype):
               for b in BACKEND_NAMES]
     assert_close(losses, [losses[0]] * 3, dtype)
     assert losses[0] == pytest.approx(reference.softmax_xent_grad(Z, y, np.empty_like(Z)))
+
+
+def test_logistic_loss_is_finite_and_exact_at_huge_logits(backend, dtype):
+    """softplus(z) - y z at z = ±1e4: 0 when the target agrees, 1e4 when it does not."""
+    be = fastmlp.get_backend(backend)
+    Z = np.array([[1e4, -1e4], [-1e4, 1e4]], dtype)
+    Y = np.array([[1, 0], [1, 0]], dtype)
+    dZ = np.empty_like(Z)
+    loss = be.logistic_xent_grad(Z, Y, dZ)
+    assert loss == pytest.approx(1e4)   # row 0 costs 0, row 1 costs 2e4: mean 1e4
+    np.testing.assert_allclose(dZ, [[0, 0], [-0.5, 0.5]], atol=1e-6)
+
+
+def test_squared_error_and_poisson_worked_out(backend, dtype):
+    be = fastmlp.get_backend(backend)
+    Z = np.array([[1.0, 2.0], [0.0, -1.0]], dtype)
+    Y = np.array([[0.0, 2.0], [2.0, 1.0]], dtype)
+    dZ = np.empty_like(Z)
+    # ½ Σ_k (z - y)² per row: ½(1 + 0) and ½(4 + 4); mean 2.25; dZ = (z - y) / 2
+    assert be.squared_error_grad(Z, Y, dZ) == pytest.approx(2.25)
+    np.testing.assert_allclose(dZ, [[0.5, 0], [-1, -1]])
+    # exp(z) - y z + y log y - y per entry, summed per row, mean over rows
+    want = np.mean([np.e - 0 + 0 - 0 + np.e ** 2 - 4 + 2 * np.log(2) - 2,
+                    1 - 0 + 2 * np.log(2) - 2 + np.exp(-1) + 1 + 0 - 1])
+    assert be.poisson_grad(Z, Y, dZ) == pytest.approx(want, rel=1e-6)
+    np.testing.assert_allclose(dZ, (np.exp(Z.astype(np.float64)) - Y) / 2, rtol=1e-6)

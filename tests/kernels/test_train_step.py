@@ -7,6 +7,7 @@ import pytest
 from helpers import check_against_reference, train_step_arrays, train_steps
 
 import fastmlp
+from fastmlp.backends.contract import ACTIVATIONS, OUTPUTS
 
 
 def rand(rng, shape, dtype, scale=1.0):
@@ -41,6 +42,65 @@ def test_train_step(compiled_backend, dtype, net, opt, weighted):
     kw = dict(n_layers=len(sizes) - 1, optimizer=optimizer, hyper=hyper, lr=0.05, steps=3)
     check_against_reference(compiled_backend, train_steps, [X, y, sw] + arrays, kw,
                             outputs=[3 + k for k in outputs], returns="values")
+
+
+# every hidden activation with every output layer, on a 3-layer net with a partial batch and
+# on the MNIST-sized one, for plain SGD with weight decay, momentum and Adam
+FAMILY_NETS = [((7, 13, 5, 3), 9, 6), ((784, 256, 10), 128, 100)]
+
+
+def _targets(rng, output, m, k, dtype):
+    if output == "softmax":
+        return rng.integers(0, k, m)
+    if output == "logistic":
+        return (rng.random((m, k)) < 0.5).astype(dtype)
+    if output == "exp":
+        return rng.poisson(1.0, (m, k)).astype(dtype)
+    return rand(rng, (m, k), dtype)
+
+
+@pytest.mark.parametrize("net", FAMILY_NETS, ids=["3layers", "mnist"])
+@pytest.mark.parametrize("opt", ["sgd-wd", "momentum", "adam"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_train_step_family(compiled_backend, dtype, net, opt, activation, output):
+    """The fused step with each activation and output = the reference's kernels composed."""
+    sizes, n_max, m = net
+    optimizer, hyper = STEP_OPTS[opt]
+    hyper = dict(hyper, activation=activation, output=output)
+    rng = np.random.default_rng(12)
+    arrays, outputs = train_step_arrays(rng, sizes, n_max, dtype, optimizer,
+                                        hyper.get("momentum", 0))
+    X, y = rand(rng, (m, sizes[0]), dtype), _targets(rng, output, m, sizes[-1], dtype)
+    if output == "exp":   # small weights: exp of the outputs stays moderate
+        arrays[len(sizes) - 2] *= 0.1
+    sw = rng.uniform(0.1, 2.0, m).astype(dtype)
+    kw = dict(n_layers=len(sizes) - 1, optimizer=optimizer, hyper=hyper, lr=0.02, steps=3)
+    check_against_reference(compiled_backend, train_steps, [X, y, sw] + arrays, kw,
+                            outputs=[3 + k for k in outputs], returns="values")
+
+
+def test_train_step_refuses_targets_of_the_other_kind(compiled_backend):
+    args, kw = _step_args()
+    step = compiled_backend.raw.TrainStep(*args, **kw, output="identity")
+    X = np.zeros((4, 5), np.float32)
+    with pytest.raises(TypeError, match="y has dtype"):
+        step.run(X, np.zeros(4, np.int64), None, 0.1, 1)
+    with pytest.raises(ValueError, match=r"y must be C-contiguous of shape \(4, 3\)"):
+        step.run(X, np.zeros((4, 2), np.float32), None, 0.1, 1)
+    with pytest.raises(ValueError, match="unknown output"):
+        compiled_backend.raw.TrainStep(*args, **kw, output="hinge")
+    with pytest.raises(ValueError, match="unknown activation"):
+        compiled_backend.raw.TrainStep(*args, **kw, activation="gelu")
+
+
+def test_train_step_labels_out_of_range_change_nothing(compiled_backend):
+    args, kw = _step_args()
+    step = compiled_backend.raw.TrainStep(*args, **kw)
+    before = [p.copy() for p in args[0] + args[1]]
+    with pytest.raises(ValueError, match="labels must be in"):
+        step.run(np.ones((4, 5), np.float32), np.array([0, 1, 3, 0]), None, 0.1, 1)
+    assert all(np.array_equal(p, q) for p, q in zip(args[0] + args[1], before))
 
 
 def _step_args(optimizer="sgd", momentum=0.9):

@@ -80,10 +80,10 @@ def _kernel_calls(raw):
     a = {k: f.copy() for k in ("X", "W", "out", "dW", "dX", "m", "v")}
     b, y = np.ones(256, np.float32), np.zeros(256, np.int64)
     return {
-        "linear_forward": lambda: raw.linear_forward(a["X"], a["W"], b, a["out"], True),
+        "linear_forward": lambda: raw.linear_forward(a["X"], a["W"], b, a["out"], "relu"),
         "linear_backward": lambda: raw.linear_backward(a["out"], a["X"], a["W"], a["dW"], b,
                                                        a["dX"]),
-        "relu_backward": lambda: raw.relu_backward(a["dX"], a["X"]),
+        "activation_backward": lambda: raw.activation_backward(a["dX"], a["X"], "relu"),
         "softmax_xent_grad": lambda: raw.softmax_xent_grad(a["X"], y, a["out"], None),
         "sgd_update": lambda: raw.sgd_update(a["W"], a["dW"], 0.0, 0.0, a["v"], 0.9, False),
         "adam_update": lambda: raw.adam_update(a["W"], a["dW"], a["m"], a["v"], 1, 0.0),

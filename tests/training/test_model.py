@@ -4,7 +4,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from test_gradcheck import numeric_grad
+from helpers import numeric_grad
 
 from fastmlp import MLP, ModelFileError
 from fastmlp.backends import BACKEND_NAMES
@@ -122,8 +122,38 @@ def test_save_load_roundtrip(tmp_path):
     for a, b in zip(m.weights + m.biases, m2.weights + m2.biases):
         np.testing.assert_array_equal(a, b)
     with np.load(path, allow_pickle=False) as f:
-        assert int(f["format_version"]) == 1 and str(f["dtype"]) == "float64"
+        assert int(f["format_version"]) == 2 and str(f["dtype"]) == "float64"
+        assert str(f["activation"]) == "relu" and str(f["output"]) == "softmax"
     assert [p for p in os.listdir(tmp_path) if p != "m.npz"] == []  # no temp file left
+
+
+@pytest.mark.parametrize("activation, output", [("tanh", "logistic"), ("logistic", "identity"),
+                                                ("identity", "exp"), ("relu", "softmax")])
+def test_save_load_keeps_activation_and_output(tmp_path, activation, output):
+    m = MLP((6, 5, 3), seed=2, activation=activation, output=output)
+    m2 = MLP.load(m.save(tmp_path / "m.npz"))
+    assert (m2.activation, m2.output) == (activation, output)
+    X = np.random.default_rng(0).standard_normal((4, 6))
+    np.testing.assert_array_equal(m2.predict(X), m.predict(X))
+
+
+def test_format_1_files_load_as_relu_softmax(tmp_path):
+    m = MLP((6, 5, 3), seed=3)
+    arrays = dict(format_version=np.array(1), layer_sizes=np.array(m.layer_sizes),
+                  dtype=np.array("float32"), W0=m.weights[0], b0=m.biases[0],
+                  W1=m.weights[1], b1=m.biases[1])
+    np.savez(tmp_path / "v1.npz", **arrays)
+    m2 = MLP.load(tmp_path / "v1.npz")
+    assert (m2.activation, m2.output) == ("relu", "softmax")
+    assert all(np.array_equal(a, b) for a, b in zip(m.weights, m2.weights))
+    arrays["format_version"] = np.array(2)   # format 2 must say what it is
+    np.savez(tmp_path / "v2.npz", **arrays)
+    with pytest.raises(ModelFileError, match="missing 'activation'"):
+        MLP.load(tmp_path / "v2.npz")
+    arrays.update(activation=np.array("swish"), output=np.array("softmax"))
+    np.savez(tmp_path / "v2.npz", **arrays)
+    with pytest.raises(ModelFileError, match="bad activation"):
+        MLP.load(tmp_path / "v2.npz")
 
 
 def test_save_is_atomic_when_interrupted(tmp_path, monkeypatch):
@@ -189,3 +219,48 @@ def test_load_does_not_unpickle(tmp_path):
         MLP.load(tmp_path / "evil.npz")
     assert not marker.exists()
     assert zipfile.is_zipfile(tmp_path / "evil.npz")
+
+
+def test_outputs_predict_as_their_kind():
+    X = np.random.default_rng(0).standard_normal((5, 4))
+    for output in ("softmax", "logistic", "identity", "exp"):
+        m = MLP((4, 3, 2), seed=1, output=output, activation="tanh")
+        Z = m.forward(X)
+        pred = m.predict(X)
+        if output == "softmax":
+            np.testing.assert_array_equal(pred, np.argmax(Z, 1))
+            np.testing.assert_allclose(m.predict_proba(X).sum(1), 1, rtol=1e-6)
+        elif output == "logistic":
+            assert pred.shape == (5, 2) and set(np.unique(pred)) <= {0, 1}
+            np.testing.assert_allclose(m.predict_proba(X), 1 / (1 + np.exp(-Z)), rtol=1e-6)
+        else:
+            np.testing.assert_allclose(pred, np.exp(Z) if output == "exp" else Z, rtol=1e-6)
+            with pytest.raises(TypeError, match="predict_proba needs"):
+                m.predict_proba(X)
+
+
+@pytest.mark.parametrize("output, y, err, text", [
+    ("identity", np.zeros((5, 3)), ValueError, r"shape \(5, 2\)"),
+    ("identity", np.zeros(5), ValueError, r"shape \(5, 2\)"),
+    ("logistic", np.full((5, 2), 2.0), ValueError, "0/1 targets"),
+    ("exp", -np.ones((5, 2)), ValueError, ">= 0"),
+    ("identity", np.full((5, 2), np.nan), ValueError, "NaN"),
+    ("identity", np.array([["a", "b"]] * 5), TypeError, "numeric"),
+    ("softmax", np.zeros((5, 2)), ValueError, "1-D")])
+def test_targets_are_checked_for_the_output(output, y, err, text):
+    m = MLP((4, 3, 2), output=output, backend="numpy")
+    with pytest.raises(err, match=text):
+        m.loss_and_grads(np.zeros((5, 4)), y)
+
+
+def test_single_output_takes_1d_targets():
+    m = MLP((4, 3, 1), output="identity", backend="numpy", dtype=np.float64)
+    X, y = np.ones((5, 4)), np.arange(5.0)
+    assert m.loss_and_grads(X, y)[0] == m.loss_and_grads(X, y[:, None])[0]
+
+
+def test_unknown_activation_or_output_is_refused():
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        MLP((4, 3, 2), activation="gelu")
+    with pytest.raises(ValueError, match="unknown output 'hinge'"):
+        MLP((4, 3, 2), output="hinge")

@@ -251,3 +251,42 @@ def test_batch_hyperparameters_hook_sets_each_steps_decay(backend):
             shuffle=False).fit_epoch(X, y)
         runs.append([p.copy() for p in m.weights + m.biases])
     assert all(np.array_equal(a, b) for a, b in zip(*runs))
+
+
+def _regression_data(n=240, d=6, k=2, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    A = rng.standard_normal((d, k)) / np.sqrt(d)
+    return X, (np.tanh(X @ A) + 0.05 * rng.standard_normal((n, k))).astype(np.float32), A
+
+
+@pytest.mark.parametrize("output", ["logistic", "identity", "exp"])
+def test_fit_trains_every_output(backend, output):
+    X, Y, A = _regression_data()
+    if output == "logistic":     # two independent labels: a multilabel problem
+        Y = (Y > 0).astype(np.float32)
+    elif output == "exp":        # counts with a log-linear mean
+        Y = np.random.default_rng(1).poisson(np.exp(X @ A)).astype(np.float32)
+    m = MLP((6, 16, 2), backend=backend, seed=0, activation="tanh", output=output)
+    tr = Trainer(m, optimizer="adam", lr=0.01, batch_size=32, epochs=30, seed=0)
+    hist = tr.fit(X[:200], Y[:200], X[200:], Y[200:])
+    assert hist.train_loss[-1] < 0.7 * hist.train_loss[0]
+    if output == "logistic":
+        assert hist.val_acc[-1] > 0.8 and hist.val_r2 == [None] * len(hist)
+        assert m.score(X[200:], Y[200:]) == pytest.approx(hist.val_acc[-1])
+    else:
+        assert hist.train_acc == [None] * len(hist) and hist.val_r2[-1] > 0.5
+        assert m.score(X[200:], Y[200:]) == pytest.approx(hist.val_r2[-1])
+    loss, score = tr.evaluate(X[200:], Y[200:])
+    assert loss == pytest.approx(hist.val_loss[-1])
+
+
+def test_early_stopping_monitor_must_be_reported():
+    X, Y, _ = _regression_data(60)
+    m = MLP((6, 4, 2), backend="numpy", output="identity")
+    tr = Trainer(m, early_stopping=fastmlp.EarlyStopping("val_acc"))
+    with pytest.raises(ValueError, match="does not report"):
+        tr.fit(X, Y, X, Y)
+    hist = Trainer(m, epochs=30, early_stopping=fastmlp.EarlyStopping("val_r2", patience=2),
+                   lr=0.05).fit(X, Y, X, Y)
+    assert len(hist) <= 30 and hist.val_r2

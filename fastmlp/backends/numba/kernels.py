@@ -28,6 +28,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ..contract import ACTIVATIONS
 from . import config
 from .config import JIT_OPTIONS
 
@@ -38,17 +39,31 @@ _jit_inline = njit(inline="always", **JIT_OPTIONS)  # inlined into its callers' 
 
 # --------------------------------------------------------------------------- linear layers
 
+# activation codes: contract.ACTIVATIONS ("identity", "relu", "tanh", "logistic")
+ACT_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
+_RELU, _TANH, _LOGISTIC = ACT_CODES["relu"], ACT_CODES["tanh"], ACT_CODES["logistic"]
+
+
 @_jit
-def _bias_act(out, b, relu):
-    """out += b per row, then max(., 0) if `relu` (NaN passes through, as np.maximum)."""
+def _bias_act(out, b, act):
+    """out = f(out + b) per row, f the activation of code `act`: identity, relu (NaN passes
+    through, as np.maximum), tanh, logistic 1 / (1 + exp(-v))."""
     # out (N,H) IN/OUT, b (H,) IN
     n, h = out.shape
-    zero = out.dtype.type(0)
-    if relu:
+    zero, one = out.dtype.type(0), out.dtype.type(1)
+    if act == _RELU:
         for i in range(n):
             for j in range(h):
                 v = out[i, j] + b[j]
                 out[i, j] = zero if v < zero else v
+    elif act == _TANH:
+        for i in range(n):
+            for j in range(h):
+                out[i, j] = np.tanh(out[i, j] + b[j])
+    elif act == _LOGISTIC:
+        for i in range(n):
+            for j in range(h):
+                out[i, j] = one / (one + np.exp(-(out[i, j] + b[j])))
     else:
         for i in range(n):
             for j in range(h):
@@ -56,11 +71,28 @@ def _bias_act(out, b, relu):
 
 
 @_jit
-def _linear_forward(X, W, b, out, relu):
-    """out = X @ W + b, then ReLU if `relu`."""
+def _act_backward_row(d, a, act):
+    """d *= f'(z), taken from the output a = f(z): relu 1[a > 0], tanh 1 - a², logistic
+    a (1 - a), identity 1."""
+    # d (H,) IN/OUT, a (H,) IN
+    zero, one = d.dtype.type(0), d.dtype.type(1)
+    if act == _RELU:
+        for j in range(d.shape[0]):
+            d[j] = zero if a[j] <= zero else d[j]
+    elif act == _TANH:
+        for j in range(d.shape[0]):
+            d[j] *= one - a[j] * a[j]
+    elif act == _LOGISTIC:
+        for j in range(d.shape[0]):
+            d[j] *= a[j] * (one - a[j])
+
+
+@_jit
+def _linear_forward(X, W, b, out, act):
+    """out = f(X @ W + b), f the activation of code `act`."""
     # X (N,D) IN, W (D,H) IN, b (H,) IN, out (N,H) OUT
     np.dot(X, W, out)
-    _bias_act(out, b, relu)
+    _bias_act(out, b, act)
 
 
 @_jit
@@ -78,23 +110,21 @@ def _linear_backward(dY, X, W, dW, db, dX):
 
 
 @_jit
-def _relu_backward(dH, H):
-    """dH[H <= 0] = 0 in place, H being the ReLU output."""
+def _activation_backward(dH, H, act):
+    """dH *= f'(z) in place, from the layer's output H = f(z)."""
     # dH (N,H) IN/OUT, H (N,H) IN
-    n, h = dH.shape
-    zero = dH.dtype.type(0)
-    for i in range(n):
-        for j in range(h):
-            dH[i, j] = zero if H[i, j] <= zero else dH[i, j]
+    for i in range(dH.shape[0]):
+        _act_backward_row(dH[i], H[i], act)
 
 
 # The compiled kernels above return nothing: a jitted function that returns an array boxes it
 # by calling back into Python, where a pending Ctrl-C surfaces as SystemError instead of
-# KeyboardInterrupt.  These wrappers return the caller's buffer.
+# KeyboardInterrupt.  These wrappers return the caller's buffer (and turn the activation's
+# name into its code).
 
-def linear_forward(X, W, b, out, relu=False):
-    """out = X @ W + b, then ReLU if `relu`.  X (N,D), W (D,H), b (H,), out (N,H).  Returns out."""
-    _linear_forward(X, W, b, out, relu)
+def linear_forward(X, W, b, out, activation="identity"):
+    """out = f(X @ W + b), f the activation.  X (N,D), W (D,H), b (H,), out (N,H).  Returns out."""
+    _linear_forward(X, W, b, out, ACT_CODES[activation])
     return out
 
 
@@ -104,25 +134,31 @@ def linear_backward(dY, X, W, dW, db, dX=None):
     return dW
 
 
-def relu_backward(dH, H):
-    """dH[H <= 0] = 0 in place, H being the ReLU output.  dH, H (N,H).  Returns dH."""
-    _relu_backward(dH, H)
+def activation_backward(dH, H, activation="relu"):
+    """dH *= f'(z) in place, from the layer's output H = f(z).  dH, H (N,H).  Returns dH."""
+    _activation_backward(dH, H, ACT_CODES[activation])
     return dH
 
 
 # --------------------------------------------------------------------------- loss
+
+@_jit_inline
+def _total_weight(n, sample_weight):
+    # the rows' total weight (float64): n, or the sum of sample_weight (N,)
+    if sample_weight is None:
+        return float(n)
+    total = 0.0
+    for i in range(n):
+        total += sample_weight[i]
+    return total
+
 
 @_jit
 def softmax_xent_grad(Z, y, dZ, sample_weight=None):
     """Mean (or weighted-mean) NLL of softmax(Z) at y, as a float; dZ = its gradient."""
     # Z (N,C) IN, y (N,) int64 IN, dZ (N,C) OUT, sample_weight (N,) IN or None
     n, c = Z.shape
-    if sample_weight is None:
-        total = float(n)
-    else:
-        total = 0.0
-        for i in range(n):
-            total += sample_weight[i]
+    total = _total_weight(n, sample_weight)
     one = Z.dtype.type(1)
     loss = 0.0
     for i in range(n):
@@ -146,6 +182,68 @@ def softmax_xent_grad(Z, y, dZ, sample_weight=None):
         for j in range(c):
             g[j] = g[j] * inv_s * scale
         g[k] = (p_k - one) * scale
+    return loss / total
+
+
+@_jit
+def logistic_xent_grad(Z, Y, dZ, sample_weight=None):
+    """Binary cross-entropy of logistic(Z) against Y, summed over outputs, (weighted-)mean
+    over rows, as a float; dZ = w_i (logistic(Z) - Y) / Σw."""
+    # Z (N,K) IN, Y (N,K) IN, dZ (N,K) OUT, sample_weight (N,) IN or None
+    n, k = Z.shape
+    total = _total_weight(n, sample_weight)
+    one = Z.dtype.type(1)
+    loss = 0.0
+    for i in range(n):
+        w = 1.0 if sample_weight is None else float(sample_weight[i])
+        scale = Z.dtype.type(w / total)
+        row = 0.0
+        for j in range(k):
+            z = Z[i, j]
+            zd, yd = float(z), float(Y[i, j])
+            row += max(zd, 0.0) - yd * zd + math.log1p(math.exp(-abs(zd)))  # softplus - y z
+            dZ[i, j] = (one / (one + np.exp(-z)) - Y[i, j]) * scale
+        loss += w * row
+    return loss / total
+
+
+@_jit
+def squared_error_grad(Z, Y, dZ, sample_weight=None):
+    """Half the squared error, summed over outputs, (weighted-)mean over rows, as a float;
+    dZ = w_i (Z - Y) / Σw."""
+    # Z (N,K) IN, Y (N,K) IN, dZ (N,K) OUT, sample_weight (N,) IN or None
+    n, k = Z.shape
+    total = _total_weight(n, sample_weight)
+    loss = 0.0
+    for i in range(n):
+        w = 1.0 if sample_weight is None else float(sample_weight[i])
+        scale = Z.dtype.type(w / total)
+        row = 0.0
+        for j in range(k):
+            r = float(Z[i, j]) - float(Y[i, j])
+            row += r * r
+            dZ[i, j] = (Z[i, j] - Y[i, j]) * scale
+        loss += w * 0.5 * row
+    return loss / total
+
+
+@_jit
+def poisson_grad(Z, Y, dZ, sample_weight=None):
+    """Half the Poisson deviance of exp(Z) against Y >= 0, summed over outputs, (weighted-)mean
+    over rows, as a float; dZ = w_i (exp(Z) - Y) / Σw."""
+    # Z (N,K) IN, Y (N,K) IN, dZ (N,K) OUT, sample_weight (N,) IN or None
+    n, k = Z.shape
+    total = _total_weight(n, sample_weight)
+    loss = 0.0
+    for i in range(n):
+        w = 1.0 if sample_weight is None else float(sample_weight[i])
+        scale = Z.dtype.type(w / total)
+        row = 0.0
+        for j in range(k):
+            zd, yd = float(Z[i, j]), float(Y[i, j])
+            row += math.exp(zd) - yd * zd - yd + (yd * math.log(yd) if yd > 0.0 else 0.0)
+            dZ[i, j] = (np.exp(Z[i, j]) - Y[i, j]) * scale
+        loss += w * row
     return loss / total
 
 

@@ -52,16 +52,22 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
-from ..contract import OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_SGD, check_batch, step_layout
+from numba.extending import overload
+
+from ..contract import (OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_SGD, OUTPUTS, check_batch,
+                        step_layout)
 from .config import JIT_OPTIONS
-from .kernels import (_adam_step, _bias_act, _sgd_momentum_step, _sgd_step,
-                            softmax_xent_grad)
+from .kernels import (ACT_CODES, _act_backward_row, _adam_step, _bias_act, _sgd_momentum_step,
+                      _sgd_step, logistic_xent_grad, poisson_grad, softmax_xent_grad,
+                      squared_error_grad)
 
 _jit = njit(**JIT_OPTIONS)
 
-# plan header (int64 entries)
-_NL, _NMAX, _KIND, _DZ, _ACC, _SCRATCH, _HYPER = range(7)
-_HEAD = 7
+# plan header (int64 entries); _FN is the hidden activation's code, _OUT the output's
+_NL, _NMAX, _KIND, _DZ, _ACC, _SCRATCH, _HYPER, _FN, _OUT = range(9)
+_HEAD = 9
+_IDENTITY = ACT_CODES["identity"]
+_OUT_LOGISTIC, _OUT_IDENTITY = OUTPUTS.index("logistic"), OUTPUTS.index("identity")
 # per-layer record (at _HEAD + i * _REC): fan_in, fan_out, then addresses (0 = unused), in the
 # order of the tuples of contract.step_layout
 _FI, _FO, _W, _B, _DW, _DB, _ACT, _DX, _SW1, _SW2, _SB1, _SB2 = range(12)
@@ -148,35 +154,49 @@ def _axpy(scr, ab, n, alpha, x, y):
 # --------------------------------------------------------------------------- element-wise
 
 @_jit
-def _mask_colsum(D, A, masked, acc, out):
-    """out = column sums of D, in float64; first D[A <= 0] = 0 in place if `masked`: the ReLU
+def _mask_colsum(D, A, act, acc, out):
+    """out = column sums of D, in float64; first D *= f'(z) in place, from the activation's
+    output A = f(z) (kernels._act_backward_row; nothing for the identity): the activation
     backward and the previous layer's bias gradient in one pass over D."""
-    # D (m, H) IN/OUT, A (m, H) IN (the ReLU output), acc (H,) float64 scratch, out (H,) OUT
+    # D (m, H) IN/OUT, A (m, H) IN (the activation's output), acc (H,) float64 scratch,
+    # out (H,) OUT
     n, h = D.shape
-    zero = D.dtype.type(0)
     acc[:] = 0.0
     for i in range(n):
         row = D[i]
-        if masked:
-            arow = A[i]
-            for j in range(h):
-                row[j] = zero if arow[j] <= zero else row[j]
+        _act_backward_row(row, A[i], act)
         for j in range(h):
             acc[j] += float(row[j])
     for j in range(h):
         out[j] = acc[j]
 
 
-@_jit
-def _softmax_xent(Z, y, dZ, sw):
-    """kernels.softmax_xent_grad, after checking that every label is in [0, C) (the
-    kernel would read and write out of bounds otherwise)."""
-    # Z (m, C) IN, y (m,) IN, dZ (m, C) OUT, sw (m,) IN or None
-    c = Z.shape[1]
-    for i in range(y.shape[0]):
-        if y[i] < 0 or y[i] >= c:
-            raise ValueError("TrainStep.run: labels must be in [0, n_classes)")
-    return softmax_xent_grad(Z, y, dZ, sw)
+def _loss(Z, y, dZ, sw, output):
+    """The output layer's loss on Z against targets y (see the overload below)."""
+
+
+@overload(_loss, jit_options=JIT_OPTIONS)
+def _loss_impl(Z, y, dZ, sw, output):
+    """Typed by y: int64 labels (m,) -- kernels.softmax_xent_grad, after checking that every
+    label is in [0, C) (the kernel would read and write out of bounds otherwise) -- or values
+    (m, K): the loss kernel of `output` (logistic, identity or exp)."""
+    # Z (m, C) IN, y (m,) or (m, C) IN, dZ (m, C) OUT, sw (m,) IN or None
+    if y.ndim == 1:
+        def labels(Z, y, dZ, sw, output):
+            c = Z.shape[1]
+            for i in range(y.shape[0]):
+                if y[i] < 0 or y[i] >= c:
+                    raise ValueError("TrainStep.run: labels must be in [0, n_classes)")
+            return softmax_xent_grad(Z, y, dZ, sw)
+        return labels
+
+    def values(Z, y, dZ, sw, output):
+        if output == _OUT_LOGISTIC:
+            return logistic_xent_grad(Z, y, dZ, sw)
+        if output == _OUT_IDENTITY:
+            return squared_error_grad(Z, y, dZ, sw)
+        return poisson_grad(Z, y, dZ, sw)
+    return values
 
 
 @_jit
@@ -205,14 +225,16 @@ def _update(kind, n, P, G, S1, S2, dtype, lr, wd2, mu, b1, b1c, b2, b2c, c1, c2,
 
 @_jit
 def _run(plan, X, y, sw, lr, step, weight_decay, eps):
-    """One training step on the batch X (m, D), y (m,), sw (m,) or None, with the arrays of
-    `plan`; returns the mean NLL before the update (non-finite: nothing was updated)."""
-    # plan (_HEAD + n_layers * _REC,) int64 IN, X (m, D) IN, y (m,) IN, sw (m,) IN or None
+    """One training step on the batch X (m, D), targets y (m,) or (m, C), sw (m,) or None,
+    with the arrays of `plan`; returns the loss before the update (non-finite: nothing was
+    updated)."""
+    # plan (_HEAD + n_layers * _REC,) int64 IN, X (m, D) IN, y (m,) or (m, C) IN,
+    # sw (m,) IN or None
     if not X.flags.c_contiguous:
         raise ValueError("TrainStep.run: X must be C-contiguous")
     dt = X.dtype
     t = dt.type
-    nl, kind, scr = plan[_NL], plan[_KIND], plan[_SCRATCH]
+    nl, kind, scr, fn = plan[_NL], plan[_KIND], plan[_SCRATCH], plan[_FN]
     last = nl - 1
     m = X.shape[0]
     hyp = _view(plan[_HYPER], 3, np.float64)
@@ -223,7 +245,7 @@ def _run(plan, X, y, sw, lr, step, weight_decay, eps):
     c2 = t(1.0 - math.pow(hyp[_B2], step))
     one, zero = t(1), t(0)
 
-    # forward: act_i = relu(a · W_i + b_i) (the last layer stays linear)
+    # forward: act_i = f(a · W_i + b_i) (the last layer stays linear)
     xa = np.int64(X.ctypes.data)
     a = xa
     for i in range(nl):
@@ -231,7 +253,8 @@ def _run(plan, X, y, sw, lr, step, weight_decay, eps):
         fi, fo, act = plan[L + _FI], plan[L + _FO], plan[L + _ACT]
         # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major arrays
         _gemm(scr, ab, _CH_N, _CH_N, fo, m, fi, one, plan[L + _W], fo, a, fi, zero, act, fo)
-        _bias_act(_view(act, (m, fo), dt), _view(plan[L + _B], fo, dt), i < last)
+        _bias_act(_view(act, (m, fo), dt), _view(plan[L + _B], fo, dt),
+                  fn if i < last else _IDENTITY)
         a = act
 
     # loss and dZ
@@ -239,12 +262,13 @@ def _run(plan, X, y, sw, lr, step, weight_decay, eps):
     C = plan[L + _FO]
     dZ = plan[_DZ]
     dZv = _view(dZ, (m, C), dt)
-    loss = _softmax_xent(_view(a, (m, C), dt), y, dZv, sw)
+    loss = _loss(_view(a, (m, C), dt), y, dZv, sw, plan[_OUT])
     if not math.isfinite(loss):
         return loss
 
     # backward, last layer first
-    _mask_colsum(dZv, dZv, False, _view(plan[_ACC], C, np.float64), _view(plan[L + _DB], C, dt))
+    _mask_colsum(dZv, dZv, _IDENTITY, _view(plan[_ACC], C, np.float64),
+                 _view(plan[L + _DB], C, dt))
     delta = dZ
     for i in range(last, -1, -1):
         L = _HEAD + i * _REC
@@ -253,10 +277,10 @@ def _run(plan, X, y, sw, lr, step, weight_decay, eps):
             P = L - _REC
             a = plan[P + _ACT]
             dX = plan[L + _DX]
-            # dXᵀ (fi, m) = W (fi, fo) · δᵀ (fo, m); then the ReLU mask and the bias gradient
-            # of layer i-1 in one pass
+            # dXᵀ (fi, m) = W (fi, fo) · δᵀ (fo, m); then the activation backward and the bias
+            # gradient of layer i-1 in one pass
             _gemm(scr, ab, _CH_T, _CH_N, fi, m, fo, one, W, fo, delta, fo, zero, dX, fi)
-            _mask_colsum(_view(dX, (m, fi), dt), _view(a, (m, fi), dt), True,
+            _mask_colsum(_view(dX, (m, fi), dt), _view(a, (m, fi), dt), fn,
                          _view(plan[_ACC], fi, np.float64), _view(plan[P + _DB], fi, dt))
         else:
             a = xa
@@ -285,29 +309,33 @@ class TrainStep:
     """A whole training step of one network in one compiled call: see docs/kernels.md.
 
     TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
-              momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999)
+              momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu',
+              output='softmax')
 
     weights[i] (D_i, D_i+1), biases[i] (D_i+1,), dweights/dbiases the same shapes; acts[i]
     (n_max, D_i+1); deltas[i] (n_max, D_i) for i >= 1 (deltas[0] is ignored); dZ (n_max, C);
     state: per parameter (weights then biases) None (plain SGD), the velocity (momentum), or
     an (m, v) pair (Adam).  All C-contiguous and writeable, one dtype (float32 or float64).
     `run(X, y, sample_weight, lr, step, weight_decay=0.0, eps=1e-8)` trains on X (m, D_0),
-    y (m,) int64 labels, with 1 <= m <= n_max, and returns the loss.
+    y (m,) int64 labels (softmax) or (m, C) values, with 1 <= m <= n_max, and returns the
+    loss.
     """
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
-                 momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999):
-        kind, dt, n, layers, dZ_address = step_layout(
+                 momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
+                 output="softmax"):
+        lay = self._layout = step_layout(
             weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
-            nesterov)
-        nl = len(layers)
-        self.dtype, self.n_max, self._D = dt, n, layers[0][0]
+            nesterov, activation, output)
+        layers, n, nl = lay.layers, lay.n_max, len(lay.layers)
+        self.dtype, self.n_max = lay.dtype, n
         self._hyper = np.array([momentum, beta1, beta2], np.float64)
         self._scratch = np.zeros(_SCRATCH_BYTES, np.uint8)
         self._scratch[_CH_N], self._scratch[_CH_T] = ord("N"), ord("T")
         self._acc = np.zeros(max(max(r[_FI], r[_FO]) for r in layers), np.float64)
         plan = np.zeros(_HEAD + nl * _REC, np.int64)
-        plan[[_NL, _NMAX, _KIND, _DZ]] = nl, n, kind, dZ_address
+        plan[[_NL, _NMAX, _KIND, _DZ, _FN, _OUT]] = nl, n, lay.kind, lay.dZ, lay.activation, \
+            lay.output
         plan[[_ACC, _SCRATCH, _HYPER]] = (self._acc.ctypes.data, self._scratch.ctypes.data,
                                           self._hyper.ctypes.data)
         plan[_HEAD:] = np.array(layers, np.int64).reshape(-1)
@@ -322,9 +350,10 @@ class TrainStep:
         return len(mine) == len(theirs) and all(a is b for a, b in zip(mine, theirs))
 
     def run(self, X, y, sample_weight, lr, step, weight_decay=0.0, eps=1e-8):
-        """Train on X (m, D_0), y (m,) integer labels, optional sample_weight (m,); returns the
-        mean NLL of the batch before the update (NaN/inf: nothing was updated).  `step` (>= 1)
+        """Train on X (m, D_0), targets y (m,) int64 labels or (m, C) values, optional
+        sample_weight (m,); returns the batch's loss before the update (NaN/inf: nothing was
+        updated).  `step` (>= 1)
         is the optimiser step number (Adam's bias correction); the loss penalised is
         weight_decay·Σ‖W‖², eps is Adam's."""
-        check_batch(X, y, sample_weight, self.n_max, self._D, self.dtype)
+        check_batch(X, y, sample_weight, self._layout)
         return _run(self._plan, X, y, sample_weight, lr, step, weight_decay, eps)
