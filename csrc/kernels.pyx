@@ -139,6 +139,46 @@ cdef inline void _mask_colsum(floating* D, const floating* A, Py_ssize_t N, Py_s
         mask_colsum_f64(D, A, N, H, act, acc, out)
 
 
+cdef extern from "sparse_loops.h" nogil:
+    # the sparse first layer and the mini-batch gather; see sparse_loops.h
+    int csr_forward_f32(const float* data, const int64_t* indices, const int64_t* indptr,
+                        Py_ssize_t N, const float* W, Py_ssize_t D, Py_ssize_t H, float* out)
+    int csr_forward_f64(const double* data, const int64_t* indices, const int64_t* indptr,
+                        Py_ssize_t N, const double* W, Py_ssize_t D, Py_ssize_t H, double* out)
+    void csr_weight_grad_f32(const float* dY, const float* data, const int64_t* indices,
+                             const int64_t* indptr, Py_ssize_t N, Py_ssize_t D, Py_ssize_t H,
+                             float* dW)
+    void csr_weight_grad_f64(const double* dY, const double* data, const int64_t* indices,
+                             const int64_t* indptr, Py_ssize_t N, Py_ssize_t D, Py_ssize_t H,
+                             double* dW)
+    int64_t csr_gather_f32(const float* data, const int64_t* indices, const int64_t* indptr,
+                           const int64_t* rows, Py_ssize_t m, float* out_data,
+                           int64_t* out_indices, int64_t* out_indptr, int64_t cap)
+    int64_t csr_gather_f64(const double* data, const int64_t* indices, const int64_t* indptr,
+                           const int64_t* rows, Py_ssize_t m, double* out_data,
+                           int64_t* out_indices, int64_t* out_indptr, int64_t cap)
+
+
+cdef inline int _csr_forward(const floating* data, const int64_t* indices,
+                             const int64_t* indptr, Py_ssize_t N, const floating* W,
+                             Py_ssize_t D, Py_ssize_t H, floating* out) noexcept nogil:
+    """out (N, H) = X·W for the CSR X (N, D); -1 at a bad index or offset."""
+    if floating is float:
+        return csr_forward_f32(data, indices, indptr, N, W, D, H, out)
+    else:
+        return csr_forward_f64(data, indices, indptr, N, W, D, H, out)
+
+
+cdef inline void _csr_weight_grad(const floating* dY, const floating* data,
+                                  const int64_t* indices, const int64_t* indptr, Py_ssize_t N,
+                                  Py_ssize_t D, Py_ssize_t H, floating* dW) noexcept nogil:
+    """dW (D, H) = Xᵀ·dY for the CSR X (N, D)."""
+    if floating is float:
+        csr_weight_grad_f32(dY, data, indices, indptr, N, D, H, dW)
+    else:
+        csr_weight_grad_f64(dY, data, indices, indptr, N, D, H, dW)
+
+
 cdef void _column_sums(const floating[:, ::1] A,  # IN  (N, H)
                        floating[::1] out,         # OUT (H,)
                        ) noexcept nogil:
@@ -198,6 +238,45 @@ cdef void _linear_backward(const floating[:, ::1] dY,  # IN  (N, H)
             # dXᵀ (D, N) = W (D, H) · dYᵀ (H, N)
             _gemm(c'T', c'N', D, N, H, one, &W[0, 0], max(1, H), &dY[0, 0], max(1, H), zero,
                   &dX[0, 0], max(1, D))
+
+
+cdef int _csr_linear_forward(const floating[::1] data,    # IN  (nnz,)
+                             const int64_t[::1] indices,   # IN  (nnz,)
+                             const int64_t[::1] indptr,    # IN  (N+1,)
+                             const floating[:, ::1] W,     # IN  (D, H)
+                             const floating[::1] b,        # IN  (H,)
+                             floating[:, ::1] out,         # OUT (N, H)
+                             int act) noexcept:
+    # X (N, D) as CSR, W (D, H), b (H,) -> out (N, H) = f(X·W + b); -1 at a bad index
+    cdef Py_ssize_t N = out.shape[0], D = W.shape[0], H = W.shape[1]
+    cdef int status = 0
+    if N == 0 or H == 0:
+        return 0
+    with nogil:
+        status = _csr_forward(&data[0] if data.shape[0] else NULL,
+                              &indices[0] if indices.shape[0] else NULL, &indptr[0], N,
+                              &W[0, 0] if D else NULL, D, H, &out[0, 0])
+        if status == 0:
+            _bias_act(&out[0, 0], &b[0], N, H, act)
+    return status
+
+
+cdef void _csr_linear_backward(const floating[:, ::1] dY,    # IN  (N, H)
+                               const floating[::1] data,     # IN  (nnz,)
+                               const int64_t[::1] indices,   # IN  (nnz,)
+                               const int64_t[::1] indptr,    # IN  (N+1,)
+                               floating[:, ::1] dW,          # OUT (D, H)
+                               floating[::1] db,             # OUT (H,)
+                               ) noexcept:
+    # dY (N, H), X (N, D) as CSR -> dW = Xᵀ·dY (D, H), db = Σ_rows dY (H,)
+    cdef Py_ssize_t N = dY.shape[0], D = dW.shape[0], H = dW.shape[1]
+    if D == 0 or H == 0:
+        return
+    with nogil:
+        _csr_weight_grad(&dY[0, 0] if N else NULL, &data[0] if data.shape[0] else NULL,
+                         &indices[0] if indices.shape[0] else NULL, &indptr[0], N, D, H,
+                         &dW[0, 0])
+        _column_sums(dY, db)
 
 
 cdef void _activation_backward(floating[:, ::1] dH,      # IN/OUT (N, H)
@@ -463,6 +542,57 @@ def linear_backward(dY, X, W, dW, db, dX=None):
     else:
         _linear_backward[float](dY, X, W, dW, db, dX)
     return dW
+
+
+def csr_linear_forward(data, indices, indptr, W, b, out, activation="identity"):
+    """out = f(X @ W + b) for a CSR X (N, D): data (nnz,), indices (nnz,) int64, indptr (N+1,)
+    int64; W (D, H), b (H,), out (N, H).  Returns out; ValueError for an index out of range."""
+    if W.dtype == _F64:
+        status = _csr_linear_forward[double](data, indices, indptr, W, b, out, _ACT[activation])
+    else:
+        status = _csr_linear_forward[float](data, indices, indptr, W, b, out, _ACT[activation])
+    if status:
+        raise ValueError("csr_linear_forward: a column index is outside [0, D) or indptr "
+                         "decreases")
+    return out
+
+
+def csr_linear_backward(dY, data, indices, indptr, dW, db):
+    """dW = X.T @ dY, db = dY.sum(0) for a CSR X (N, D).  Returns dW."""
+    if dW.dtype == _F64:
+        _csr_linear_backward[double](dY, data, indices, indptr, dW, db)
+    else:
+        _csr_linear_backward[float](dY, data, indices, indptr, dW, db)
+    return dW
+
+
+def csr_gather_rows(data, indices, indptr, rows, out_data, out_indices, out_indptr):
+    """Rows `rows` (m,) int64 of a CSR X into the CSR buffer out_*; returns the entries
+    written, or -1 (nothing written past the buffer) when they do not fit."""
+    cdef const int64_t[::1] ind = indices, ptr = indptr, r = rows
+    cdef int64_t[::1] oind = out_indices, optr = out_indptr
+    cdef const float[::1] df
+    cdef const double[::1] dd
+    cdef float[::1] of
+    cdef double[::1] od
+    cdef Py_ssize_t m = r.shape[0]
+    cdef const int64_t* ind_p = &ind[0] if ind.shape[0] else NULL
+    cdef int64_t* oind_p = &oind[0] if oind.shape[0] else NULL
+    cdef int64_t n, cap = min(out_data.shape[0], oind.shape[0])
+    if m == 0:
+        optr[0] = 0
+        return 0
+    if out_data.dtype == _F64:
+        dd, od = data, out_data
+        with nogil:
+            n = csr_gather_f64(&dd[0] if dd.shape[0] else NULL, ind_p, &ptr[0], &r[0], m,
+                               &od[0], oind_p, &optr[0], cap)
+    else:
+        df, of = data, out_data
+        with nogil:
+            n = csr_gather_f32(&df[0] if df.shape[0] else NULL, ind_p, &ptr[0], &r[0], m,
+                               &of[0], oind_p, &optr[0], cap)
+    return n
 
 
 def activation_backward(dH, H, activation="relu"):

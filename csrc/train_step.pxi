@@ -30,6 +30,7 @@ from libc.math cimport isfinite
 from scipy.linalg.cython_blas cimport daxpy, saxpy
 
 from fastmlp.backends import contract as _contract
+from fastmlp.backends.csr import CSR as _CSR
 
 _check_batch = _contract.check_batch
 
@@ -120,13 +121,16 @@ cdef double _loss(int out, const floating* Z, const int64_t* labels, const float
     return _output_loss(out, Z, labels, Y, dZ, sw, m, C, False)
 
 
-cdef double _run(_Plan* p, const floating* X, const int64_t* y, const floating* Y,
+cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64_t* Xind,
+                 const int64_t* Xptr, const int64_t* y, const floating* Y,
                  const floating* sw, int m, double lr_d, double step, double wd,
                  double eps_d) noexcept nogil:
-    """One training step on the batch X (m, D) with labels y (m,) (softmax output) or target
-    values Y (m, C) (the others), optional weights sw (m,); returns the batch's loss (before
-    the update); a non-finite loss returns before anything changes; -1 (a loss is never
-    negative) when a label is outside [0, C): nothing changed either."""
+    """One training step on the batch X (m, D) -- dense, or when Xptr is not NULL the CSR
+    Xdata, Xind, Xptr (sparse_loops.h) -- with labels y (m,) (softmax output) or target values
+    Y (m, C) (the others), optional weights sw (m,); returns the batch's loss (before the
+    update); a non-finite loss returns before anything changes; -1 (a loss is never
+    negative) when a label is outside [0, C), -2 when a column index of a sparse X is outside
+    [0, D) or its offsets decrease: nothing changed either."""
     cdef int i, last = p.n_layers - 1, fi, fo
     cdef _Layer* L
     cdef const floating* a = X
@@ -141,12 +145,17 @@ cdef double _run(_Plan* p, const floating* X, const int64_t* y, const floating* 
     cdef floating* Z = <floating*>p.L[last].act
     cdef floating* dZ = <floating*>p.dZ
 
-    # forward: act_i = relu(a · W_i + b_i) (the last layer stays linear)
+    # forward: act_i = f(a · W_i + b_i) (the last layer stays linear)
     for i in range(p.n_layers):
         L = &p.L[i]
-        # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major arrays
-        _gemm(c'N', c'N', L.fan_out, m, L.fan_in, one, <floating*>L.W, L.fan_out,
-                 a, L.fan_in, zero, <floating*>L.act, L.fan_out)
+        if i == 0 and Xptr != NULL:   # act_0 = X·W_0, one row of W_0 per stored entry
+            if _csr_forward(Xdata, Xind, Xptr, m, <floating*>L.W, L.fan_in, L.fan_out,
+                            <floating*>L.act):
+                return -2
+        else:
+            # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major
+            _gemm(c'N', c'N', L.fan_out, m, L.fan_in, one, <floating*>L.W, L.fan_out,
+                  a, L.fan_in, zero, <floating*>L.act, L.fan_out)
         _bias_act(<floating*>L.act, <floating*>L.b, m, L.fan_out,
                   p.activation if i < last else ACT_IDENTITY)
         a = <floating*>L.act
@@ -171,7 +180,11 @@ cdef double _run(_Plan* p, const floating* X, const int64_t* y, const floating* 
             _mask_colsum(<floating*>L.dX, a, m, fi, p.activation, p.acc,
                          <floating*>p.L[i - 1].db)
         # weight gradient Xᵀδ as dWᵀ (fo, fi) = δᵀ (fo, m) · a (m, fi), fused with the update
-        if p.kind == OPT_SGD:
+        if i == 0 and Xptr != NULL:   # a sparse input: dW = Xᵀδ scattered by rows, the loops
+            _csr_weight_grad(delta, Xdata, Xind, Xptr, m, fi, fo, <floating*>L.dW)
+            _update(p.kind, W, <floating*>L.dW, <floating*>L.sW1, <floating*>L.sW2,
+                    <Py_ssize_t>fi * fo, lr, wd2, mu, b1, b2, c1, c2, eps)
+        elif p.kind == OPT_SGD:
             _gemm(c'N', c'T', fo, fi, m, -lr, delta, fo, a, fi, 1 - wd2 * lr, W, fo)
         elif p.kind == OPT_MOMENTUM:
             _gemm(c'N', c'T', fo, fi, m, one, delta, fo, a, fi, mu, <floating*>L.sW1, fo)
@@ -204,8 +217,9 @@ cdef class TrainStep:
     (n_max, D_i+1); deltas[i] (n_max, D_i) for i >= 1 (deltas[0] is ignored); dZ (n_max, C);
     state: per parameter (weights then biases) None (plain SGD), the velocity (momentum), or
     an (m, v) pair (Adam).  All C-contiguous, one dtype.  `run(X, y, sample_weight, lr, step,
-    weight_decay=0.0, eps=1e-8)` trains on X (m, D_0), y (m,) int64 labels (softmax) or
-    (m, C) values, with m <= n_max, and returns the loss.
+    weight_decay=0.0, eps=1e-8)` trains on X (m, D_0) (dense, or a
+    fastmlp.backends.csr.CSR), y (m,) int64 labels (softmax) or (m, C) values, with
+    m <= n_max, and returns the loss.
     """
     cdef _Plan p
     cdef bint f64
@@ -271,20 +285,31 @@ cdef class TrainStep:
         optimiser step number (Adam's bias correction); the loss penalised is
         weight_decay·Σ‖W‖², eps is Adam's."""
         cdef int m = _check_batch(X, y, sample_weight, self._layout)
-        cdef bint labels = self.p.output == OUT_SOFTMAX
+        cdef bint labels = self.p.output == OUT_SOFTMAX, sparse = isinstance(X, _CSR)
         cdef const int64_t[::1] yv = y if labels else None
+        cdef const int64_t[::1] ind = X.indices if sparse else None
+        cdef const int64_t[::1] ptr = X.indptr if sparse else None
         cdef const float[:, ::1] Xf, Yf
         cdef const double[:, ::1] Xd, Yd
-        cdef const float[::1] swf
-        cdef const double[::1] swd
+        cdef const float[::1] swf, dataf
+        cdef const double[::1] swd, datad
         cdef const int64_t* y_p = &yv[0] if labels else NULL
+        cdef const int64_t* ind_p = &ind[0] if sparse and ind.shape[0] else NULL
+        cdef const int64_t* ptr_p = &ptr[0] if sparse else NULL
+        cdef const float* Xf_p = NULL
+        cdef const double* Xd_p = NULL
         cdef const float* swf_p = NULL
         cdef const double* swd_p = NULL
         cdef const float* Yf_p = NULL
         cdef const double* Yd_p = NULL
         cdef double loss
         if self.f64:
-            Xd = X
+            if sparse:
+                datad = X.data
+                Xd_p = &datad[0] if datad.shape[0] else NULL
+            else:
+                Xd = X
+                Xd_p = &Xd[0, 0]
             if not labels:
                 Yd = y
                 Yd_p = &Yd[0, 0]
@@ -292,10 +317,15 @@ cdef class TrainStep:
                 swd = sample_weight
                 swd_p = &swd[0]
             with nogil:
-                loss = _run[double](&self.p, &Xd[0, 0], y_p, Yd_p, swd_p, m, lr, step,
-                                     weight_decay, eps)
+                loss = _run[double](&self.p, Xd_p, Xd_p, ind_p, ptr_p, y_p, Yd_p, swd_p, m, lr,
+                                    step, weight_decay, eps)
         else:
-            Xf = X
+            if sparse:
+                dataf = X.data
+                Xf_p = &dataf[0] if dataf.shape[0] else NULL
+            else:
+                Xf = X
+                Xf_p = &Xf[0, 0]
             if not labels:
                 Yf = y
                 Yf_p = &Yf[0, 0]
@@ -303,8 +333,11 @@ cdef class TrainStep:
                 swf = sample_weight
                 swf_p = &swf[0]
             with nogil:
-                loss = _run[float](&self.p, &Xf[0, 0], y_p, Yf_p, swf_p, m, lr, step,
-                                    weight_decay, eps)
-        if loss < 0:
+                loss = _run[float](&self.p, Xf_p, Xf_p, ind_p, ptr_p, y_p, Yf_p, swf_p, m, lr,
+                                   step, weight_decay, eps)
+        if loss == -1:
             raise ValueError("TrainStep.run: labels must be in [0, n_classes)")
+        if loss == -2:
+            raise ValueError("TrainStep.run: a column index of X is outside [0, D) or its "
+                             "indptr decreases")
         return loss

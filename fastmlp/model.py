@@ -16,6 +16,7 @@ from . import persistence
 from .backends import get_backend, reference
 from .backends import validation as V
 from .backends.contract import OUTPUT_TARGETS, activation_code, output_code
+from .backends.csr import CSR
 from .persistence import ModelFileError  # noqa: F401  (part of this module's API)
 
 _INFER_CHUNK = 4096
@@ -32,15 +33,18 @@ def softmax_rows(Z):
 class Workspace:
     """Buffers for one training step on up to `n` rows of a network with `sizes`.
 
-    X (n, sizes[0]); y (n,) int64 labels (softmax output) or (n, sizes[-1]) values;
+    X (n, sizes[0]), or for sparse input (`x_capacity` an int) a CSR buffer of n rows with
+    room for x_capacity stored entries; y (n,) int64 labels (softmax output) or (n, sizes[-1])
+    values;
     acts[i] (n, sizes[i+1]) (the last is the output's pre-activation); deltas[i] (n, sizes[i])
     for i >= 1 (gradient w.r.t. layer i's input); dZ (n, sizes[-1]); pred (n,) intp, hit (n,)
     bool and out (n, sizes[-1]) bool for the running accuracy.
     """
 
-    def __init__(self, sizes, n, dtype, output="softmax"):
-        self.n = n
-        self.X = np.empty((n, sizes[0]), dtype)
+    def __init__(self, sizes, n, dtype, output="softmax", x_capacity=None):
+        self.n, self.x_capacity = n, x_capacity
+        self.X = np.empty((n, sizes[0]), dtype) if x_capacity is None else \
+            CSR.empty(n, sizes[0], x_capacity, dtype)
         self.y = np.empty(n, np.int64) if OUTPUT_TARGETS[output] == "labels" else \
             np.empty((n, sizes[-1]), dtype)
         self.acts = [np.empty((n, s), dtype) for s in sizes[1:]]
@@ -58,8 +62,10 @@ class Workspace:
             if not 0 < m <= self.n:
                 raise ValueError(f"batch of {m} rows does not fit a workspace of {self.n}")
             view = object.__new__(Workspace)
-            view.n = m
-            view.X, view.y, view.dZ = self.X[:m], self.y[:m], self.dZ[:m]
+            view.n, view.x_capacity = m, self.x_capacity
+            view.X = self.X[:m] if self.x_capacity is None else \
+                CSR(self.X.data, self.X.indices, self.X.indptr[:m + 1], (m, self.X.shape[1]))
+            view.y, view.dZ = self.y[:m], self.dZ[:m]
             view.pred, view.hit, view.out = self.pred[:m], self.hit[:m], self.out[:m]
             view.acts = [a[:m] for a in self.acts]
             view.deltas = [None] + [d[:m] for d in self.deltas[1:]]
@@ -138,9 +144,10 @@ class MLP:
         return (f"MLP(layer_sizes={self.layer_sizes}, dtype={self.dtype.name}, "
                 f"backend={self.backend.name!r}{kinds})")
 
-    def workspace(self, n):
-        """A new training workspace for batches of up to n rows."""
-        return Workspace(self.layer_sizes, n, self.dtype, self.output)
+    def workspace(self, n, x_capacity=None):
+        """A new training workspace for batches of up to n rows (sparse ones of up to
+        x_capacity stored entries, when it is given)."""
+        return Workspace(self.layer_sizes, n, self.dtype, self.output, x_capacity)
 
     def check_targets(self, y, n, name="y"):
         """Training targets for n samples as the loss kernel takes them (int64 labels for a
@@ -177,25 +184,23 @@ class MLP:
 
     # ---- public API -----------------------------------------------------------------------
     def forward(self, X):
-        """The output layer's pre-activation (logits for the classifiers).  X (N, n_features)
-        -> (N, n_outputs), in the model's dtype."""
+        """The output layer's pre-activation (logits for the classifiers).  X (N, n_features),
+        dense or scipy.sparse -> (N, n_outputs), in the model's dtype."""
         return self._forward(V.check_X(X, self.n_features, self.dtype))
 
     def _forward(self, X):
-        """forward() on X already validated by check_X (C-contiguous, model dtype, finite)."""
+        """forward() on X already validated by check_X (C-contiguous, model dtype, finite;
+        or a CSR), in chunks of rows: the reference's composition of the backend's kernels."""
         n = X.shape[0]
         out = np.empty((n, self.n_outputs), self.dtype)
-        raw, last = self.backend.raw, self.n_layers - 1
         chunk = min(n, _INFER_CHUNK)
         bufs = [np.empty((chunk, s), self.dtype) for s in self.layer_sizes[1:-1]]
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
-            a = X[s:e]
-            for i in range(self.n_layers):
-                dst = out[s:e] if i == last else bufs[i][: e - s]
-                raw.linear_forward(a, self.weights[i], self.biases[i], dst,
-                                   self.activation if i < last else "identity")
-                a = dst
+            rows = X.rows(s, e) if isinstance(X, CSR) else X[s:e]
+            acts = [b[: e - s] for b in bufs] + [out[s:e]]
+            reference.forward(self.backend.raw, self.weights, self.biases, rows, acts,
+                              self.activation)
         return out
 
     def predict_proba(self, X):

@@ -12,11 +12,13 @@ trains through `fit_epoch` too, with its own `batch_hyperparameters`.
 """
 import math
 import time
+import weakref
 
 import numpy as np
 
 from .backends import reference
 from .backends import validation as V
+from .backends.csr import CSR, batch_capacity
 from .history import History
 from .model import MLP, r2_score
 from .schedules import EarlyStopping, _improved, make_schedule
@@ -132,9 +134,13 @@ class Trainer:
         return self.weight_decay, self.eps
 
     # ---- buffers ---------------------------------------------------------------------------
-    def _workspace(self, m):
-        if self._ws is None or self._ws.n < m:
-            self._ws = self.model.workspace(max(m, min(self.batch_size, 1 << 20)))
+    def _workspace(self, m, x_capacity=None):
+        """Workspace rows for a batch of m rows: dense, or (x_capacity an int) with a CSR
+        buffer of at least x_capacity entries; kept while it fits."""
+        ws = self._ws
+        if (ws is None or ws.n < m or (ws.x_capacity is None) != (x_capacity is None)
+                or (x_capacity is not None and ws.x_capacity < x_capacity)):
+            self._ws = self.model.workspace(max(m, min(self.batch_size, 1 << 20)), x_capacity)
         return self._ws.rows(m)
 
     def _ensure_state(self):
@@ -211,7 +217,7 @@ class Trainer:
         X = V.check_X(X_batch, m.n_features, m.dtype, name="X_batch")
         y = m.check_targets(y_batch, X.shape[0], name="y_batch")
         self._ensure_state()
-        ws = self._workspace(X.shape[0])
+        ws = self._workspace(X.shape[0], 0 if isinstance(X, CSR) else None)
         wd, eps = self.batch_hyperparameters(X.shape[0], self.t + 1)
         return self._step(ws, X, y, None, wd, eps)
 
@@ -242,9 +248,11 @@ class Trainer:
             order = self._rng.permutation(n)
         elif order is not None and check_input:
             order = np.asarray(order)
-            if order.shape != (n,) or order.dtype.kind not in "iu":
+            if order.shape != (n,) or order.dtype.kind not in "iu" or \
+                    (n and (order.min() < 0 or order.max() >= n)):
                 raise ValueError(f"order must be a permutation of the {n} rows, got "
                                  f"{order.dtype} {order.shape}")
+            order = np.ascontiguousarray(order, dtype=np.int64)
         return self._epoch(X, y, sample_weight, order, None)
 
     def _epoch(self, X, y, sw, order, bar):
@@ -252,7 +260,10 @@ class Trainer:
         m = self.model
         self._ensure_state()
         n, bs = X.shape[0], min(self.batch_size, X.shape[0])
-        ws_full = self._workspace(bs)
+        sparse = isinstance(X, CSR)
+        ws_full = self._workspace(bs, self._capacity(X, bs) if sparse else None)
+        if sparse and order is None:   # a sparse batch is always gathered: rows in order
+            order = self._in_order(n)
         if sw is not None and (getattr(self, "_sw_buf", None) is None
                                or self._sw_buf.shape[0] < bs or self._sw_buf.dtype != m.dtype):
             self._sw_buf = np.empty(bs, m.dtype)
@@ -262,7 +273,15 @@ class Trainer:
             ws = ws_full.rows(e - s)
             if order is not None:
                 idx = order[s:e]
-                Xb, yb = np.take(X, idx, axis=0, out=ws.X), np.take(y, idx, axis=0, out=ws.y)
+                if sparse:
+                    Xb = ws.X
+                    if m.backend.raw.csr_gather_rows(X.data, X.indices, X.indptr, idx, Xb.data,
+                                                     Xb.indices, Xb.indptr) < 0:
+                        raise RuntimeError("a sparse mini-batch did not fit its buffer: X "
+                                           "changed during the epoch")
+                else:
+                    Xb = np.take(X, idx, axis=0, out=ws.X)
+                yb = np.take(y, idx, axis=0, out=ws.y)
                 swb = None if sw is None else np.take(sw, idx, out=self._sw_buf[: e - s])
             else:
                 Xb, yb, swb = X[s:e], y[s:e], None if sw is None else sw[s:e]
@@ -280,6 +299,21 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False,
                                 **({"acc": f"{correct / e:.3f}"} if classify else {}))
         return loss_sum / n, (correct / n if classify else None)
+
+    def _capacity(self, X, bs):
+        """Stored entries the largest mini-batch of CSR X can hold (batch_capacity), computed
+        once per X (an O(N) pass) and kept, with a weak reference to X, for later epochs."""
+        kept = getattr(self, "_capacity_of", None)
+        if kept is None or kept[0]() is not X or kept[1] != bs:
+            self._capacity_of = kept = (weakref.ref(X), bs, batch_capacity(X, bs))
+        return kept[2]
+
+    def _in_order(self, n):
+        """np.arange(n), kept between epochs."""
+        rows = getattr(self, "_rows", None)
+        if rows is None or rows.shape[0] != n:
+            self._rows = rows = np.arange(n, dtype=np.int64)
+        return rows
 
     def fit(self, X, y, X_val=None, y_val=None, sample_weight=None):
         """Train for `epochs` epochs (fewer with early stopping).  X (N, D), y the targets of

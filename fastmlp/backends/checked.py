@@ -57,6 +57,65 @@ class CheckedBackend:
             check_shape("dX", dX, (n, d))
         return self.raw.linear_backward(dY, X, W, dW, db, dX)
 
+    def _check_csr(self, data, indices, indptr, n_cols, dtype=None, name="X"):
+        """A CSR matrix's arrays: data (nnz,) float, indices (nnz,) and indptr (N+1,) int64,
+        offsets non-decreasing within [0, nnz], the indices they cover in [0, n_cols).
+        Returns (dtype, N)."""
+        dt = check_float_array("data", data, 1, dtype)
+        for nm, a in (("indices", indices), ("indptr", indptr)):
+            if not isinstance(a, np.ndarray) or a.dtype != np.int64:
+                raise TypeError(f"{nm} must be an int64 numpy.ndarray, got "
+                                f"{getattr(a, 'dtype', type(a).__name__)}")
+            if a.ndim != 1 or not a.flags.c_contiguous:
+                raise ValueError(f"{nm} must be 1-D and C-contiguous, got shape {a.shape}")
+        if indices.shape != data.shape:
+            raise ValueError(f"indices must have data's shape {data.shape}, got {indices.shape}")
+        if indptr.size < 1:
+            raise ValueError("indptr must have n_rows + 1 >= 1 entries")
+        if np.any(np.diff(indptr) < 0) or indptr[0] < 0 or indptr[-1] > data.size:
+            raise ValueError(f"indptr must be non-decreasing offsets within [0, {data.size}]")
+        used = indices[indptr[0]:indptr[-1]]
+        if used.size and (used.min() < 0 or used.max() >= n_cols):
+            raise ValueError(f"{name} has column indices outside [0, {n_cols})")
+        return dt, indptr.size - 1
+
+    def csr_linear_forward(self, data, indices, indptr, W, b, out, activation="identity"):
+        dt = check_float_array("W", W, 2)
+        self._check_csr(data, indices, indptr, W.shape[0], dt)
+        check_float_array("b", b, 1, dt)
+        check_float_array("out", out, 2, dt, writeable=True)
+        h = W.shape[1]
+        check_shape("b", b, (h,))
+        check_shape("out", out, (indptr.size - 1, h))
+        activation_code(activation)
+        return self.raw.csr_linear_forward(data, indices, indptr, W, b, out, activation)
+
+    def csr_linear_backward(self, dY, data, indices, indptr, dW, db):
+        dt = check_float_array("dY", dY, 2)
+        check_float_array("dW", dW, 2, dt, writeable=True)
+        check_float_array("db", db, 1, dt, writeable=True)
+        _, n = self._check_csr(data, indices, indptr, dW.shape[0], dt)
+        check_shape("dY", dY, (n, dW.shape[1]))
+        check_shape("db", db, (dW.shape[1],))
+        return self.raw.csr_linear_backward(dY, data, indices, indptr, dW, db)
+
+    def csr_gather_rows(self, data, indices, indptr, rows, out_data, out_indices, out_indptr):
+        dt, n = self._check_csr(data, indices, indptr, np.iinfo(np.int64).max)
+        rows = check_labels(rows, rows.shape[0] if isinstance(rows, np.ndarray) else -1, n,
+                            name="rows")
+        check_float_array("out_data", out_data, 1, dt, writeable=True)
+        for nm, a in (("out_indices", out_indices), ("out_indptr", out_indptr)):
+            if not isinstance(a, np.ndarray) or a.dtype != np.int64 or a.ndim != 1 \
+                    or not a.flags.c_contiguous or not a.flags.writeable:
+                raise TypeError(f"{nm} must be a writeable 1-D C-contiguous int64 array")
+        check_shape("out_indptr", out_indptr, (rows.size + 1,))
+        need = int(np.sum(indptr[rows + 1] - indptr[rows]))
+        if out_data.size < need or out_indices.size < need:
+            raise ValueError(f"out_data and out_indices need room for {need} entries, have "
+                             f"{min(out_data.size, out_indices.size)}")
+        return self.raw.csr_gather_rows(data, indices, indptr, rows, out_data, out_indices,
+                                        out_indptr)
+
     def activation_backward(self, dH, H, activation="relu"):
         dt = check_float_array("dH", dH, 2, writeable=True)
         check_float_array("H", H, 2, dt)

@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .csr import CSR
+
 
 class Kernel(NamedTuple):
     """One function of the contract: its parameters in order (defaults as in the signature),
@@ -20,7 +22,7 @@ class Kernel(NamedTuple):
     params: tuple
     shapes: str
     writes: tuple
-    returns: str          # the name of the returned buffer, or "loss" (a Python float)
+    returns: str          # the name of the returned buffer, "loss" (a Python float) or "nnz"
 
 
 KERNELS = (
@@ -39,6 +41,16 @@ KERNELS = (
            "Z (N,K), Y (N,K), dZ (N,K), sample_weight (N,) or None", ("dZ",), "loss"),
     Kernel("poisson_grad", ("Z", "Y", "dZ", "sample_weight=None"),
            "Z (N,K), Y (N,K) >= 0, dZ (N,K), sample_weight (N,) or None", ("dZ",), "loss"),
+    Kernel("csr_linear_forward", ("data", "indices", "indptr", "W", "b", "out",
+                                  "activation='identity'"),
+           "X (N,D) as CSR: data (nnz,), indices (nnz,) int64, indptr (N+1,) int64; W (D,H), "
+           "b (H,), out (N,H)", ("out",), "out"),
+    Kernel("csr_linear_backward", ("dY", "data", "indices", "indptr", "dW", "db"),
+           "dY (N,H), X (N,D) as CSR, dW (D,H), db (H,)", ("dW", "db"), "dW"),
+    Kernel("csr_gather_rows", ("data", "indices", "indptr", "rows", "out_data", "out_indices",
+                               "out_indptr"),
+           "X as CSR, rows (m,) int64, out_* a CSR buffer of m rows", ("out_data", "out_indices",
+                                                                      "out_indptr"), "nnz"),
     Kernel("sgd_update", ("W", "dW", "lr", "weight_decay=0.0", "velocity=None", "momentum=0.0",
                           "nesterov=False"),
            "W, dW, velocity: one shape, any rank", ("W", "velocity"), "W"),
@@ -185,8 +197,9 @@ def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, opt
 
 def check_batch(X, y, sample_weight, layout):
     """The batch of a fused `TrainStep.run` built on `layout`: X (m, n_features) of its
-    dtype, y (m,) int64 labels (softmax output) or (m, n_outputs) C-contiguous values of its
-    dtype, sample_weight None or (m,) of its dtype, 1 <= m <= n_max (X's contiguity is the
+    dtype (a C-contiguous array, or a CSR with int64 indices and indptr (m+1,)), y (m,)
+    int64 labels (softmax output) or (m, n_outputs) C-contiguous values of its dtype,
+    sample_weight None or (m,) of its dtype, 1 <= m <= n_max (a dense X's contiguity is the
     caller's to check).  Returns m; raises ValueError/TypeError naming the argument."""
     dtype, n_max = layout.dtype, layout.n_max
     n_features, n_outputs = layout.layers[0][0], layout.layers[-1][1]
@@ -197,6 +210,14 @@ def check_batch(X, y, sample_weight, layout):
         raise ValueError(f"TrainStep.run: X has shape {X.shape}, expected ({m}, {n_features})")
     if X.dtype != dtype:
         raise TypeError(f"TrainStep.run: X has dtype {X.dtype}, expected {dtype}")
+    if isinstance(X, CSR):   # the kernels check the column indices and offsets they read
+        for name, a in (("indices", X.indices), ("indptr", X.indptr)):
+            if a.dtype != np.int64 or a.ndim != 1 or not a.flags.c_contiguous:
+                raise TypeError(f"TrainStep.run: X.{name} must be 1-D C-contiguous int64")
+        if not (X.data.ndim == 1 and X.data.flags.c_contiguous
+                and X.indices.shape == X.data.shape and X.indptr.shape == (m + 1,)
+                and 0 <= X.indptr[0] and X.indptr[m] <= X.data.shape[0]):
+            raise ValueError("TrainStep.run: X's CSR arrays do not fit together")
     if OUTPUTS[layout.output] == "softmax":
         if y.ndim != 1 or y.dtype != np.int64:
             raise TypeError(f"TrainStep.run: y must be 1-D int64, got {y.ndim}-D {y.dtype}")

@@ -15,6 +15,7 @@ import types
 
 import numpy as np
 
+from .csr import issparse
 from .contract import KERNEL_NAMES, OPTIMIZERS, OUTPUT_LOSS, activation_code, output_code
 
 name = "numpy"
@@ -56,6 +57,48 @@ def linear_backward(dY, X, W, dW, db, dX=None):
     if dX is not None:
         np.matmul(dY, W.T, out=dX)
     return dW
+
+
+def _csr(data, indices, indptr, n_cols):
+    """scipy.sparse.csr_array of the CSR triple (offsets in indptr need not start at 0)."""
+    import scipy.sparse
+    lo, hi = indptr[0], indptr[-1]
+    return scipy.sparse.csr_array((data[lo:hi], indices[lo:hi], indptr - lo),
+                                  shape=(indptr.shape[0] - 1, n_cols))
+
+
+def csr_linear_forward(data, indices, indptr, W, b, out, activation="identity"):
+    """out = f(X @ W + b) for a sparse X (N, D) given as CSR: row i's entries are
+    data[indptr[i]:indptr[i+1]] at columns indices[...] (int, in [0, D)).
+
+    data (nnz,), indices (nnz,), indptr (N+1,), W (D, H), b (H,), out (N, H).  Returns out."""
+    out[...] = _csr(data, indices, indptr, W.shape[0]) @ W
+    out += b
+    return activate(out, activation)
+
+
+def csr_linear_backward(dY, data, indices, indptr, dW, db):
+    """dW = X.T @ dY, db = dY.sum(0) for a sparse X (N, D) given as CSR (the input layer:
+    no dX).  dY (N, H), dW (D, H), db (H,).  Returns dW."""
+    dW[...] = _csr(data, indices, indptr, dW.shape[0]).T @ dY
+    np.sum(dY, axis=0, out=db)
+    return dW
+
+
+def csr_gather_rows(data, indices, indptr, rows, out_data, out_indices, out_indptr):
+    """Rows `rows` (m,) of the CSR X into the CSR buffer out_* (out_indptr (m+1,), from 0);
+    returns the number of entries written, or -1 (writing no entry) when they would not fit
+    in out_data / out_indices."""
+    lengths = indptr[np.asarray(rows) + 1] - indptr[rows]
+    if lengths.sum() > min(out_data.shape[0], out_indices.shape[0]):
+        return -1
+    out_indptr[0] = 0
+    np.cumsum(lengths, out=out_indptr[1:])
+    for r, i in enumerate(rows):
+        lo, hi, o = indptr[i], indptr[i + 1], out_indptr[r]
+        out_data[o:o + hi - lo] = data[lo:hi]
+        out_indices[o:o + hi - lo] = indices[lo:hi]
+    return int(out_indptr[-1])
 
 
 def activation_backward(dH, H, activation="relu"):
@@ -200,10 +243,15 @@ def adam_update(W, dW, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
 def forward(k, weights, biases, X, acts, activation="relu"):
     """The network's forward pass with the kernels of `k`: acts[i] = f(a·W_i + b_i), f the
     hidden `activation`, the last layer linear (the output's pre-activation, e.g. logits).
-    X (m, D_0), weights[i] (D_i, D_i+1), acts[i] (m, D_i+1).  Returns acts[-1]."""
+    X (m, D_0) dense, or a fastmlp.sparse.CSR; weights[i] (D_i, D_i+1), acts[i] (m, D_i+1).
+    Returns acts[-1]."""
     a, last = X, len(weights) - 1
     for i, (W, b) in enumerate(zip(weights, biases)):
-        k.linear_forward(a, W, b, acts[i], activation if i < last else "identity")
+        f = activation if i < last else "identity"
+        if issparse(a):   # a sparse input (fastmlp.sparse.CSR): the first layer only
+            k.csr_linear_forward(a.data, a.indices, a.indptr, W, b, acts[i], f)
+        else:
+            k.linear_forward(a, W, b, acts[i], f)
         a = acts[i]
     return a
 
@@ -222,7 +270,11 @@ def backward(k, weights, X, acts, dZ, dweights, dbiases, deltas, activation="rel
     for i in range(len(weights) - 1, -1, -1):
         inp = acts[i - 1] if i else X
         dX = deltas[i] if i else None
-        k.linear_backward(delta, inp, weights[i], dweights[i], dbiases[i], dX)
+        if issparse(inp):
+            k.csr_linear_backward(delta, inp.data, inp.indices, inp.indptr, dweights[i],
+                                  dbiases[i])
+        else:
+            k.linear_backward(delta, inp, weights[i], dweights[i], dbiases[i], dX)
         if i:
             delta = k.activation_backward(dX, inp, activation)
 

@@ -14,6 +14,8 @@ import numbers
 
 import numpy as np
 
+from .csr import as_csr, issparse
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -58,7 +60,12 @@ def check_number(name, x, low=None, high=None, low_inclusive=True, integer=False
 
 def check_X(X, n_features=None, dtype=np.float32, name="X"):
     """User data: a 2-D finite numeric array, converted to C-contiguous `dtype` (no copy when
-    it already is one)."""
+    it already is one); a scipy.sparse matrix or array becomes a `csr.CSR` of `dtype`."""
+    if issparse(X):
+        arr = as_csr(X, dtype)
+        if not all_finite(arr.data):
+            raise ValueError(f"{name} contains NaN or infinity")
+        return _check_X_shape(arr, n_features, name)
     if isinstance(X, np.ndarray) and X.dtype == dtype and X.flags.c_contiguous and X.ndim == 2:
         arr = X
     else:
@@ -71,14 +78,19 @@ def check_X(X, n_features=None, dtype=np.float32, name="X"):
         if arr.ndim != 2:
             raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}")
         arr = np.ascontiguousarray(arr, dtype=dtype)
+    _check_X_shape(arr, n_features, name)
+    if not all_finite(arr):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr
+
+
+def _check_X_shape(arr, n_features, name):
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: it has 0 samples")
     if arr.shape[1] == 0:
         raise ValueError(f"{name} has 0 features")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features, the model expects {n_features}")
-    if not all_finite(arr):
-        raise ValueError(f"{name} contains NaN or infinity")
     return arr
 
 

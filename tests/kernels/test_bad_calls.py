@@ -81,6 +81,27 @@ CASES = [
     ("adam m shape", "be.adam_update(f(3), f(3), f(4), f(3), 1, 0.1)", "ValueError", "m"),
     ("adam eps 0", "be.adam_update(f(3), f(3), f(3), f(3), 1, 0.1, eps=0.0)", "ValueError",
      "eps"),
+    # the sparse kernels: a CSR X as data (nnz,), indices (nnz,) int64, indptr (N+1,) int64
+    ("csr int32 indices", "be.csr_linear_forward(f(3), np.array([0, 1, 2], 'i4'), "
+     "np.array([0, 1, 3]), f(4, 2), f(2), f(2, 2))", "TypeError", "indices"),
+    ("csr index too big", "be.csr_linear_forward(f(3), np.array([0, 4, 2]), np.array([0, 1, 3]), "
+     "f(4, 2), f(2), f(2, 2))", "ValueError", "column indices"),
+    ("csr negative index", "be.csr_linear_backward(f(2, 2), f(3), np.array([0, -1, 2]), "
+     "np.array([0, 1, 3]), f(4, 2), f(2))", "ValueError", "column indices"),
+    ("csr decreasing indptr", "be.csr_linear_forward(f(3), np.array([0, 1, 2]), "
+     "np.array([0, 2, 1]), f(4, 2), f(2), f(2, 2))", "ValueError", "indptr"),
+    ("csr indptr past data", "be.csr_linear_forward(f(3), np.array([0, 1, 2]), "
+     "np.array([0, 1, 4]), f(4, 2), f(2), f(2, 2))", "ValueError", "indptr"),
+    ("csr out rows", "be.csr_linear_forward(f(3), np.array([0, 1, 2]), np.array([0, 1, 3]), "
+     "f(4, 2), f(2), f(3, 2))", "ValueError", "out"),
+    ("csr indices length", "be.csr_linear_forward(f(3), np.array([0, 1]), np.array([0, 1, 3]), "
+     "f(4, 2), f(2), f(2, 2))", "ValueError", "indices"),
+    ("gather row out of range", "be.csr_gather_rows(f(3), np.array([0, 1, 2]), "
+     "np.array([0, 1, 3]), np.array([2]), f(3), np.zeros(3, 'i8'), np.zeros(2, 'i8'))",
+     "ValueError", "rows"),
+    ("gather buffer too small", "be.csr_gather_rows(f(3), np.array([0, 1, 2]), "
+     "np.array([0, 1, 3]), np.array([1]), f(1), np.zeros(1, 'i8'), np.zeros(2, 'i8'))",
+     "ValueError", "room"),
     # object arrays, strings, mixed dtypes, other ranks and layouts
     ("object X", "be.linear_forward(f(4, 3).astype(object), f(3, 2), f(2), f(4, 2))",
      "TypeError", "X"),

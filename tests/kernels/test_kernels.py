@@ -241,3 +241,91 @@ def test_squared_error_and_poisson_worked_out(backend, dtype):
                     1 - 0 + 2 * np.log(2) - 2 + np.exp(-1) + 1 + 0 - 1])
     assert be.poisson_grad(Z, Y, dZ) == pytest.approx(want, rel=1e-6)
     np.testing.assert_allclose(dZ, (np.exp(Z.astype(np.float64)) - Y) / 2, rtol=1e-6)
+
+
+# --- the sparse first layer ---------------------------------------------------------------
+
+def _csr_case(rng, n, d, dtype, density):
+    """A CSR X (n, d) with an empty row, a repeated column and unsorted indices, as a view
+    of rows 1..n of a bigger matrix (absolute offsets)."""
+    import scipy.sparse
+    from fastmlp.backends.csr import as_csr
+    big = as_csr(scipy.sparse.random(n + 2, d, density=density, format="csr",
+                                     random_state=int(rng.integers(1 << 30))), dtype)
+    if n > 1:
+        lo, hi = big.indptr[1], big.indptr[2]     # row 0 of the view: reversed, a repeat
+        big.indices[lo:hi] = big.indices[lo:hi][::-1]
+        if hi - lo >= 2:
+            big.indices[lo] = big.indices[lo + 1]
+    return big.rows(1, n + 1)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("activation", ["identity", "relu", "logistic"])
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.5])
+def test_csr_linear_forward(compiled_backend, dtype, shape, activation, density):
+    n, d, h, _ = shape
+    rng = np.random.default_rng(11)
+    X = _csr_case(rng, n, d, dtype, density)
+    args = [X.data, X.indices, X.indptr, rand(rng, (d, h), dtype), rand(rng, (h,), dtype),
+            np.full((n, h), np.nan, dtype)]
+    check_against_reference(compiled_backend, "csr_linear_forward", args,
+                            {"activation": activation}, outputs=[5], returns=5)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.5])
+def test_csr_linear_backward(compiled_backend, dtype, shape, density):
+    n, d, h, _ = shape
+    rng = np.random.default_rng(12)
+    X = _csr_case(rng, n, d, dtype, density)
+    args = [rand(rng, (n, h), dtype), X.data, X.indices, X.indptr,
+            np.full((d, h), np.nan, dtype), np.full((h,), np.nan, dtype)]
+    check_against_reference(compiled_backend, "csr_linear_backward", args, outputs=[4, 5],
+                            returns=4)
+
+
+@pytest.mark.parametrize("rows", [[0], [2, 0, 2, 1], list(range(7))[::-1]],
+                         ids=["one", "repeats", "all-reversed"])
+def test_csr_gather_rows(compiled_backend, dtype, rows):
+    rng = np.random.default_rng(13)
+    X = _csr_case(rng, 7, 9, dtype, 0.4)
+    rows = np.array(rows, np.int64)
+    cap = X.nnz + 5
+    args = [X.data, X.indices, X.indptr, rows, np.zeros(cap, dtype), np.zeros(cap, np.int64),
+            np.zeros(rows.size + 1, np.int64)]
+    want, got = check_against_reference(compiled_backend, "csr_gather_rows", args,
+                                        outputs=[4, 5, 6])
+    assert got == want == int(np.sum(np.diff(X.indptr)[rows]))
+
+
+def test_sparse_kernels_equal_dense_ones(backend, dtype):
+    """X·W and Xᵀ·dY from the CSR kernels = the dense kernels on X.toarray()."""
+    be = fastmlp.get_backend(backend)
+    rng = np.random.default_rng(14)
+    X = _csr_case(rng, 20, 30, dtype, 0.2)
+    Xd = np.ascontiguousarray(X.toarray())
+    W, b, dY = rand(rng, (30, 6), dtype), rand(rng, (6,), dtype), rand(rng, (20, 6), dtype)
+    s_out, d_out = np.empty((20, 6), dtype), np.empty((20, 6), dtype)
+    be.csr_linear_forward(X.data, X.indices, X.indptr, W, b, s_out, "tanh")
+    be.linear_forward(Xd, W, b, d_out, "tanh")
+    assert_close(s_out, d_out, dtype)
+    s_dW, d_dW = np.empty((30, 6), dtype), np.empty((30, 6), dtype)
+    s_db, d_db = np.empty(6, dtype), np.empty(6, dtype)
+    be.csr_linear_backward(dY, X.data, X.indices, X.indptr, s_dW, s_db)
+    be.linear_backward(dY, Xd, W, d_dW, d_db)
+    assert_close(s_dW, d_dW, dtype)
+    assert_close(s_db, d_db, dtype)
+
+
+def test_csr_gather_that_would_overflow_writes_nothing_past_the_buffer(backend):
+    """The raw gather (which the Trainer calls unchecked) refuses rows that do not fit."""
+    raw = fastmlp.get_backend(backend).raw
+    rng = np.random.default_rng(15)
+    X = _csr_case(rng, 6, 8, np.float64, 0.6)
+    need = int(np.sum(np.diff(X.indptr)))
+    out_data = np.full(need + 2, 7.0)
+    out_idx = np.full(need + 2, 7, np.int64)
+    got = raw.csr_gather_rows(X.data, X.indices, X.indptr, np.arange(6), out_data[:need - 1],
+                              out_idx[:need - 1], np.zeros(7, np.int64))
+    assert got == -1 and np.all(out_data[need - 1:] == 7.0) and np.all(out_idx[need - 1:] == 7)

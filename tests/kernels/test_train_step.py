@@ -4,10 +4,12 @@ import re
 
 import numpy as np
 import pytest
+import scipy.sparse
 from helpers import check_against_reference, train_step_arrays, train_steps
 
 import fastmlp
 from fastmlp.backends.contract import ACTIVATIONS, OUTPUTS
+from fastmlp.backends.csr import CSR, as_csr
 
 
 def rand(rng, shape, dtype, scale=1.0):
@@ -78,6 +80,55 @@ def test_train_step_family(compiled_backend, dtype, net, opt, activation, output
     kw = dict(n_layers=len(sizes) - 1, optimizer=optimizer, hyper=hyper, lr=0.02, steps=3)
     check_against_reference(compiled_backend, train_steps, [X, y, sw] + arrays, kw,
                             outputs=[3 + k for k in outputs], returns="values")
+
+
+def _sparse_batch(rng, m, d, dtype, density=0.3):
+    """A CSR batch of m rows with empty rows, repeated and unsorted column indices."""
+    X = scipy.sparse.random(m, d, density=density, random_state=rng.integers(1 << 30),
+                            format="csr", dtype=np.float64)
+    X = as_csr(X, dtype)
+    if m > 2:   # an empty row, and a row whose entries repeat a column out of order
+        lo, hi = X.indptr[1], X.indptr[2]
+        X.data[lo:hi] = 0
+        X.indices[lo:hi] = X.indices[lo:hi][::-1]
+    return X
+
+
+@pytest.mark.parametrize("net", [((7, 13, 5, 3), 9, 6), ((300, 64, 10), 32, 32)],
+                         ids=["3layers", "wide"])
+@pytest.mark.parametrize("opt", list(STEP_OPTS))
+@pytest.mark.parametrize("output", ["softmax", "logistic"])
+def test_train_step_sparse_input(compiled_backend, dtype, net, opt, output):
+    """A CSR first layer in the fused step = the reference's sparse kernels composed."""
+    sizes, n_max, m = net
+    optimizer, hyper = STEP_OPTS[opt]
+    hyper = dict(hyper, activation="tanh", output=output)
+    rng = np.random.default_rng(13)
+    arrays, outputs = train_step_arrays(rng, sizes, n_max, dtype, optimizer,
+                                        hyper.get("momentum", 0))
+    X = _sparse_batch(rng, m, sizes[0], dtype)
+    y = _targets(rng, output, m, sizes[-1], dtype)
+    kw = dict(n_layers=len(sizes) - 1, optimizer=optimizer, hyper=hyper, lr=0.05, steps=3)
+    check_against_reference(compiled_backend, train_steps, [X, y, None] + arrays, kw,
+                            outputs=[3 + k for k in outputs], returns="values")
+
+
+def test_train_step_refuses_a_corrupt_sparse_batch(compiled_backend):
+    args, kw = _step_args()
+    step = compiled_backend.raw.TrainStep(*args, **kw)
+    X = as_csr(scipy.sparse.random(4, 5, density=0.5, random_state=0, format="csr"),
+               np.float32)
+    before = [p.copy() for p in args[0] + args[1]]
+    y = np.zeros(4, np.int64)
+    bad = CSR(X.data, X.indices.copy(), X.indptr, X.shape)
+    bad.indices[0] = 5
+    with pytest.raises(ValueError, match="column index of X is outside"):
+        step.run(bad, y, None, 0.1, 1)
+    with pytest.raises(TypeError, match="X.indices must be"):
+        step.run(CSR(X.data, X.indices.astype(np.int32), X.indptr, X.shape), y, None, 0.1, 1)
+    with pytest.raises(ValueError, match="do not fit together"):
+        step.run(CSR(X.data[:-1], X.indices[:-1], X.indptr, X.shape), y, None, 0.1, 1)
+    assert all(np.array_equal(p, q) for p, q in zip(args[0] + args[1], before))
 
 
 def test_train_step_refuses_targets_of_the_other_kind(compiled_backend):

@@ -75,3 +75,33 @@ def test_fit_epoch_gathers_without_allocating_per_step(digits):
         tracemalloc.stop()
     # 42 steps; a fresh (32, 64) batch copy per step would be 8 kB each
     assert peak < 64 * 1024, peak
+
+
+def test_sparse_epochs_allocate_nothing_per_step(compiled):
+    """A sparse mini-batch is gathered into the workspace's CSR buffer: after a warm-up
+    epoch, more epochs (shuffled) allocate no more than one epoch's order array."""
+    import scipy.sparse as sp
+    X = sp.random(640, 300, density=0.05, format="csr", random_state=0, dtype=np.float32)
+    y = np.random.default_rng(0).integers(0, 4, 640)
+    tr = Trainer(MLP((300, 32, 4), backend=compiled, seed=0), optimizer="adam", batch_size=64,
+                 epochs=1, seed=0)
+    from fastmlp.backends import validation
+    Xc = validation.check_X(X, 300)
+    y64, order = y.astype(np.int64), np.arange(640)
+    for _ in range(3):   # warm-up: JIT, the CSR workspace, optimizer state, capacity
+        tr.fit_epoch(Xc, y64, order=order, check_input=False)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        peak_growth, growth = 0, []
+        for _ in range(2):
+            for _ in range(5):   # 50 steps
+                tr.fit_epoch(Xc, y64, order=order, check_input=False)
+                peak_growth = max(peak_growth, tracemalloc.get_traced_memory()[1] - base)
+            growth.append(tracemalloc.get_traced_memory()[0] - base)
+    finally:
+        tracemalloc.stop()
+    # a batch's CSR copy (about 960 stored entries) would be 11 kB at the peak; a leak of
+    # 10 bytes a step would add 500 bytes between the two counts (the first one holds a
+    # few hundred bytes of interpreter free-list objects, which do not grow)
+    assert peak_growth < 4096 and growth[1] - growth[0] < 512, (peak_growth, growth)

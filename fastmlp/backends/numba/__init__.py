@@ -1,8 +1,9 @@
 """The Numba backend's raw kernels (kernels.py) and fused `TrainStep` (train_step.py), under
 the names of the contract; compile settings and the thread policy are in config.py."""
-from .kernels import (activation_backward, adam_update, linear_backward,  # noqa: F401
-                      linear_forward, logistic_xent_grad, poisson_grad, sgd_update,
-                      softmax_xent_grad, squared_error_grad)
+from .kernels import (activation_backward, adam_update, csr_gather_rows,  # noqa: F401
+                      csr_linear_backward, csr_linear_forward, linear_backward, linear_forward,
+                      logistic_xent_grad, poisson_grad, sgd_update, softmax_xent_grad,
+                      squared_error_grad)
 from .train_step import TrainStep  # noqa: F401
 
 name = "numba"

@@ -100,11 +100,7 @@ def _linear_backward(dY, X, W, dW, db, dX):
     """dW = X.T @ dY, db = column sums of dY, dX = dY @ W.T when dX is given."""
     # dY (N,H) IN, X (N,D) IN, W (D,H) IN, dW (D,H) OUT, db (H,) OUT, dX (N,D) OUT or None
     np.dot(X.T, dY, dW)
-    n, h = dY.shape
-    db[:] = 0
-    for i in range(n):
-        for j in range(h):
-            db[j] += dY[i, j]
+    _column_sums(dY, db)
     if dX is not None:
         np.dot(dY, W.T, dX)
 
@@ -115,6 +111,79 @@ def _activation_backward(dH, H, act):
     # dH (N,H) IN/OUT, H (N,H) IN
     for i in range(dH.shape[0]):
         _act_backward_row(dH[i], H[i], act)
+
+
+@_jit
+def _csr_forward(data, indices, indptr, W, out):
+    """out = X·W for the CSR X (rows indptr[i]..indptr[i+1] of data/indices); returns False
+    (and stops) at a column index outside [0, D) or decreasing offsets -- which would read
+    out of bounds -- True otherwise."""
+    # data (nnz,), indices (nnz,) int64, indptr (N+1,) int64 IN, W (D,H) IN, out (N,H) OUT
+    n, h = out.shape
+    d = W.shape[0]
+    zero = out.dtype.type(0)
+    for i in range(n):
+        row = out[i]
+        for j in range(h):
+            row[j] = zero
+        lo, hi = indptr[i], indptr[i + 1]
+        if hi < lo:
+            return False
+        for p in range(lo, hi):
+            c = indices[p]
+            if c < 0 or c >= d:
+                return False
+            v = data[p]
+            w = W[c]
+            for j in range(h):
+                row[j] += v * w[j]
+    return True
+
+
+@_jit
+def _csr_weight_grad(dY, data, indices, indptr, dW):
+    """dW = Xᵀ·dY for the CSR X: each stored X[i, c] adds X[i, c]·dY[i] to row c of dW (the
+    indices were checked by the forward pass on the same rows)."""
+    # dY (N,H) IN, data/indices/indptr IN, dW (D,H) OUT
+    n, h = dY.shape
+    dW[:] = 0
+    for i in range(n):
+        g = dY[i]
+        for p in range(indptr[i], indptr[i + 1]):
+            v = data[p]
+            w = dW[indices[p]]
+            for j in range(h):
+                w[j] += v * g[j]
+
+
+@_jit
+def _column_sums(dY, db):
+    """db = column sums of dY."""
+    # dY (N,H) IN, db (H,) OUT
+    db[:] = 0
+    for i in range(dY.shape[0]):
+        for j in range(dY.shape[1]):
+            db[j] += dY[i, j]
+
+
+@_jit
+def _csr_gather(data, indices, indptr, rows, out_data, out_indices, out_indptr):
+    """Rows `rows` of a CSR X into the CSR buffer out_*; returns the entries written, or -1
+    when the next row would not fit in out_data / out_indices (nothing is written past them)."""
+    # data/indices/indptr IN, rows (m,) int64 IN, out_data/out_indices (cap,), out_indptr (m+1,)
+    o = 0
+    cap = min(out_data.shape[0], out_indices.shape[0])
+    out_indptr[0] = 0
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        if o + indptr[i + 1] - indptr[i] > cap:
+            return -1
+        for p in range(indptr[i], indptr[i + 1]):
+            out_data[o] = data[p]
+            out_indices[o] = indices[p]
+            o += 1
+        out_indptr[r + 1] = o
+    return o
 
 
 # The compiled kernels above return nothing: a jitted function that returns an array boxes it
@@ -138,6 +207,29 @@ def activation_backward(dH, H, activation="relu"):
     """dH *= f'(z) in place, from the layer's output H = f(z).  dH, H (N,H).  Returns dH."""
     _activation_backward(dH, H, ACT_CODES[activation])
     return dH
+
+
+def csr_linear_forward(data, indices, indptr, W, b, out, activation="identity"):
+    """out = f(X @ W + b) for a CSR X (N, D): data (nnz,), indices (nnz,) int64, indptr (N+1,)
+    int64; W (D,H), b (H,), out (N,H).  Returns out; ValueError for an index out of range."""
+    if not _csr_forward(data, indices, indptr, W, out):
+        raise ValueError("csr_linear_forward: a column index is outside [0, D) or indptr "
+                         "decreases")
+    _bias_act(out, b, ACT_CODES[activation])
+    return out
+
+
+def csr_linear_backward(dY, data, indices, indptr, dW, db):
+    """dW = X.T @ dY, db = column sums of dY for a CSR X (N, D).  Returns dW."""
+    _csr_weight_grad(dY, data, indices, indptr, dW)
+    _column_sums(dY, db)
+    return dW
+
+
+def csr_gather_rows(data, indices, indptr, rows, out_data, out_indices, out_indptr):
+    """Rows `rows` (m,) of a CSR X into the CSR buffer out_*; returns the entries written, or
+    -1 (nothing written past the buffer) when they do not fit."""
+    return int(_csr_gather(data, indices, indptr, rows, out_data, out_indices, out_indptr))
 
 
 # --------------------------------------------------------------------------- loss

@@ -57,9 +57,10 @@ from numba.extending import overload
 from ..contract import (OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_SGD, OUTPUTS, check_batch,
                         step_layout)
 from .config import JIT_OPTIONS
-from .kernels import (ACT_CODES, _act_backward_row, _adam_step, _bias_act, _sgd_momentum_step,
-                      _sgd_step, logistic_xent_grad, poisson_grad, softmax_xent_grad,
-                      squared_error_grad)
+from ..csr import CSR
+from .kernels import (ACT_CODES, _act_backward_row, _adam_step, _bias_act, _csr_forward,
+                      _csr_weight_grad, _sgd_momentum_step, _sgd_step, logistic_xent_grad,
+                      poisson_grad, softmax_xent_grad, squared_error_grad)
 
 _jit = njit(**JIT_OPTIONS)
 
@@ -224,19 +225,21 @@ def _update(kind, n, P, G, S1, S2, dtype, lr, wd2, mu, b1, b1c, b2, b2c, c1, c2,
 # --------------------------------------------------------------------------- the step
 
 @_jit
-def _run(plan, X, y, sw, lr, step, weight_decay, eps):
-    """One training step on the batch X (m, D), targets y (m,) or (m, C), sw (m,) or None,
-    with the arrays of `plan`; returns the loss before the update (non-finite: nothing was
+def _run(plan, X, data, indices, indptr, m, y, sw, lr, step, weight_decay, eps):
+    """One training step on the batch of m rows -- X (m, D) dense, or (when indptr is not
+    empty) the CSR data, indices, indptr -- with targets y (m,) or (m, C), sw (m,) or None,
+    and the arrays of `plan`; returns the loss before the update (non-finite: nothing was
     updated)."""
-    # plan (_HEAD + n_layers * _REC,) int64 IN, X (m, D) IN, y (m,) or (m, C) IN,
+    # plan (_HEAD + n_layers * _REC,) int64 IN, X (m, D) IN (unused when sparse), data (nnz,),
+    # indices (nnz,) int64, indptr (m+1,) int64 IN (empty when dense), y (m,) or (m, C) IN,
     # sw (m,) IN or None
-    if not X.flags.c_contiguous:
+    sparse = indptr.shape[0] > 0
+    if not sparse and not X.flags.c_contiguous:
         raise ValueError("TrainStep.run: X must be C-contiguous")
     dt = X.dtype
     t = dt.type
     nl, kind, scr, fn = plan[_NL], plan[_KIND], plan[_SCRATCH], plan[_FN]
     last = nl - 1
-    m = X.shape[0]
     hyp = _view(plan[_HYPER], 3, np.float64)
     ab = _view(scr + _ALPHA, 2, dt)
     lr_, wd2, mu, eps_ = t(lr), t(2.0 * weight_decay), t(hyp[_MU]), t(eps)
@@ -251,8 +254,15 @@ def _run(plan, X, y, sw, lr, step, weight_decay, eps):
     for i in range(nl):
         L = _HEAD + i * _REC
         fi, fo, act = plan[L + _FI], plan[L + _FO], plan[L + _ACT]
-        # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major arrays
-        _gemm(scr, ab, _CH_N, _CH_N, fo, m, fi, one, plan[L + _W], fo, a, fi, zero, act, fo)
+        if i == 0 and sparse:   # act_0 = X·W_0, one row of W_0 per stored entry
+            if not _csr_forward(data, indices, indptr, _view(plan[L + _W], (fi, fo), dt),
+                                _view(act, (m, fo), dt)):
+                raise ValueError("TrainStep.run: a column index of X is outside [0, D) or "
+                                 "its indptr decreases")
+        else:
+            # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major
+            _gemm(scr, ab, _CH_N, _CH_N, fo, m, fi, one, plan[L + _W], fo, a, fi, zero, act,
+                  fo)
         _bias_act(_view(act, (m, fo), dt), _view(plan[L + _B], fo, dt),
                   fn if i < last else _IDENTITY)
         a = act
@@ -285,7 +295,12 @@ def _run(plan, X, y, sw, lr, step, weight_decay, eps):
         else:
             a = xa
         # weight gradient inpᵀδ as dWᵀ (fo, fi) = δᵀ (fo, m) · inp (m, fi), fused with the update
-        if kind == OPT_SGD:
+        if i == 0 and sparse:   # a sparse input: dW = Xᵀδ scattered by rows, then the loops
+            _csr_weight_grad(_view(delta, (m, fo), dt), data, indices, indptr,
+                             _view(plan[L + _DW], (fi, fo), dt))
+            _update(kind, fi * fo, W, plan[L + _DW], plan[L + _SW1], plan[L + _SW2], dt, lr_,
+                    wd2, mu, b1, b1c, b2, b2c, c1, c2, eps_)
+        elif kind == OPT_SGD:
             _gemm(scr, ab, _CH_N, _CH_T, fo, fi, m, -lr_, delta, fo, a, fi, one - wd2 * lr_,
                   W, fo)
         elif kind == OPT_MOMENTUM:
@@ -341,6 +356,10 @@ class TrainStep:
         plan[_HEAD:] = np.array(layers, np.int64).reshape(-1)
         self._plan = plan
         self._params = list(weights) + list(biases)
+        # what _run is given for the input it does not have: a dense X for a sparse batch,
+        # empty CSR arrays for a dense one
+        self._no_X = np.zeros((1, 0), lay.dtype)
+        self._no_index = np.zeros(0, np.int64)
         # the arrays whose addresses the plan holds stay alive as long as the step
         self._keep = [weights, biases, dweights, dbiases, acts, deltas, dZ, state]
 
@@ -350,10 +369,14 @@ class TrainStep:
         return len(mine) == len(theirs) and all(a is b for a, b in zip(mine, theirs))
 
     def run(self, X, y, sample_weight, lr, step, weight_decay=0.0, eps=1e-8):
-        """Train on X (m, D_0), targets y (m,) int64 labels or (m, C) values, optional
-        sample_weight (m,); returns the batch's loss before the update (NaN/inf: nothing was
-        updated).  `step` (>= 1)
+        """Train on X (m, D_0) (a dense array, or a fastmlp.backends.csr.CSR), targets y (m,)
+        int64 labels or (m, C) values, optional sample_weight (m,); returns the batch's loss
+        before the update (NaN/inf: nothing was updated).  `step` (>= 1)
         is the optimiser step number (Adam's bias correction); the loss penalised is
         weight_decay·Σ‖W‖², eps is Adam's."""
-        check_batch(X, y, sample_weight, self._layout)
-        return _run(self._plan, X, y, sample_weight, lr, step, weight_decay, eps)
+        m = check_batch(X, y, sample_weight, self._layout)
+        if isinstance(X, CSR):
+            return _run(self._plan, self._no_X, X.data, X.indices, X.indptr, m, y,
+                        sample_weight, lr, step, weight_decay, eps)
+        return _run(self._plan, X, self._no_X[0], self._no_index, self._no_index, m, y,
+                    sample_weight, lr, step, weight_decay, eps)
