@@ -137,7 +137,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
 
     def _validation_score(self, model, X_val, y_val, sw_val):
         """R² of the predictions, NaN when they are not finite (as sklearn)."""
-        pred = self._output(X_val, model)
+        pred = self._activate(model.forward(X_val))
         if not np.isfinite(pred).all():
             return np.nan
         return float(r2_score(y_val, pred, sample_weight=sw_val))
