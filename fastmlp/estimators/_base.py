@@ -218,13 +218,15 @@ class BaseMLP(SolversMixin, BaseEstimator):
 
     def _output(self, X):
         """The network's output (n_samples, n_outputs) on X, computed in the parameters'
-        dtype and returned in the one scikit-learn's arithmetic gives (X's and the
-        parameters' combined: float64 for float64 or integer X)."""
+        dtype; for a numeric array X returned in the dtype scikit-learn's arithmetic gives
+        (X's and the parameters' combined: float64 for float64 or integer X)."""
         check_is_fitted(self)
         model = self._get_model()
-        X = validate_data(self, X, reset=False)
-        dtype = np.result_type(X.dtype, model.dtype)
-        P = self._activate(model.forward(np.ascontiguousarray(X, dtype=model.dtype)))
+        given = getattr(X, "dtype", None)
+        X = validate_data(self, X, reset=False, dtype=model.dtype, order="C")
+        numeric = isinstance(given, np.dtype) and given.kind in "biuf"
+        dtype = np.result_type(given, model.dtype) if numeric else model.dtype
+        P = self._activate(model.forward(X))
         return P if P.dtype == dtype else P.astype(dtype)
 
     def _expected_failed_checks(self):
