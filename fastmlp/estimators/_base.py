@@ -27,6 +27,46 @@ from ._solvers import STOCHASTIC, SolversMixin
 
 _FLOATS = (np.float32, np.float64)
 
+# the parameters both estimators share, for their docstrings
+PARAMETERS_DOC = """hidden_layer_sizes : array-like of shape (n_layers - 2,) or int, default=(100,)
+    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
+    solver : {"adam", "sgd", "lbfgs"}, default="adam"
+    alpha : float >= 0, default=1e-4
+        L2 strength in sklearn's convention: a batch's loss gets 0.5 * alpha * sum ||W||^2 / m,
+        m its number of samples (or its sum of sample weights).
+    batch_size : int or "auto" (= min(200, n_samples)), default="auto"
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant" (sgd only)
+    learning_rate_init, power_t : float, default=0.001, 0.5
+    max_iter : int >= 1, default=200 (epochs for sgd/adam, iterations for lbfgs)
+    shuffle, warm_start, nesterovs_momentum, early_stopping, verbose : bool
+    random_state : int, RandomState instance or None, default=None
+    tol : float >= 0, default=1e-4
+    momentum : float in [0, 1), default=0.9
+    validation_fraction, beta_1, beta_2 : float in [0, 1), default=0.1, 0.9, 0.999
+    epsilon : float > 0, default=1e-8
+    n_iter_no_change : int >= 1 or np.inf, default=10
+    max_fun : int >= 1, default=15000 (lbfgs only)
+    backend : {"auto", "numpy", "numba", "cython"}, default="auto"
+    dtype : None, "float32" or "float64" (or the numpy type), default=None
+        Precision of the parameters and of every computation; None: X's dtype when it is
+        float32 or float64, else float64 (as scikit-learn)."""
+ATTRIBUTES_DOC = """coefs_ : list of ndarray, coefs_[i] of shape (units[i], units[i + 1])
+    intercepts_ : list of ndarray, intercepts_[i] of shape (layer_units[i + 1],)
+        coefs_ and intercepts_ are the network's own arrays, trained in place.
+    loss_, best_loss_ : float (best_loss_ is None with early stopping)
+    loss_curve_ : list of float, one entry per epoch (sgd/adam)
+    n_iter_ : int; t_ : int, training samples seen by the stochastic solver
+    n_features_in_ : int; feature_names_in_ : ndarray, when X has string column names
+    n_layers_ : int"""
+
+
+def store_parameters(estimator, values):
+    """Set each constructor argument in `values` (the constructor's locals()) as the attribute
+    of the same name, unchanged, as scikit-learn's estimators must."""
+    for name, value in values.items():
+        if name not in ("self", "__class__"):
+            setattr(estimator, name, value)
+
 
 class BaseMLP(SolversMixin, BaseEstimator):
     """Parameters, fitting and the MLP behind MLPClassifier and MLPRegressor."""
@@ -60,41 +100,16 @@ class BaseMLP(SolversMixin, BaseEstimator):
                   Options(np.dtype, {np.dtype(t) for t in _FLOATS})],
     }
 
-    def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
-                 learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose,
-                 warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction,
-                 beta_1, beta_2, epsilon, n_iter_no_change, max_fun, backend, dtype):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.backend = backend
-        self.dtype = dtype
-
     def _check_solver(self):
         if self.solver not in STOCHASTIC:
             raise AttributeError(f"partial_fit is only available for stochastic optimizers. "
                                  f"{self.solver} is not stochastic.")
         return True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False  # dense X only (so far)
+        return tags
 
     def __getstate__(self):
         state = dict(super().__getstate__())  # BaseEstimator may hand back __dict__ itself

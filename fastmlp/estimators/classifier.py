@@ -17,54 +17,26 @@ from sklearn.utils.multiclass import (_check_partial_fit_first_call,
                                       unique_labels)
 from sklearn.utils.validation import column_or_1d
 
-from ._base import BaseMLP
+from ._base import ATTRIBUTES_DOC, PARAMETERS_DOC, BaseMLP, store_parameters
 
 
 class MLPClassifier(ClassifierMixin, BaseMLP):
-    """Multi-layer perceptron classifier, trained on the log-loss by fastmlp's kernels.
+    __doc__ = f"""Multi-layer perceptron classifier, trained on the log-loss by fastmlp's kernels.
 
     A drop-in for `sklearn.neural_network.MLPClassifier`: the same parameters, defaults,
     output layer, training loop and fitted attributes.
 
     Parameters
     ----------
-    hidden_layer_sizes : array-like of shape (n_layers - 2,) or int, default=(100,)
-    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
-    solver : {"adam", "sgd", "lbfgs"}, default="adam"
-    alpha : float >= 0, default=1e-4
-        L2 strength in sklearn's convention: a batch's loss gets 0.5 * alpha * sum ||W||^2 / m,
-        m its number of samples (or its sum of sample weights).
-    batch_size : int or "auto" (= min(200, n_samples)), default="auto"
-    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant" (sgd only)
-    learning_rate_init, power_t : float, default=0.001, 0.5
-    max_iter : int >= 1, default=200 (epochs for sgd/adam, iterations for lbfgs)
-    shuffle, warm_start, nesterovs_momentum, early_stopping, verbose : bool
-    random_state : int, RandomState instance or None, default=None
-    tol : float >= 0, default=1e-4
-    momentum : float in [0, 1), default=0.9
-    validation_fraction, beta_1, beta_2 : float in [0, 1), default=0.1, 0.9, 0.999
-    epsilon : float > 0, default=1e-8
-    n_iter_no_change : int >= 1 or np.inf, default=10
-    max_fun : int >= 1, default=15000 (lbfgs only)
+    {PARAMETERS_DOC}
     class_weight : dict, "balanced" or None, default=None
         Multiplies each sample's weight by its class's weight (not in sklearn's MLP).
-    backend : {"auto", "numpy", "numba", "cython"}, default="auto"
-    dtype : None, "float32" or "float64" (or the numpy type), default=None
-        Precision of the parameters and of every computation; None: X's dtype when it is
-        float32 or float64, else float64 (as scikit-learn).
 
     Attributes
     ----------
+    {ATTRIBUTES_DOC}
     classes_ : ndarray of shape (n_classes,)
-    coefs_ : list of ndarray, coefs_[i] of shape (layer_units[i], layer_units[i + 1])
-    intercepts_ : list of ndarray, intercepts_[i] of shape (layer_units[i + 1],)
-        coefs_ and intercepts_ are the network's own arrays, trained in place.
-    loss_, best_loss_ : float (best_loss_ is None with early stopping)
-    loss_curve_ : list of float, one entry per epoch (sgd/adam)
-    validation_scores_, best_validation_score_ : list of float, float (early stopping)
-    n_iter_ : int; t_ : int, training samples seen by the stochastic solver
-    n_features_in_ : int; feature_names_in_ : ndarray, when X has string column names
-    n_layers_ : int
+    validation_scores_, best_validation_score_ : accuracy on the validation set (early stopping)
     n_outputs_ : int, output units: n_classes (multiclass), 1 (binary), n_labels (multilabel)
     out_activation_ : str, "softmax" (multiclass) or "logistic" (binary, multilabel)
     """
@@ -81,16 +53,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  class_weight=None, backend="auto", dtype=None):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
-            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun, backend=backend, dtype=dtype)
-        self.class_weight = class_weight
+        store_parameters(self, locals())
 
     # ---- public API ---------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -136,7 +99,6 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
         tags.classifier_tags.multi_label = True
         return tags
 

@@ -14,52 +14,27 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import column_or_1d
 
-from ._base import BaseMLP
+from ._base import ATTRIBUTES_DOC, PARAMETERS_DOC, BaseMLP, store_parameters
 
 
 class MLPRegressor(RegressorMixin, BaseMLP):
-    """Multi-layer perceptron regressor, trained by fastmlp's kernels.
+    __doc__ = f"""Multi-layer perceptron regressor, trained by fastmlp's kernels.
 
     A drop-in for `sklearn.neural_network.MLPRegressor`: the same parameters, defaults,
     losses, training loop and fitted attributes.
 
     Parameters
     ----------
-    loss : {"squared_error", "poisson"}, default="squared_error"
+    loss : {{"squared_error", "poisson"}}, default="squared_error"
         Half the squared error (identity output), or half the Poisson deviance with a log
         link (exp output; y must be >= 0).
-    hidden_layer_sizes : array-like of shape (n_layers - 2,) or int, default=(100,)
-    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
-    solver : {"adam", "sgd", "lbfgs"}, default="adam"
-    alpha : float >= 0, default=1e-4
-        L2 strength in sklearn's convention: a batch's loss gets 0.5 * alpha * sum ||W||^2 / m,
-        m its number of samples (or its sum of sample weights).
-    batch_size : int or "auto" (= min(200, n_samples)), default="auto"
-    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant" (sgd only)
-    learning_rate_init, power_t : float, default=0.001, 0.5
-    max_iter : int >= 1, default=200 (epochs for sgd/adam, iterations for lbfgs)
-    shuffle, warm_start, nesterovs_momentum, early_stopping, verbose : bool
-    random_state : int, RandomState instance or None, default=None
-    tol : float >= 0, default=1e-4
-    momentum : float in [0, 1), default=0.9
-    validation_fraction, beta_1, beta_2 : float in [0, 1), default=0.1, 0.9, 0.999
-    epsilon : float > 0, default=1e-8
-    n_iter_no_change : int >= 1 or np.inf, default=10
-    max_fun : int >= 1, default=15000 (lbfgs only)
-    backend : {"auto", "numpy", "numba", "cython"}, default="auto"
-    dtype : None, "float32" or "float64" (or the numpy type), default=None
-        Precision of the parameters and of every computation; None: X's dtype when it is
-        float32 or float64, else float64 (as scikit-learn).
+    {PARAMETERS_DOC}
 
     Attributes
     ----------
-    coefs_, intercepts_ : lists of ndarray, the network's own arrays, trained in place
-    loss_, best_loss_ : float (best_loss_ is None with early stopping)
-    loss_curve_ : list of float, one entry per epoch (sgd/adam)
+    {ATTRIBUTES_DOC}
     validation_scores_, best_validation_score_ : R² on the validation set (early stopping)
-    n_iter_ : int; t_ : int, training samples seen by the stochastic solver
-    n_features_in_ : int; feature_names_in_ : ndarray, when X has string column names
-    n_layers_, n_outputs_ : int
+    n_outputs_ : int
     out_activation_ : str, "identity" (squared_error) or "exp" (poisson)
     """
 
@@ -75,16 +50,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  backend="auto", dtype=None):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
-            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun, backend=backend, dtype=dtype)
-        self.loss = loss
+        store_parameters(self, locals())
 
     # ---- public API ---------------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -109,7 +75,6 @@ class MLPRegressor(RegressorMixin, BaseMLP):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
         tags.target_tags.multi_output = True
         return tags
 
