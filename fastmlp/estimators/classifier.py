@@ -122,8 +122,20 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             if np.setdiff1d(classes, self.classes_).size:
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` "
                                  f"has {self.classes_}. 'y' has {classes}.")
-        return X, self._label_binarizer.transform(y).astype(bool), \
-            self._class_sample_weight(sample_weight, X, y, incremental)
+        return X, self._binarize(y), self._class_sample_weight(sample_weight, X, y, incremental)
+
+    def _binarize(self, y):
+        """LabelBinarizer.transform(y) as bool (n_samples, n_outputs), built directly for 1-D
+        labels (already checked to lie in classes_), the binarizer's own work otherwise."""
+        lb = self._label_binarizer
+        if y.ndim != 1 or lb.y_type_ not in ("binary", "multiclass"):
+            return lb.transform(y).astype(bool)
+        if len(self.classes_) <= 2:  # one logistic unit: 1 for classes_[1]
+            return (y == self.classes_[-1]).reshape(-1, 1) if len(self.classes_) == 2 else \
+                np.zeros((len(y), 1), bool)
+        Y = np.zeros((len(y), len(self.classes_)), bool)
+        Y[np.arange(len(y)), np.searchsorted(self.classes_, y)] = True
+        return Y
 
     def _class_sample_weight(self, sample_weight, X, y, incremental):
         """sample_weight times class weights, (n_samples,) in X's dtype, or None."""
