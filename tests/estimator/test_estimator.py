@@ -209,6 +209,22 @@ def test_adaptive_learning_rate():
     np.testing.assert_allclose(fm.loss_curve_, sk.loss_curve_, rtol=1e-9)
 
 
+def test_float32_dtype_refuses_values_beyond_float32():
+    """X finite in float64 but not in float32 (1e39): a float32 estimator refuses it at fit
+    and predict with sklearn's message; the default (X's dtype, float64) trains on it."""
+    rng = np.random.RandomState(0)
+    X, y = rng.standard_normal((30, 4)), np.arange(30) % 3
+    big = X.copy()
+    big[2, 2] = 1e39
+    f32 = MLPClassifier((4,), max_iter=2, random_state=0, dtype="float32")
+    with pytest.raises(ValueError, match="Input X contains infinity or a value too large"):
+        f32.fit(big, y)
+    with pytest.raises(ValueError, match="Input X contains infinity or a value too large"):
+        f32.fit(X, y).predict(big)
+    assert MLPClassifier((4,), max_iter=2, random_state=0).fit(big, y).coefs_[0].dtype == \
+        np.float64
+
+
 # ---- fitted state ------------------------------------------------------------------------------
 def test_coefs_are_the_trained_weights(small_digits):
     X, y = small_digits[:2]
