@@ -209,6 +209,7 @@ def test_adaptive_learning_rate():
     np.testing.assert_allclose(fm.loss_curve_, sk.loss_curve_, rtol=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_float32_dtype_refuses_values_beyond_float32():
     """X finite in float64 but not in float32 (1e39): a float32 estimator refuses it at fit
     and predict with sklearn's message; the default (X's dtype, float64) trains on it."""
