@@ -287,3 +287,46 @@ def estimator_vs_trainer(backend, dtype=np.float32, seed=0, **case):
     trainer()
     return {"MLPClassifier.fit": estimator, "Trainer.fit": trainer,
             "steps": epochs * -(-n // bs)}
+
+
+# --------------------------------------------------------------------------- sparse input
+
+SPARSE_CASE = dict(rows=20_000, features=10_000, density=0.005, classes=5, hidden=100,
+                   epochs=2)
+
+
+def sparse_problem(rows, features, density, classes, seed=0, dtype=np.float32):
+    """A TF-IDF-like classification problem: a CSR X (rows, features) of non-negative
+    entries at `density`, rows scaled to unit norm, labels from a planted linear model."""
+    import scipy.sparse
+    rng = np.random.default_rng(seed)
+    X = scipy.sparse.random(rows, features, density=density, format="csr", dtype=np.float64,
+                            random_state=seed)
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+    X = scipy.sparse.diags(1 / np.maximum(norms, 1e-12)) @ X
+    y = np.argmax(X @ rng.standard_normal((features, classes)), axis=1)
+    return X.astype(dtype).tocsr(), y
+
+
+def sparse_fits(backend, dtype=np.float32, seed=0, **case):
+    """`fastmlp.MLPClassifier.fit` and scikit-learn's on the same sparse problem (SPARSE_CASE:
+    20 000 x 10 000 at 0.5%, 100 hidden units, Adam, batch 200, `epochs` epochs, float32 X),
+    each a closure that trains from scratch; {"fastmlp", "sklearn", "epochs", "nnz"}."""
+    import warnings
+    from ..estimators import MLPClassifier as Ours
+    from .peers import need
+    need("sklearn")
+    from sklearn.neural_network import MLPClassifier as Theirs
+    cfg = dict(SPARSE_CASE, **case)
+    X, y = sparse_problem(cfg["rows"], cfg["features"], cfg["density"], cfg["classes"], seed,
+                          dtype)
+    kw = dict(hidden_layer_sizes=(cfg["hidden"],), max_iter=cfg["epochs"], tol=0.0,
+              n_iter_no_change=np.inf, random_state=seed)
+    ours, theirs = Ours(backend=backend, **kw), Theirs(**kw)
+
+    def fit(est):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # ConvergenceWarning: max_iter epochs, on purpose
+            est.fit(X, y)
+    return {"fastmlp": lambda: fit(ours), "sklearn": lambda: fit(theirs),
+            "epochs": cfg["epochs"], "nnz": X.nnz, "model": ours, "data": (X, y)}

@@ -50,6 +50,8 @@ def parse_args(argv):
                    help="skip MLPClassifier.fit against Trainer.fit")
     p.add_argument("--no-activations", action="store_true",
                    help="skip the fused step's activations against ReLU")
+    p.add_argument("--no-sparse", action="store_true",
+                   help="skip the TF-IDF-like sparse problem against scikit-learn")
     p.add_argument("--settle", type=float, default=0.15, metavar="S",
                    help="seconds to sleep before switching thread pools (default 0.15)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target FAILs")
@@ -229,6 +231,42 @@ def format_activations(acts):
     return "\n".join(lines)
 
 
+def run_sparse(a, say):
+    """fastmlp.MLPClassifier against scikit-learn's on a TF-IDF-like sparse problem
+    (cases.SPARSE_CASE), interleaved fits; seconds per epoch and the speed-up."""
+    out = []
+    for b in COMPILED:
+        say(f"  sparse input {b}")
+        try:
+            fits = B.sparse_fits(b, epochs=1 if a.quick else B.SPARSE_CASE["epochs"])
+        except B.Unavailable as exc:
+            out.append({"backend": b, "skipped": str(exc)})
+            continue
+        epochs = fits["epochs"]
+        best = interleave([[("fastmlp", fits["fastmlp"]), ("sklearn", fits["sklearn"])]],
+                          2 if a.quick else 3, a.settle, turn_seconds=0.0)
+        X, y = fits["data"]
+        out.append({"backend": b, "epochs": epochs, "nnz": fits["nnz"], "shape": X.shape,
+                    "s_per_epoch": {k: float(np.median(v)) / epochs for k, v in best.items()},
+                    "x_sklearn": ratio(best, "sklearn", "fastmlp"),
+                    "train_accuracy": float(fits["model"].score(X, y))})
+    return out
+
+
+def format_sparse(rows):
+    lines = []
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"{r['backend']:<7}skipped: {r['skipped']}")
+            continue
+        q1, v, q3 = r["x_sklearn"]
+        t = r["s_per_epoch"]
+        lines.append(f"{r['backend']:<7}fastmlp {t['fastmlp']:.2f} s/epoch, sklearn "
+                     f"{t['sklearn']:.2f} s/epoch: {v:.2f}× faster [{q1:.2f}-{q3:.2f}] "
+                     f"(train accuracy {r['train_accuracy']:.3f})")
+    return "\n".join(lines)
+
+
 ESTIMATOR_LIMIT = 1.05   # MLPClassifier.fit per step <= 1.05 x Trainer.fit per step
 
 
@@ -379,6 +417,7 @@ def main(argv=None):
     bd = run_breakdown(a, say) if a.breakdown else []
     acts = [] if a.no_activations else run_activations(a, say)
     est = [] if a.no_estimator else run_estimator(a, say)
+    sparse = [] if a.no_sparse else run_sparse(a, say)
     tta = [] if a.no_tta else run_tta(a, say)
     seconds, busy = time.perf_counter() - t0, busy_seconds()
     foreign = None if busy is None or busy0 is None else \
@@ -405,6 +444,12 @@ def main(argv=None):
               "Adam, batch 200, 20 epochs, float32; per-step time, ratio median [IQR] over "
               "interleaved rounds")
         print(format_estimator(est))
+    if sparse:
+        c = B.SPARSE_CASE
+        print(f"\nSparse input: MLPClassifier on {c['rows']} x {c['features']} CSR at "
+              f"{c['density']:.1%} (TF-IDF-like), {c['hidden']} hidden units, Adam, batch 200, "
+              "float32, the same X for both; interleaved fits, median over rounds")
+        print(format_sparse(sparse))
     if tta:
         print(f"\nTime to accuracy: D-{tta.RECIPE['hidden']}-10, Adam lr {tta.RECIPE['lr']:g}, "
               f"batch {tta.RECIPE['batch_size']}, seed 0; training wall time, one run each")
@@ -417,7 +462,8 @@ def main(argv=None):
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"environment": env, "args": vars(a), "step": step, "targets": targets,
-                       "breakdown": bd, "activations": acts, "estimator": est, "tta": tta, "seconds": seconds,
+                       "breakdown": bd, "activations": acts, "estimator": est, "sparse": sparse,
+                       "tta": tta, "seconds": seconds,
                        "foreign_cpus": foreign}, f, indent=1)
     if a.plot:
         plot(a.plot, step, tta)

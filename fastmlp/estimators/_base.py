@@ -108,7 +108,7 @@ class BaseMLP(SolversMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False  # dense X only (so far)
+        tags.input_tags.sparse = True   # scipy.sparse CSR/CSC: the sparse first-layer kernels
         return tags
 
     def __getstate__(self):
@@ -121,7 +121,7 @@ class BaseMLP(SolversMixin, BaseEstimator):
         it is float32 or float64, else float64 (as scikit-learn)."""
         dtype = _FLOATS[::-1] if self.dtype is None else np.dtype(self.dtype)
         return validate_data(self, X, y, dtype=dtype, order="C", multi_output=True,
-                             reset=reset, **kwargs)
+                             accept_sparse=("csr", "csc"), reset=reset, **kwargs)
 
     # ---- fitting (subclasses provide _validate_input, _out_activation, _encode, _stratify
     # and _validation_score) ------------------------------------------------------------------
@@ -238,7 +238,8 @@ class BaseMLP(SolversMixin, BaseEstimator):
         check_is_fitted(self)
         model = self._get_model()
         given = getattr(X, "dtype", None)
-        X = validate_data(self, X, reset=False, dtype=model.dtype, order="C")
+        X = validate_data(self, X, reset=False, dtype=model.dtype, order="C",
+                          accept_sparse=("csr", "csc"))
         numeric = isinstance(given, np.dtype) and given.kind in "biuf"
         dtype = np.result_type(given, model.dtype) if numeric else model.dtype
         P = self._activate(model.forward(X))
@@ -248,10 +249,11 @@ class BaseMLP(SolversMixin, BaseEstimator):
         """Estimator checks expected to fail, {check name: reason}; fed to
         `parametrize_with_checks(expected_failed_checks=...)`."""
         if self.dtype is not None and np.dtype(self.dtype) == np.float32:
-            return {"check_sample_weight_equivalence_on_dense_data":
-                    "float32: weighting rows instead of repeating them changes the summation "
-                    "order, so after training the predictions differ by a few float32 units "
-                    "in the last place (1e-7 to 1e-6 relative): the check's rtol=1e-7 lies "
-                    "below float32's resolution (eps 1.2e-7); in float64 (the default for "
-                    "float64 X) they agree to ~1e-14 and the check passes"}
+            why = ("float32: weighting rows instead of repeating them changes the summation "
+                   "order, so after training the predictions differ by a few float32 units "
+                   "in the last place (1e-7 to 1e-6 relative): the check's rtol=1e-7 lies "
+                   "below float32's resolution (eps 1.2e-7); in float64 (the default for "
+                   "float64 X) they agree to ~1e-14 and the check passes")
+            return {f"check_sample_weight_equivalence_on_{kind}_data": why
+                    for kind in ("dense", "sparse")}
         return {}

@@ -20,14 +20,21 @@ import warnings
 
 import numpy as np
 import scipy.optimize
+import scipy.sparse
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import shuffle as _shuffle
 from sklearn.utils.optimize import _check_optimize_result
 
+from ..backends.csr import as_csr
 from ..trainer import Trainer, TrainingDivergedError
 
 STOCHASTIC = ("sgd", "adam")
+
+
+def as_training_input(X, dtype):
+    """X as the Trainer takes it unchecked: a scipy.sparse X as a CSR (converted once)."""
+    return as_csr(X, dtype) if scipy.sparse.issparse(X) else X
 
 
 def _lbfgs_print_options(verbose):
@@ -109,7 +116,8 @@ class SolversMixin:
         if parts[1].shape[0] < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' "
                              "or the size of your dataset.")
-        parts = [np.ascontiguousarray(p) for p in parts] + [None, None]
+        parts = [p if scipy.sparse.issparse(p) else np.ascontiguousarray(p)
+                 for p in parts] + [None, None]
         return parts[0], parts[2], parts[4], parts[1], parts[3], parts[5]
 
     def _fit_stochastic(self, model, X, y, sw, incremental, stratify):
@@ -129,6 +137,7 @@ class SolversMixin:
         else:
             X_val = y_val = sw_val = None
         n = X.shape[0]
+        X = as_training_input(X, model.dtype)
         tr = self._make_trainer(model, self._batch_size(n), fresh=not incremental)
         sample_idx, diverged = np.arange(n), False
         try:
@@ -222,6 +231,7 @@ class SolversMixin:
         spans = list(zip(bounds[:-1], bounds[1:]))
         wd = 0.5 * self.alpha / (X.shape[0] if sw is None else float(sw.sum(dtype=np.float64)))
         scale = self._loss_scale()
+        X = as_training_input(X, model.dtype)
 
         def loss_grad(x):
             for p, (a, b) in zip(params, spans):

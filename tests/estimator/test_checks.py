@@ -34,5 +34,6 @@ def test_expected_failures_only_for_float32(cls):
     assert cls()._expected_failed_checks() == {}  # dtype=None: float64 for the checks' data
     assert cls(dtype="float64")._expected_failed_checks() == {}
     reasons = cls(dtype=np.float32)._expected_failed_checks()
-    assert set(reasons) == {"check_sample_weight_equivalence_on_dense_data"}
-    assert "float32" in reasons["check_sample_weight_equivalence_on_dense_data"]
+    assert set(reasons) == {"check_sample_weight_equivalence_on_dense_data",
+                            "check_sample_weight_equivalence_on_sparse_data"}
+    assert all("float32" in why for why in reasons.values())

@@ -476,3 +476,22 @@ def test_fit_builds_the_fused_step_once(digits, backend, monkeypatch, params):
     assert clf.n_iter_ >= 2 and len(built) == 1
     clf.partial_fit(Xtr, ytr)   # a new call: one more build, for its one epoch
     assert len(built) == 2
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_sparse_X_trains_as_dense(fmt, solver):
+    """A scipy.sparse X trains without being densified, to the same model as the dense X."""
+    import scipy.sparse as sp
+    rng = np.random.default_rng(0)
+    X = sp.random(200, 60, density=0.1, format=fmt, random_state=0, dtype=np.float64)
+    y = (X @ rng.standard_normal(60) > 0).astype(int)
+    kw = dict(hidden_layer_sizes=(16,), solver=solver, max_iter=15, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sparse = MLPClassifier(**kw).fit(X, y)
+        dense = MLPClassifier(**kw).fit(X.toarray(), y)
+    for a, b in zip(sparse.coefs_, dense.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(sparse.predict_proba(X), dense.predict_proba(X.toarray()),
+                               rtol=1e-9)

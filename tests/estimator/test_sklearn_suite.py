@@ -46,12 +46,7 @@ PRIVATE = {
         "reads sklearn's private _optimizer.learning_rate (fastmlp keeps the rate in _lr); "
         "test_estimator.py's test_adaptive_learning_rate checks the same on the same data"),
 }
-# pending: sparse input (in progress) -- remove this group when sparse X is supported
-PENDING_SPARSE = {
-    "test_sparse_matrices[csr_matrix]": "pending: sparse input (in progress)",
-    "test_sparse_matrices[csr_array]": "pending: sparse input (in progress)",
-}
-EXCUSED = {**{k: v[1] for k, v in PRIVATE.items()}, **PENDING_SPARSE}
+EXCUSED = {k: v[1] for k, v in PRIVATE.items()}
 
 CONFTEST = """import pytest
 EXCUSED = {excused!r}
@@ -133,8 +128,6 @@ def test_excused_items_read_private_attributes():
              if isinstance(n, ast.FunctionDef)}
     for item, (private, _) in PRIVATE.items():
         assert private in funcs[item.split("[")[0]], (item, private)
-    for item in PENDING_SPARSE:
-        assert "csr_container" in funcs[item.split("[")[0]], item
 
 
 @pytest.mark.slow
