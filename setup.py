@@ -62,15 +62,20 @@ extensions = [
         ["csrc/kernels.pyx"],
         include_dirs=[np.get_include(), "csrc"],
         depends=["csrc/updates.h", "csrc/step_loops.h", "csrc/sparse_loops.h",
-                 "csrc/train_step.pxi"],
+                 "csrc/pool.h", "csrc/train_step.pxi"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )
 ]
 
+# fastmlp's own threads for the fused steps' large GEMMs (plain C, no Cython)
+pool = Extension("fastmlp.backends._pool", ["csrc/pool.c"], include_dirs=["csrc"],
+                 depends=["csrc/pool.h"], extra_compile_args=["-O2"],
+                 extra_link_args=["-pthread"])
+
 setup(
-    ext_modules=cythonize(
+    ext_modules=[pool] + cythonize(
         extensions,
         compiler_directives={
             "language_level": "3",

@@ -15,7 +15,8 @@
 # * Matrix products go to BLAS (scipy.linalg.cython_blas sgemm/dgemm).  A row-major (r, c)
 #   array is a column-major (c, r) one, so C = A·B is computed as Cᵀ = Bᵀ·Aᵀ.  Everything
 #   around the GEMM (bias, ReLU, column sums, softmax, optimiser updates) is one fused loop.
-#   `_gemm` (alpha/beta) is the one BLAS call, shared with the fused step (train_step.pxi).
+#   `_blas_gemm` (alpha/beta) is the kernels' BLAS call; the fused step (train_step.pxi) calls
+#   the GEMM provider it was built with (fastmlp.backends.blas).
 # * Loops over many independent elements use `prange` (static schedule) at or above a size
 #   threshold, serially below it (`use_threads_if`).  The default thresholds are high: after
 #   a parallel region libgomp's idle workers spin for a while and take cores from the
@@ -84,14 +85,14 @@ cdef inline floating _sqrt(floating x) noexcept nogil:
         return sqrt(x)
 
 
-cdef void _gemm(char ta, char tb, int m, int n, int k, floating alpha,
+cdef void _blas_gemm(char ta, char tb, int m, int n, int k, floating alpha,
                 const floating* A, int lda, const floating* B, int ldb, floating beta,
                 floating* C, int ldc) noexcept nogil:
     """Column-major C (m, n) = alpha·op(A) (m, k) · op(B) (k, n) + beta·C: BLAS gemm.
 
     Callers pass leading dimensions of at least 1.  An empty product (k == 0) is written
-    here (beta·C) rather than trusting every BLAS to do it.  The one GEMM of the Cython
-    backend: the kernels and the fused TrainStep both call it.
+    here (beta·C) rather than trusting every BLAS to do it.  The GEMM of the separate
+    kernels (SciPy's BLAS); the fused TrainStep calls its provider's (train_step.pxi).
     """
     cdef Py_ssize_t i, j
     if m == 0 or n == 0:
@@ -212,7 +213,7 @@ cdef void _linear_forward(const floating[:, ::1] X,  # IN  (N, D)
     cdef floating one = 1, zero = 0
     with nogil:
         # outᵀ (H, N) = Wᵀ (H, D) · Xᵀ (D, N), all column-major views of the row-major arrays
-        _gemm(c'N', c'N', H, N, D, one, &W[0, 0], max(1, H), &X[0, 0], max(1, D), zero,
+        _blas_gemm(c'N', c'N', H, N, D, one, &W[0, 0], max(1, H), &X[0, 0], max(1, D), zero,
               &out[0, 0], max(1, H))
         if N and H:
             _bias_act(&out[0, 0], &b[0], N, H, act)   # one pass: bias and activation
@@ -231,12 +232,12 @@ cdef void _linear_backward(const floating[:, ::1] dY,  # IN  (N, H)
     cdef floating one = 1, zero = 0
     with nogil:
         # dWᵀ (H, D) = dYᵀ (H, N) · X (N, D)
-        _gemm(c'N', c'T', H, D, N, one, &dY[0, 0], max(1, H), &X[0, 0], max(1, D), zero,
+        _blas_gemm(c'N', c'T', H, D, N, one, &dY[0, 0], max(1, H), &X[0, 0], max(1, D), zero,
               &dW[0, 0], max(1, H))
         _column_sums(dY, db)
         if want_dx:
             # dXᵀ (D, N) = W (D, H) · dYᵀ (H, N)
-            _gemm(c'T', c'N', D, N, H, one, &W[0, 0], max(1, H), &dY[0, 0], max(1, H), zero,
+            _blas_gemm(c'T', c'N', D, N, H, one, &W[0, 0], max(1, H), &dY[0, 0], max(1, H), zero,
                   &dX[0, 0], max(1, D))
 
 

@@ -1,5 +1,5 @@
-# Included by kernels.pyx (one extension module, so the helpers there, `_gemm` first, are
-# shared).  numba/train_step.py is the same step in Numba, with the same helper names.
+# Included by kernels.pyx (one extension module, so the helpers there are shared).
+# numba/train_step.py is the same step in Numba, with the same helper names.
 #
 # Design
 # ------
@@ -30,9 +30,9 @@
 
 from libc.stdlib cimport calloc, free
 from libc.math cimport isfinite
-from scipy.linalg.cython_blas cimport daxpy, saxpy
 
 from fastmlp.backends import contract as _contract
+from fastmlp.backends.blas import gemm_pool as _gemm_pool, get_provider as _get_provider
 from fastmlp.backends.csr import CSR as _CSR
 
 _check_batch = _contract.check_batch
@@ -68,6 +68,24 @@ cdef struct _Layer:
     void* sb1
     void* sb2
 
+# the GEMM provider's functions (fastmlp.backends.blas: Fortran ABI, addresses at run time)
+ctypedef void (*_gemm_f)(char*, char*, int*, int*, int*, void*, const void*, int*, const void*,
+                         int*, void*, void*, int*) noexcept nogil
+ctypedef void (*_axpy_f)(int*, void*, const void*, int*, void*, int*) noexcept nogil
+
+cdef extern from "pool.h" nogil:
+    # fastmlp's own threads for the large GEMMs (csrc/pool.c, fastmlp.backends._pool)
+    ctypedef struct fm_job:
+        _gemm_f gemm
+        char ta, tb
+        int m, n, k, lda, ldb, ldc, itemsize, chunks, use_workers
+        const void* alpha
+        const void* A
+        const void* B
+        const void* beta
+        void* C
+    ctypedef void (*fm_gemm_entry)(fm_job*) noexcept nogil
+
 cdef struct _Plan:
     _Layer* L
     double* acc    # (widest layer,) double accumulators for column sums
@@ -75,18 +93,39 @@ cdef struct _Plan:
     int n_layers, n_max, kind
     int activation, output   # codes: contract.ACTIVATIONS, contract.OUTPUTS
     double mu, b1, b2
+    _gemm_f gemm   # the provider's sgemm or dgemm, and axpy alike
+    _axpy_f axpy
+    fm_gemm_entry pool       # fastmlp's GEMM threads (NULL: none built)
+    int chunks     # blocks a GEMM of at least min_flops is cut into (the pool's threads)
+    int use_workers          # whether the pool's workers take part (TrainStep.set_threads)
+    double min_flops
 
 
-cdef void _axpy(Py_ssize_t n, floating a, const floating* x, floating* y) noexcept nogil:
-    """y += a·x over n elements (BLAS; chunks so every call's count fits an int)."""
+cdef void _gemm(_Plan* p, char ta, char tb, int m, int n, int k, floating alpha,
+                const floating* A, int lda, const floating* B, int ldb, floating beta,
+                floating* C, int ldc) noexcept nogil:
+    """Column-major C = alpha·op(A)·op(B) + beta·C (all of m, n, k >= 1) through the step's
+    GEMM provider: a GEMM of at least min_flops is cut into p.chunks blocks for fastmlp's
+    threads (pool.c), a smaller one is one call."""
+    cdef fm_job job
+    if p.pool == NULL or 2.0 * m * n * k < p.min_flops:
+        p.gemm(&ta, &tb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc)
+        return
+    job.gemm, job.ta, job.tb = p.gemm, ta, tb
+    job.m, job.n, job.k, job.lda, job.ldb, job.ldc = m, n, k, lda, ldb, ldc
+    job.itemsize, job.chunks, job.use_workers = sizeof(floating), p.chunks, p.use_workers
+    job.alpha, job.A, job.B, job.beta, job.C = &alpha, A, B, &beta, C
+    p.pool(&job)
+
+
+cdef void _axpy(_Plan* p, Py_ssize_t n, floating a, const floating* x, floating* y) noexcept nogil:
+    """y += a·x over n elements through the step's provider (chunks so every count fits an
+    int)."""
     cdef int one = 1, chunk
     cdef Py_ssize_t done = 0
     while done < n:
         chunk = <int>min(n - done, <Py_ssize_t>(1 << 30))
-        if floating is float:
-            saxpy(&chunk, &a, <float*>(x + done), &one, y + done, &one)
-        else:
-            daxpy(&chunk, &a, <double*>(x + done), &one, y + done, &one)
+        p.axpy(&chunk, &a, x + done, &one, y + done, &one)
         done += chunk
 
 
@@ -157,7 +196,7 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
                 return -2
         else:
             # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major
-            _gemm(c'N', c'N', L.fan_out, m, L.fan_in, one, <floating*>L.W, L.fan_out,
+            _gemm(p, c'N', c'N', L.fan_out, m, L.fan_in, one, <floating*>L.W, L.fan_out,
                   a, L.fan_in, zero, <floating*>L.act, L.fan_out)
         _bias_act(<floating*>L.act, <floating*>L.b, m, L.fan_out,
                   p.activation if i < last else ACT_IDENTITY)
@@ -178,7 +217,7 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
         if i > 0:
             # dXᵀ (fi, m) = W (fi, fo) · δᵀ (fo, m); then the activation backward and the bias
             # gradient of layer i-1 in one pass
-            _gemm(c'T', c'N', fi, m, fo, one, W, fo, delta, fo, zero,
+            _gemm(p, c'T', c'N', fi, m, fo, one, W, fo, delta, fo, zero,
                      <floating*>L.dX, fi)
             _mask_colsum(<floating*>L.dX, a, m, fi, p.activation, p.acc,
                          <floating*>p.L[i - 1].db)
@@ -188,14 +227,14 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
             _update(p.kind, W, <floating*>L.dW, <floating*>L.sW1, <floating*>L.sW2,
                     <Py_ssize_t>fi * fo, lr, wd2, mu, b1, b2, c1, c2, eps)
         elif p.kind == OPT_SGD:
-            _gemm(c'N', c'T', fo, fi, m, -lr, delta, fo, a, fi, 1 - wd2 * lr, W, fo)
+            _gemm(p, c'N', c'T', fo, fi, m, -lr, delta, fo, a, fi, 1 - wd2 * lr, W, fo)
         elif p.kind == OPT_MOMENTUM:
-            _gemm(c'N', c'T', fo, fi, m, one, delta, fo, a, fi, mu, <floating*>L.sW1, fo)
+            _gemm(p, c'N', c'T', fo, fi, m, one, delta, fo, a, fi, mu, <floating*>L.sW1, fo)
             if wd2 != 0:
-                _axpy(<Py_ssize_t>fi * fo, wd2, W, <floating*>L.sW1)
-            _axpy(<Py_ssize_t>fi * fo, -lr, <floating*>L.sW1, W)
+                _axpy(p, <Py_ssize_t>fi * fo, wd2, W, <floating*>L.sW1)
+            _axpy(p, <Py_ssize_t>fi * fo, -lr, <floating*>L.sW1, W)
         else:
-            _gemm(c'N', c'T', fo, fi, m, one, delta, fo, a, fi, zero, <floating*>L.dW, fo)
+            _gemm(p, c'N', c'T', fo, fi, m, one, delta, fo, a, fi, zero, <floating*>L.dW, fo)
             _update(p.kind, W, <floating*>L.dW, <floating*>L.sW1, <floating*>L.sW2,
                     <Py_ssize_t>fi * fo, lr, wd2, mu, b1, b2, c1, c2, eps)
         _update(p.kind, <floating*>L.b, <floating*>L.db, <floating*>L.sb1, <floating*>L.sb2,
@@ -214,7 +253,7 @@ cdef class TrainStep:
 
     TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
               momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu',
-              output='softmax')
+              output='softmax', gemm='auto')
 
     weights[i] (D_i, D_i+1), biases[i] (D_i+1,), dweights/dbiases the same shapes; acts[i]
     (n_max, D_i+1); deltas[i] (n_max, D_i) for i >= 1 (deltas[0] is ignored); dZ (n_max, C);
@@ -230,6 +269,7 @@ cdef class TrainStep:
     cdef list _params
     cdef list _keep
     cdef readonly object dtype
+    cdef readonly object provider
 
     def __cinit__(self):
         self.p.L = NULL
@@ -241,9 +281,11 @@ cdef class TrainStep:
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
-                 output="softmax"):
+                 output="softmax", gemm="auto"):
         cdef int i, nl
         cdef _Layer* L
+        cdef size_t gemm_f, axpy_f, pool_f
+        self.provider = pv = _get_provider(gemm)
         lay = self._layout = _contract.step_layout(
             weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
             nesterov, activation, output)
@@ -251,6 +293,12 @@ cdef class TrainStep:
         self.dtype, self.f64 = lay.dtype, lay.dtype == _F64
         self.p.kind, self.p.n_layers, self.p.n_max = lay.kind, nl, lay.n_max
         self.p.activation, self.p.output = lay.activation, lay.output
+        gemm_f = pv.dgemm if self.f64 else pv.sgemm
+        axpy_f = pv.daxpy if self.f64 else pv.saxpy
+        pool_f, chunks = _gemm_pool()
+        self.p.gemm, self.p.axpy = <_gemm_f>gemm_f, <_axpy_f>axpy_f
+        self.p.pool, self.p.chunks = <fm_gemm_entry>pool_f, chunks
+        self.p.use_workers, self.p.min_flops = 0, _contract.MIN_GEMM_FLOPS
         self.p.mu, self.p.b1, self.p.b2 = momentum, beta1, beta2
         self.p.L = <_Layer*>calloc(nl, sizeof(_Layer))
         self.p.acc = <double*>calloc(max(max(r[0], r[1]) for r in layers), sizeof(double))
@@ -267,19 +315,16 @@ cdef class TrainStep:
             L.sW1, L.sW2, L.sb1, L.sb2 = _ptr(rec[8]), _ptr(rec[9]), _ptr(rec[10]), _ptr(rec[11])
         self.p.dZ = _ptr(lay.dZ)
 
+    def set_threads(self, n):
+        """From now on GEMMs of at least contract.MIN_GEMM_FLOPS run on up to n of fastmlp's
+        threads (the caller and n - 1 workers), smaller ones on the caller alone.  The
+        result does not depend on n.  The provider's own pool should run one thread
+        (fastmlp.threads.ThreadPolicy sees to it)."""
+        self.p.use_workers = 1 if int(n) >= 2 else 0
+
     def uses(self, weights, biases):
         """True if `weights + biases` are the very arrays this step was built on."""
-        cdef Py_ssize_t i
-        cdef list mine = self._params
-        if len(weights) + len(biases) != len(mine):
-            return False
-        for i in range(len(weights)):
-            if weights[i] is not mine[i]:
-                return False
-        for i in range(len(biases)):
-            if biases[i] is not mine[len(weights) + i]:
-                return False
-        return True
+        return _contract.same_arrays(self._params, weights, biases)
 
     def run(self, X, y, sample_weight, double lr, double step, double weight_decay=0.0,
             double eps=1e-8):

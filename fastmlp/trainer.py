@@ -21,6 +21,7 @@ from .backends import validation as V
 from .backends.csr import CSR, batch_capacity
 from .history import History
 from .model import MLP, r2_score
+from .threads import ThreadPolicy, check_threads
 from .schedules import EarlyStopping, _improved, make_schedule
 
 
@@ -38,6 +39,10 @@ class Trainer:
     lr_schedule: None, a schedule from fastmlp.schedules, or a callable f(epoch, lr0).
     early_stopping: None, True (val_loss, patience 5) or an EarlyStopping.
     callbacks: callables f(history) called after each epoch; returning True stops training.
+    threads: "auto" (default) or an int >= 1: the BLAS threads the step's large GEMMs may use
+        (fastmlp.threads): never more than the user's limit (OPENBLAS_NUM_THREADS, a
+        threadpoolctl limit, the CPU affinity, ...), and with "auto" only while no other
+        work is running on those cores; the pool's count is restored after every epoch.
     snapshot_every: steps between copies of the parameters taken right after a finite loss.
         When the loss turns NaN/inf and the current weights are finite they are kept; when
         they are not, the latest copy is restored: with 1 that is exactly the last finite
@@ -47,7 +52,7 @@ class Trainer:
     def __init__(self, model, optimizer="sgd", lr=0.01, momentum=0.0, nesterov=False,
                  beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, batch_size=128,
                  epochs=10, lr_schedule=None, shuffle=True, seed=None, early_stopping=None,
-                 callbacks=(), verbose=False, snapshot_every=10):
+                 callbacks=(), verbose=False, snapshot_every=10, threads="auto"):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a fastmlp.MLP, got {type(model).__name__}")
         if optimizer not in ("sgd", "adam"):
@@ -84,6 +89,8 @@ class Trainer:
         self.verbose = bool(verbose)
         self.snapshot_every = V.check_number("snapshot_every", snapshot_every, low=1,
                                              integer=True)
+        self.threads = check_threads(threads)
+        self._policy = None
         self.history = History()
         self.current_lr = self.lr
         self.t = 0  # optimizer steps taken (Adam's bias correction counts them)
@@ -177,6 +184,15 @@ class Trainer:
         self._plan_key = (self._ws, raw, self._state, hyper)
         return self._plan
 
+    def _steering(self, plan):
+        """The ThreadPolicy of the step's GEMM provider (None for the reference step)."""
+        provider = getattr(plan, "provider", None)
+        if provider is None:
+            return None
+        if self._policy is None or self._policy.provider is not provider:
+            self._policy = ThreadPolicy(provider, self.threads)
+        return self._policy
+
     def _step(self, ws, X, y, sw=None, weight_decay=None, eps=None):
         """One optimizer step on the batch X, y (rows of the workspace `ws`, or checked
         arrays that fit it): the backend's fused TrainStep, plus the divergence snapshot.
@@ -219,7 +235,14 @@ class Trainer:
         self._ensure_state()
         ws = self._workspace(X.shape[0], 0 if isinstance(X, CSR) else None)
         wd, eps = self.batch_hyperparameters(X.shape[0], self.t + 1)
-        return self._step(ws, X, y, None, wd, eps)
+        policy = self._steering(self._train_step())
+        if policy is not None:
+            self._plan.set_threads(policy.begin())
+        try:
+            return self._step(ws, X, y, None, wd, eps)
+        finally:
+            if policy is not None:
+                policy.end()
 
     # ---- epochs ------------------------------------------------------------------------------
     def fit_epoch(self, X, y, sample_weight=None, *, order=None, lr=None, check_input=True):
@@ -268,37 +291,55 @@ class Trainer:
                                or self._sw_buf.shape[0] < bs or self._sw_buf.dtype != m.dtype):
             self._sw_buf = np.empty(bs, m.dtype)
         loss_sum, correct, classify = 0.0, 0, m.is_classifier
-        for s in range(0, n, bs):
-            e = min(n, s + bs)
-            ws = ws_full.rows(e - s)
-            if order is not None:
-                idx = order[s:e]
-                if sparse:
-                    Xb = ws.X
-                    if m.backend.raw.csr_gather_rows(X.data, X.indices, X.indptr, idx, Xb.data,
-                                                     Xb.indices, Xb.indptr) < 0:
-                        raise RuntimeError("a sparse mini-batch did not fit its buffer: X "
-                                           "changed during the epoch")
-                else:
-                    Xb = np.take(X, idx, axis=0, out=ws.X)
-                yb = np.take(y, idx, axis=0, out=ws.y)
-                swb = None if sw is None else np.take(sw, idx, out=self._sw_buf[: e - s])
-            else:
-                Xb, yb, swb = X[s:e], y[s:e], None if sw is None else sw[s:e]
-            weight = e - s if swb is None else float(swb.sum(dtype=np.float64))
-            if not weight > 0:
-                continue  # a batch with zero total weight carries no gradient
-            wd, eps = self.batch_hyperparameters(weight, self.t + 1)
-            penalty = m.penalty(wd)
-            loss = self._step(ws, Xb, yb, swb, wd, eps)
-            loss_sum += (loss + penalty) * (e - s)
-            if classify:
-                correct += m._n_correct(ws, yb)
-            if bar is not None:
-                bar.update(e - s)
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False,
-                                **({"acc": f"{correct / e:.3f}"} if classify else {}))
+        policy = self._steering(self._train_step())
+        try:
+            if policy is not None:
+                cap = policy.begin()
+                self._plan.set_threads(cap)
+            for s in range(0, n, bs):
+                if policy is not None and policy.cap() != cap:
+                    cap = policy.cap()
+                    self._plan.set_threads(cap)
+                loss_sum, correct = self._batch(X, y, sw, order, ws_full, s, min(n, s + bs),
+                                                sparse, classify, loss_sum, correct, bar)
+        finally:
+            if policy is not None:
+                policy.end()
         return loss_sum / n, (correct / n if classify else None)
+
+    def _batch(self, X, y, sw, order, ws_full, s, e, sparse, classify, loss_sum, correct, bar):
+        """One mini-batch, rows s..e-1 (of `order` when given), for _epoch: gathered into the
+        workspace, one step; returns the running (loss_sum, correct)."""
+        m = self.model
+        ws = ws_full.rows(e - s)
+        if order is not None:
+            idx = order[s:e]
+            if sparse:
+                Xb = ws.X
+                if m.backend.raw.csr_gather_rows(X.data, X.indices, X.indptr, idx, Xb.data,
+                                                 Xb.indices, Xb.indptr) < 0:
+                    raise RuntimeError("a sparse mini-batch did not fit its buffer: X "
+                                       "changed during the epoch")
+            else:
+                Xb = np.take(X, idx, axis=0, out=ws.X)
+            yb = np.take(y, idx, axis=0, out=ws.y)
+            swb = None if sw is None else np.take(sw, idx, out=self._sw_buf[: e - s])
+        else:
+            Xb, yb, swb = X[s:e], y[s:e], None if sw is None else sw[s:e]
+        weight = e - s if swb is None else float(swb.sum(dtype=np.float64))
+        if not weight > 0:
+            return loss_sum, correct  # a batch with zero total weight carries no gradient
+        wd, eps = self.batch_hyperparameters(weight, self.t + 1)
+        penalty = m.penalty(wd)
+        loss = self._step(ws, Xb, yb, swb, wd, eps)
+        loss_sum += (loss + penalty) * (e - s)
+        if classify:
+            correct += m._n_correct(ws, yb)
+        if bar is not None:
+            bar.update(e - s)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False,
+                            **({"acc": f"{correct / e:.3f}"} if classify else {}))
+        return loss_sum, correct
 
     def _capacity(self, X, bs):
         """Stored entries the largest mini-batch of CSR X can hold (batch_capacity), computed

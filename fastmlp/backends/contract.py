@@ -63,9 +63,34 @@ KERNEL_NAMES = tuple(k.name for k in KERNELS)
 # TrainStep(*TRAIN_STEP_PARAMS) and its run(*TRAIN_STEP_RUN_PARAMS); shapes in docs/kernels.md
 TRAIN_STEP_PARAMS = ("weights", "biases", "dweights", "dbiases", "acts", "deltas", "dZ",
                      "state", "optimizer", "momentum=0.0", "nesterov=False", "beta1=0.9",
-                     "beta2=0.999", "activation='relu'", "output='softmax'")
+                     "beta2=0.999", "activation='relu'", "output='softmax'", "gemm='auto'")
 TRAIN_STEP_RUN_PARAMS = ("X", "y", "sample_weight", "lr", "step", "weight_decay=0.0",
                          "eps=1e-8")
+
+# A fused step runs GEMMs of at least this many flops (2·m·n·k) on the threads it is allowed
+# (TrainStep.set_threads), smaller ones on one thread: measured crossover, docs/benchmarks.md
+MIN_GEMM_FLOPS = 4_000_000
+
+
+def gemm_threads(flops, cap):
+    """The threads the fused step gives one GEMM of `flops` (2·m·n·k) when it may use `cap`:
+    1 below MIN_GEMM_FLOPS, else `cap` (csrc/train_step.pxi `_gemm`, numba `_gemm`)."""
+    return 1 if flops < MIN_GEMM_FLOPS else max(1, int(cap))
+
+
+def step_gemms(layer_sizes, m, sparse=False):
+    """The GEMMs of one fused step on a batch of m rows, as (name, flops): per layer l the
+    forward H_l = H_{l-1}·W_l, the weight gradient dW_l = H_{l-1}ᵀ·δ_l, and, above the first
+    layer, δ_{l-1} = δ_l·W_lᵀ.  A sparse X makes the first layer's two CSR kernels, not GEMMs."""
+    out = []
+    for l in range(len(layer_sizes) - 1):
+        flops = 2.0 * m * layer_sizes[l] * layer_sizes[l + 1]
+        if l == 0 and sparse:
+            continue
+        out += [(f"forward {l + 1}", flops), (f"dW {l + 1}", flops)]
+        if l > 0:
+            out.append((f"delta {l}", flops))
+    return out
 
 # optimizer kinds of the fused TrainSteps (csrc/train_step.pxi has the same enum)
 OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM = 0, 1, 2, 3
@@ -193,6 +218,20 @@ def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, opt
         layers.append(tuple(rec))
     dZ_address = _address(dZ, "dZ", (n, weights[-1].shape[1]), dt)
     return Layout(kind, act_code, out_code, dt, n, layers, dZ_address)
+
+
+def same_arrays(mine, weights, biases):
+    """TrainStep.uses: True if `weights + biases` are the very arrays in the list `mine`
+    (a plain loop: no generator or list per call, it runs once per epoch)."""
+    if len(weights) + len(biases) != len(mine):
+        return False
+    i = 0
+    for group in (weights, biases):
+        for a in group:
+            if a is not mine[i]:
+                return False
+            i += 1
+    return True
 
 
 def check_batch(X, y, sample_weight, layout):

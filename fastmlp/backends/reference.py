@@ -16,7 +16,8 @@ import types
 import numpy as np
 
 from .csr import issparse
-from .contract import KERNEL_NAMES, OPTIMIZERS, OUTPUT_LOSS, activation_code, output_code
+from .contract import (KERNEL_NAMES, OPTIMIZERS, OUTPUT_LOSS, activation_code, output_code,
+                       same_arrays)
 
 name = "numpy"
 
@@ -295,13 +296,14 @@ def update(k, params, grads, state, n_weights, optimizer, lr, step, momentum=0.0
 class TrainStep:
     """TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
     momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu', output='softmax',
-    *, kernels=None): one whole training step (docs/kernels.md) as the kernel calls it stands
-    for -- `forward`, the loss, `backward`, `update` -- with this module's kernels, or those
-    of `kernels`."""
+    gemm='auto', *, kernels=None): one whole training step (docs/kernels.md) as the kernel
+    calls it stands for -- `forward`, the loss, `backward`, `update` -- with this module's
+    kernels, or those of `kernels`.  `gemm` is the compiled steps' GEMM provider: the
+    reference's products are NumPy's, and `set_threads` leaves every pool alone."""
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
-                 output="softmax", *, kernels=None):
+                 output="softmax", gemm="auto", *, kernels=None):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"TrainStep: unknown optimizer {optimizer!r}")
         activation_code(activation), output_code(output)   # known names, or ValueError
@@ -313,11 +315,12 @@ class TrainStep:
         self.hyper = dict(momentum=momentum, nesterov=nesterov, beta1=beta1, beta2=beta2)
         self.optimizer, self.n_max = optimizer, self.acts[0].shape[0]
 
+    def set_threads(self, n):
+        """A no-op: the reference steers no thread pool."""
+
     def uses(self, weights, biases):
         """True if `weights + biases` are the very arrays this step was built on."""
-        mine = self.weights + self.biases
-        theirs = list(weights) + list(biases)
-        return len(mine) == len(theirs) and all(a is b for a, b in zip(mine, theirs))
+        return same_arrays(self.weights + self.biases, weights, biases)
 
     def run(self, X, y, sample_weight, lr, step, weight_decay=0.0, eps=1e-8):
         """Train on X (m, D), targets y (m,) or (m, K), optional sample_weight (m,); returns

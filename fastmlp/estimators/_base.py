@@ -47,6 +47,12 @@ PARAMETERS_DOC = """hidden_layer_sizes : array-like of shape (n_layers - 2,) or 
     n_iter_no_change : int >= 1 or np.inf, default=10
     max_fun : int >= 1, default=15000 (lbfgs only)
     backend : {"auto", "numpy", "numba", "cython"}, default="auto"
+    threads : "auto" or int >= 1, default="auto"
+        Threads the sgd/adam steps' large GEMMs may use (fastmlp.threads): never more than
+        the process's BLAS limit (OPENBLAS_NUM_THREADS, threadpoolctl, joblib's and Dask's
+        worker limits, CPU affinity); "auto" gives them back while other work runs.  The
+        result does not depend on it.  lbfgs runs the backend's kernels on the process's own
+        BLAS threads.
     dtype : None, "float32" or "float64" (or the numpy type), default=None
         Precision of the parameters and of every computation; None: X's dtype when it is
         float32 or float64, else float64 (as scikit-learn)."""
@@ -96,6 +102,7 @@ class BaseMLP(SolversMixin, BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "backend": [StrOptions({"auto", "numpy", "numba", "cython"})],
+        "threads": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "dtype": [None, StrOptions({"float32", "float64"}), Options(type, set(_FLOATS)),
                   Options(np.dtype, {np.dtype(t) for t in _FLOATS})],
     }

@@ -89,7 +89,8 @@ class SolversMixin:
                              lr=self.learning_rate_init, momentum=mom,
                              nesterov=bool(sgd and self.nesterovs_momentum and mom > 0),
                              beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon,
-                             batch_size=batch_size, epochs=1, shuffle=False)
+                             batch_size=batch_size, epochs=1, shuffle=False,
+                             threads=self.threads)
         kind = (self.solver, mom > 0, model.dtype.name,
                 tuple(p.shape for p in model.weights + model.biases))
         saved = self.__dict__.get("_opt_state")

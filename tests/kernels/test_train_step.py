@@ -243,3 +243,46 @@ def test_train_step_non_finite_loss_changes_nothing(backend):
     assert not np.isfinite(loss)
     after = args[0] + args[1] + args[7]
     assert all(np.array_equal(p, q, equal_nan=True) for p, q in zip(after, before))
+
+
+@pytest.mark.parametrize("gemm", ["openblas", "scipy"])
+def test_train_step_every_gemm_provider(compiled_backend, dtype, gemm):
+    """The fused step through each GEMM provider = the reference (its large GEMMs are cut
+    into blocks for fastmlp's threads: X·W1 and Xᵀ·δ here are 40 MFLOP each)."""
+    from fastmlp.backends.blas import get_provider
+    sizes, n_max, m = (784, 256, 10), 128, 100
+    optimizer, hyper = STEP_OPTS["momentum"]
+    rng = np.random.default_rng(14)
+    arrays, outputs = train_step_arrays(rng, sizes, n_max, dtype, optimizer, 0.9)
+    X, y = rand(rng, (m, sizes[0]), dtype), rng.integers(0, sizes[-1], m)
+    kw = dict(n_layers=2, optimizer=optimizer, hyper=dict(hyper, gemm=gemm), lr=0.05, steps=3)
+    check_against_reference(compiled_backend, train_steps, [X, y, None] + arrays, kw,
+                            outputs=[3 + k for k in outputs], returns="values")
+    step = compiled_backend.raw.TrainStep(*_step_args()[0], **_step_args()[1], gemm=gemm)
+    assert step.provider is get_provider(gemm)
+
+
+@pytest.mark.parametrize("opt", ["sgd-wd", "momentum", "adam"])
+def test_train_step_result_does_not_depend_on_threads(compiled_backend, opt):
+    """set_threads(1) and set_threads(2): the same bits (the blocks are fixed by shape)."""
+    sizes, n_max, m = (784, 256, 10), 128, 128
+    optimizer, hyper = STEP_OPTS[opt]
+    runs = []
+    for threads in (1, 2, 1):
+        rng = np.random.default_rng(15)
+        arrays, _ = train_step_arrays(rng, sizes, n_max, np.float32, optimizer,
+                                      hyper.get("momentum", 0))
+        X, y = rand(rng, (m, sizes[0]), np.float32), rng.integers(0, sizes[-1], m)
+        W, b = arrays[0:2], arrays[2:4]
+        state = arrays[12:]
+        state = [tuple(state[i:i + 2]) for i in range(0, len(state), 2)] \
+            if optimizer == "adam" else (state or [None] * 4)
+        built = {k: v for k, v in hyper.items() if k != "weight_decay"}
+        step = compiled_backend.raw.TrainStep(W, b, arrays[4:6], arrays[6:8], arrays[8:10],
+                                              [None, arrays[10]], arrays[11], state, optimizer,
+                                              **built)
+        step.set_threads(threads)
+        for t in range(1, 4):
+            step.run(X, y, None, 0.05, t, hyper.get("weight_decay", 0.0))
+        runs.append(b"".join(p.tobytes() for p in W + b))
+    assert runs[0] == runs[1] == runs[2]

@@ -50,28 +50,52 @@ import sys
 
 import numba
 import numpy as np
-from llvmlite import binding as _llvm
+from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import get_cython_function_address, intrinsic
+from numba.extending import intrinsic, overload
 
-from numba.extending import overload
-
-from ..contract import (OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_SGD, OUTPUTS, check_batch,
-                        step_layout)
+from ..blas import gemm_pool, get_provider
+from ..contract import (MIN_GEMM_FLOPS, OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_SGD, OUTPUTS,
+                        check_batch, same_arrays, step_layout)
+from ..csr import CSR
 from . import config
 from . import kernels as _kernels
 from .config import JIT_OPTIONS
-from ..csr import CSR
 from .kernels import (ACT_CODES, _act_backward_row, _adam_step, _bias_act, _csr_forward,
                       _csr_weight_grad, _sgd_momentum_step, _sgd_step, logistic_xent_grad,
                       poisson_grad, softmax_xent_grad, squared_error_grad)
 
 _jit = njit(**JIT_OPTIONS)
 
-# plan header (int64 entries); _FN is the hidden activation's code, _OUT the output's
+
+# csrc/pool.h's fm_job as the LP64 ABI lays it out (checked against the built pool below)
+_JOB_LAYOUT = {"size": 88, "gemm": 0, "ta": 8, "tb": 9, "m": 12, "n": 16, "k": 20, "lda": 24,
+               "ldb": 28, "ldc": 32, "itemsize": 36, "chunks": 40, "use_workers": 44,
+               "alpha": 48, "A": 56, "B": 64, "beta": 72, "C": 80}
+
+
+def _pool_layout():
+    """(gemm, ta, m, alpha, size) offsets of fm_job: tb follows ta; n, k, lda, ldb, ldc,
+    itemsize, chunks, use_workers follow m as int32s; A, B, beta, C follow alpha."""
+    try:
+        from .. import _pool
+    except ImportError:
+        pass
+    else:
+        if _pool.job_layout() != _JOB_LAYOUT:
+            raise ImportError("csrc/pool.h's fm_job is not laid out as numba/train_step.py "
+                              f"expects: {_pool.job_layout()}")
+    return tuple(_JOB_LAYOUT[f] for f in ("gemm", "ta", "m", "alpha", "size"))
+
+
+# plan header (int64 entries): _FN is the hidden activation's code, _OUT the output's; _GEMMF
+# and _AXPYF the addresses of the provider's gemm and axpy of the step's dtype; _POOL of
+# fastmlp's GEMM threads (fm_gemm; 0: none), _CHUNKS the blocks a GEMM of at least
+# _MINFLOPS flops is cut into, _WORKERS whether the pool's workers take part
 _NL, _NMAX, _KIND, _DZ, _ACC, _SCRATCH, _HYPER, _FN, _OUT = range(9)
-_HEAD = 9
+_GEMMF, _AXPYF, _POOL, _CHUNKS, _WORKERS, _MINFLOPS = range(9, 15)
+_HEAD = 15
 _IDENTITY = ACT_CODES["identity"]
 _OUT_LOGISTIC, _OUT_IDENTITY = OUTPUTS.index("logistic"), OUTPUTS.index("identity")
 # per-layer record (at _HEAD + i * _REC): fan_in, fan_out, then addresses (0 = unused), in the
@@ -84,22 +108,12 @@ _MU, _B1, _B2 = range(3)
 _CH_N, _CH_T = 0, 1          # b"N", b"T"
 _INTS = 4                    # int32 m, n, k, lda, ldb, ldc, 1 (an increment)
 _ALPHA = 32                  # alpha, beta: a (2,) array of the arrays' dtype
-_SCRATCH_BYTES = 48
+_JOB = 48                    # an fm_job (csrc/pool.h) for fastmlp's GEMM threads, and the
+_J_GEMM, _J_TA, _J_M, _J_ALPHA, _J_SIZE = _pool_layout()   # byte offsets of its fields
+_SCRATCH_BYTES = _JOB + _J_SIZE
 
 
 # --------------------------------------------------------------------------- BLAS
-
-def _blas(name):
-    """`name` of scipy.linalg.cython_blas as an external function of 13 (gemm) or 6 (axpy)
-    pointer arguments, registered with LLVM as fastmlp_numba_<name>."""
-    symbol = "fastmlp_numba_" + name
-    _llvm.add_symbol(symbol, get_cython_function_address("scipy.linalg.cython_blas", name))
-    n_args = 13 if name.endswith("gemm") else 6
-    return types.ExternalFunction(symbol, types.void(*[types.voidptr] * n_args))
-
-
-_sgemm, _dgemm, _saxpy, _daxpy = (_blas(n) for n in ("sgemm", "dgemm", "saxpy", "daxpy"))
-
 
 @intrinsic
 def _ptr(typingctx, address):
@@ -112,6 +126,23 @@ def _ptr(typingctx, address):
     return types.voidptr(address), codegen
 
 
+@intrinsic
+def _fcall(typingctx, address, args):
+    """Call the void function at integer `address` with the tuple `args` of void pointers
+    (the Fortran BLAS convention: every argument by address).  The address comes from the
+    plan at run time, so the compiled code embeds none and stays cacheable."""
+    if not isinstance(address, types.Integer) or not isinstance(args, types.BaseTuple):
+        return None
+    n = len(args)
+
+    def codegen(context, builder, sig, llargs):
+        fnty = ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t] * n)
+        fn = builder.inttoptr(llargs[0], fnty.as_pointer())
+        builder.call(fn, [builder.extract_value(llargs[1], i) for i in range(n)])
+        return context.get_dummy_value()
+    return types.void(address, args), codegen
+
+
 @_jit
 def _view(address, shape, dtype):
     """The array of `shape` and `dtype` at `address` (C order; no copy, no allocation)."""
@@ -119,26 +150,40 @@ def _view(address, shape, dtype):
 
 
 @_jit
-def _gemm(scr, ab, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
-    """Column-major C = alpha·op(A)·op(B) + beta·C; ta/tb are _CH_N or _CH_T, A/B/C addresses;
-    scr: the scratch's address, ab (2,): its alpha/beta slots in the arrays' dtype."""
-    iv = _view(scr + _INTS, 6, np.int32)
-    iv[0], iv[1], iv[2], iv[3], iv[4], iv[5] = m, n, k, lda, ldb, ldc
+def _gemm(plan, scr, ab, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+    """Column-major C = alpha·op(A)·op(B) + beta·C through the step's GEMM provider; ta/tb
+    are _CH_N or _CH_T, A/B/C addresses; scr: the scratch's address, ab (2,): its alpha/beta
+    slots in the arrays' dtype.  A GEMM of at least plan[_MINFLOPS] flops is cut into
+    plan[_CHUNKS] blocks for fastmlp's threads (csrc/pool.c: an fm_job in the scratch),
+    a smaller one is one call."""
     ab[0] = alpha
     ab[1] = beta
-    i = scr + _INTS
     a = scr + _ALPHA
-    args = (_ptr(scr + ta), _ptr(scr + tb), _ptr(i), _ptr(i + 4), _ptr(i + 8), _ptr(a),
-            _ptr(A), _ptr(i + 12), _ptr(B), _ptr(i + 16), _ptr(a + ab.itemsize), _ptr(C), _ptr(i + 20))
-    if ab.itemsize == 4:
-        _sgemm(*args)
-    else:
-        _dgemm(*args)
+    if plan[_POOL] != 0 and 2 * m * n * k >= plan[_MINFLOPS]:
+        job = scr + _JOB
+        _view(job + _J_GEMM, 1, np.int64)[0] = plan[_GEMMF]
+        chars = _view(job + _J_TA, 2, np.uint8)
+        chars[0] = 78 if ta == _CH_N else 84   # b"N", b"T"
+        chars[1] = 78 if tb == _CH_N else 84
+        ints = _view(job + _J_M, 9, np.int32)
+        ints[0], ints[1], ints[2], ints[3], ints[4], ints[5] = m, n, k, lda, ldb, ldc
+        ints[6], ints[7], ints[8] = ab.itemsize, plan[_CHUNKS], plan[_WORKERS]
+        ptrs = _view(job + _J_ALPHA, 5, np.int64)
+        ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4] = a, A, B, a + ab.itemsize, C
+        _fcall(plan[_POOL], (_ptr(job),))
+        return
+    iv = _view(scr + _INTS, 6, np.int32)
+    iv[0], iv[1], iv[2], iv[3], iv[4], iv[5] = m, n, k, lda, ldb, ldc
+    i = scr + _INTS
+    _fcall(plan[_GEMMF], (_ptr(scr + ta), _ptr(scr + tb), _ptr(i), _ptr(i + 4), _ptr(i + 8),
+                          _ptr(a), _ptr(A), _ptr(i + 12), _ptr(B), _ptr(i + 16),
+                          _ptr(a + ab.itemsize), _ptr(C), _ptr(i + 20)))
 
 
 @_jit
-def _axpy(scr, ab, n, alpha, x, y):
-    """y += alpha·x over n elements at addresses x, y (chunks so every count fits an int)."""
+def _axpy(plan, scr, ab, n, alpha, x, y):
+    """y += alpha·x over n elements at addresses x, y through the step's provider (chunks so
+    every count fits an int)."""
     iv = _view(scr + _INTS, 7, np.int32)
     iv[6] = 1
     ab[0] = alpha
@@ -148,12 +193,8 @@ def _axpy(scr, ab, n, alpha, x, y):
         chunk = min(n - done, 1 << 30)
         iv[0] = chunk
         off = done * size
-        if size == 4:
-            _saxpy(_ptr(scr + _INTS), _ptr(scr + _ALPHA), _ptr(x + off), _ptr(scr + _INTS + 24),
-                   _ptr(y + off), _ptr(scr + _INTS + 24))
-        else:
-            _daxpy(_ptr(scr + _INTS), _ptr(scr + _ALPHA), _ptr(x + off), _ptr(scr + _INTS + 24),
-                   _ptr(y + off), _ptr(scr + _INTS + 24))
+        _fcall(plan[_AXPYF], (_ptr(scr + _INTS), _ptr(scr + _ALPHA), _ptr(x + off),
+                              _ptr(scr + _INTS + 24), _ptr(y + off), _ptr(scr + _INTS + 24)))
         done += chunk
 
 
@@ -266,8 +307,8 @@ def _run(plan, X, data, indices, indptr, m, y, sw, lr, step, weight_decay, eps):
                                  "its indptr decreases")
         else:
             # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major
-            _gemm(scr, ab, _CH_N, _CH_N, fo, m, fi, one, plan[L + _W], fo, a, fi, zero, act,
-                  fo)
+            _gemm(plan, scr, ab, _CH_N, _CH_N, fo, m, fi, one, plan[L + _W], fo, a, fi, zero,
+                  act, fo)
         _bias_act(_view(act, (m, fo), dt), _view(plan[L + _B], fo, dt),
                   fn if i < last else _IDENTITY)
         a = act
@@ -294,7 +335,8 @@ def _run(plan, X, data, indices, indptr, m, y, sw, lr, step, weight_decay, eps):
             dX = plan[L + _DX]
             # dXᵀ (fi, m) = W (fi, fo) · δᵀ (fo, m); then the activation backward and the bias
             # gradient of layer i-1 in one pass
-            _gemm(scr, ab, _CH_T, _CH_N, fi, m, fo, one, W, fo, delta, fo, zero, dX, fi)
+            _gemm(plan, scr, ab, _CH_T, _CH_N, fi, m, fo, one, W, fo, delta, fo, zero, dX,
+                  fi)
             _mask_colsum(_view(dX, (m, fi), dt), _view(a, (m, fi), dt), fn,
                          _view(plan[_ACC], fi, np.float64), _view(plan[P + _DB], fi, dt))
         else:
@@ -306,16 +348,16 @@ def _run(plan, X, data, indices, indptr, m, y, sw, lr, step, weight_decay, eps):
             _update(kind, fi * fo, W, plan[L + _DW], plan[L + _SW1], plan[L + _SW2], dt, lr_,
                     wd2, mu, b1, b1c, b2, b2c, c1, c2, eps_)
         elif kind == OPT_SGD:
-            _gemm(scr, ab, _CH_N, _CH_T, fo, fi, m, -lr_, delta, fo, a, fi, one - wd2 * lr_,
-                  W, fo)
+            _gemm(plan, scr, ab, _CH_N, _CH_T, fo, fi, m, -lr_, delta, fo, a, fi,
+                  one - wd2 * lr_, W, fo)
         elif kind == OPT_MOMENTUM:
             v = plan[L + _SW1]
-            _gemm(scr, ab, _CH_N, _CH_T, fo, fi, m, one, delta, fo, a, fi, mu, v, fo)
+            _gemm(plan, scr, ab, _CH_N, _CH_T, fo, fi, m, one, delta, fo, a, fi, mu, v, fo)
             if wd2 != zero:
-                _axpy(scr, ab, fi * fo, wd2, W, v)
-            _axpy(scr, ab, fi * fo, -lr_, v, W)
+                _axpy(plan, scr, ab, fi * fo, wd2, W, v)
+            _axpy(plan, scr, ab, fi * fo, -lr_, v, W)
         else:
-            _gemm(scr, ab, _CH_N, _CH_T, fo, fi, m, one, delta, fo, a, fi, zero,
+            _gemm(plan, scr, ab, _CH_N, _CH_T, fo, fi, m, one, delta, fo, a, fi, zero,
                   plan[L + _DW], fo)
             _update(kind, fi * fo, W, plan[L + _DW], plan[L + _SW1], plan[L + _SW2], dt, lr_,
                     wd2, mu, b1, b1c, b2, b2c, c1, c2, eps_)
@@ -330,7 +372,7 @@ class TrainStep:
 
     TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
               momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu',
-              output='softmax')
+              output='softmax', gemm='auto')
 
     weights[i] (D_i, D_i+1), biases[i] (D_i+1,), dweights/dbiases the same shapes; acts[i]
     (n_max, D_i+1); deltas[i] (n_max, D_i) for i >= 1 (deltas[0] is ignored); dZ (n_max, C);
@@ -343,7 +385,8 @@ class TrainStep:
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
-                 output="softmax"):
+                 output="softmax", gemm="auto"):
+        self.provider = get_provider(gemm)
         lay = self._layout = step_layout(
             weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
             nesterov, activation, output)
@@ -356,6 +399,11 @@ class TrainStep:
         plan = np.zeros(_HEAD + nl * _REC, np.int64)
         plan[[_NL, _NMAX, _KIND, _DZ, _FN, _OUT]] = nl, n, lay.kind, lay.dZ, lay.activation, \
             lay.output
+        f32, pv = lay.dtype == np.float32, self.provider
+        pool, chunks = gemm_pool()
+        plan[[_GEMMF, _AXPYF, _POOL, _CHUNKS, _WORKERS, _MINFLOPS]] = (
+            pv.sgemm if f32 else pv.dgemm, pv.saxpy if f32 else pv.daxpy, pool, chunks, 0,
+            MIN_GEMM_FLOPS)
         plan[[_ACC, _SCRATCH, _HYPER]] = (self._acc.ctypes.data, self._scratch.ctypes.data,
                                           self._hyper.ctypes.data)
         plan[_HEAD:] = np.array(layers, np.int64).reshape(-1)
@@ -368,10 +416,16 @@ class TrainStep:
         # the arrays whose addresses the plan holds stay alive as long as the step
         self._keep = [weights, biases, dweights, dbiases, acts, deltas, dZ, state]
 
+    def set_threads(self, n):
+        """From now on GEMMs of at least contract.MIN_GEMM_FLOPS run on up to n of fastmlp's
+        threads (the caller and n - 1 workers), smaller ones on the caller alone.  The
+        result does not depend on n.  The provider's own pool should run one thread
+        (fastmlp.threads.ThreadPolicy sees to it)."""
+        self._plan[_WORKERS] = 1 if int(n) >= 2 else 0
+
     def uses(self, weights, biases):
         """True if `weights + biases` are the very arrays this step was built on."""
-        mine, theirs = self._params, list(weights) + list(biases)
-        return len(mine) == len(theirs) and all(a is b for a, b in zip(mine, theirs))
+        return same_arrays(self._params, weights, biases)
 
     def run(self, X, y, sample_weight, lr, step, weight_decay=0.0, eps=1e-8):
         """Train on X (m, D_0) (a dense array, or a fastmlp.backends.csr.CSR), targets y (m,)

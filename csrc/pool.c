@@ -1,0 +1,244 @@
+/* fastmlp's own threads for the fused step's large GEMMs: fastmlp.backends._pool.
+ *
+ * Design
+ * ------
+ * OpenBLAS's workers spin ~100 ms after every call and a threaded GEMM waits for all of
+ * them, so trainings sharing cores collapse (docs/benchmarks.md).  Here a GEMM of the fused
+ * step is cut into a fixed number of blocks of rows or columns of C (`fm_job.chunks`, and
+ * the side, both chosen from its shape alone), each one a call of the provider's GEMM on one
+ * OpenBLAS thread.  The caller and the
+ * pool's worker threads take blocks from a shared counter until none is left; the caller
+ * never waits for a worker that has not started (it takes the blocks itself), only for blocks
+ * already being computed.  Two consequences:
+ *   - the result does not depend on how many threads took part, nor on the machine's load:
+ *     the blocks and each block's arithmetic are the same (training is bit-reproducible);
+ *   - under contention the caller simply does more of the work (`use_workers` = 0 lets it do
+ *     all of it), so nothing spins waiting for a descheduled thread.
+ * Workers wait for a job by spinning for FM_SPIN_NS, then sleep on a condition variable: a
+ * pool left alone costs no CPU.  Jobs are tagged with a generation in the high half of the
+ * block counter, so a worker that wakes late can never take a block of a finished job.
+ * The interface is one C function taking one struct pointer (`fm_gemm`), found by address
+ * (`gemm_address()`), so the Cython and the Numba steps call it alike.
+ */
+#define _GNU_SOURCE   /* sched_getaffinity, CPU_COUNT */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FM_MAX_WORKERS 7
+#define FM_SPIN_NS 200000   /* 200 us of spinning between a step's GEMMs, then sleep */
+
+#include "pool.h"
+
+/* The block counter: generation (24 bits) | blocks of the job (8 bits) | next block (32
+ * bits).  A worker learns the job's size from the counter itself and touches the job only
+ * after winning a block of it, which proves the job is still running (its caller waits for
+ * every block it handed out). */
+#define FM_GEN(c) ((c) >> 40)
+#define FM_CHUNKS(c) ((uint32_t)(((c) >> 32) & 0xFF))
+#define FM_NEXT(c) ((uint32_t)(c))
+#define FM_MAX_CHUNKS 255
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    _Atomic uint64_t next;
+    _Atomic int done;         /* blocks finished in the current job */
+    _Atomic int sleeping;     /* workers asleep on cv */
+    fm_job *_Atomic job;
+    int n_workers;
+    /* counters for tests and the benchmark (stats()): GEMMs given to fm_gemm, those shared
+     * with the workers, blocks the workers computed */
+    _Atomic uint64_t jobs, shared, worker_blocks;
+} P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+static pthread_once_t P_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t fm_job_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void fm_block(const fm_job *j, int c, int chunks) {
+    /* Cut the longer of C's two sides: every block repacks the whole of the other operand,
+     * so the split runs along the side whose operand is the larger (m: op(A) is m x k; n:
+     * op(B) is k x n).  The choice depends on the shape alone. */
+    char ta = j->ta, tb = j->tb;
+    int m = j->m, n = j->n, k = j->k, lda = j->lda, ldb = j->ldb, ldc = j->ldc;
+    size_t isz = (size_t)j->itemsize;
+    const char *A = j->A, *B = j->B;
+    char *C = j->C;
+    if (m >= n) {
+        int m0 = (int)((int64_t)m * c / chunks);
+        m = (int)((int64_t)j->m * (c + 1) / chunks) - m0;
+        /* row m0 of op(A): a row of A ('N', stride 1) or a column of it ('T', stride lda) */
+        A += (size_t)m0 * (ta == 'N' ? 1 : (size_t)lda) * isz;
+        C += (size_t)m0 * isz;
+    } else {
+        int n0 = (int)((int64_t)n * c / chunks);
+        n = (int)((int64_t)j->n * (c + 1) / chunks) - n0;
+        /* column n0 of op(B): a column of B ('N', stride ldb) or a row of it ('T') */
+        B += (size_t)n0 * (tb == 'N' ? (size_t)ldb : 1) * isz;
+        C += (size_t)n0 * (size_t)ldc * isz;
+    }
+    if (m <= 0 || n <= 0)
+        return;
+    j->gemm(&ta, &tb, &m, &n, &k, (void *)j->alpha, A, &lda, B, &ldb, (void *)j->beta, C,
+            &ldc);
+}
+
+/* Take blocks of the job whose counter read `cur` until none is left (or a newer job is
+ * published, which means this one is over). */
+static void fm_take(uint64_t cur, int worker) {
+    const uint64_t gen = FM_GEN(cur);
+    for (;;) {
+        if (FM_GEN(cur) != gen || FM_NEXT(cur) >= FM_CHUNKS(cur))
+            return;
+        fm_job *j = atomic_load(&P.job);
+        if (atomic_compare_exchange_weak(&P.next, &cur, cur + 1)) {
+            fm_block(j, (int)FM_NEXT(cur), (int)FM_CHUNKS(cur));
+            if (worker)
+                atomic_fetch_add_explicit(&P.worker_blocks, 1, memory_order_relaxed);
+            atomic_fetch_add(&P.done, 1);
+            cur = atomic_load(&P.next);
+        }
+    }
+}
+
+static int64_t fm_now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static void *fm_worker(void *arg) {
+    (void)arg;
+    uint64_t seen = FM_GEN(atomic_load(&P.next));
+    for (;;) {
+        uint64_t cur = atomic_load(&P.next);
+        int64_t t0 = fm_now_ns();
+        while (FM_GEN(cur) == seen) {   /* spin a while: a step's next GEMM comes soon */
+            if (fm_now_ns() - t0 > FM_SPIN_NS) {
+                pthread_mutex_lock(&P.mu);
+                atomic_fetch_add(&P.sleeping, 1);
+                while (FM_GEN(atomic_load(&P.next)) == seen)
+                    pthread_cond_wait(&P.cv, &P.mu);
+                atomic_fetch_sub(&P.sleeping, 1);
+                pthread_mutex_unlock(&P.mu);
+                t0 = fm_now_ns();
+            }
+            cur = atomic_load(&P.next);
+        }
+        seen = FM_GEN(cur);
+        fm_take(cur, 1);
+    }
+    return NULL;
+}
+
+static void fm_start(void) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        cpus = CPU_COUNT(&set);
+    int n = (int)(cpus > 1 ? cpus - 1 : 0);
+    n = n > FM_MAX_WORKERS ? FM_MAX_WORKERS : n;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    for (int i = 0; i < n; i++) {
+        pthread_t t;
+        if (pthread_create(&t, &attr, fm_worker, NULL) != 0)
+            break;
+        P.n_workers++;
+    }
+    pthread_attr_destroy(&attr);
+}
+
+/* The GEMM of `j`, cut into j->chunks column blocks (at most FM_MAX_CHUNKS), computed by the
+ * caller and, when j->use_workers, the pool's workers.  One job at a time: a caller that
+ * finds the pool busy (another thread's step) computes its blocks alone. */
+void fm_gemm(fm_job *j) {
+    int chunks = j->chunks < 1 ? 1 : (j->chunks > FM_MAX_CHUNKS ? FM_MAX_CHUNKS : j->chunks);
+    int alone = chunks == 1 || !j->use_workers;
+    atomic_fetch_add_explicit(&P.jobs, 1, memory_order_relaxed);
+    if (!alone) {
+        pthread_once(&P_once, fm_start);
+        alone = P.n_workers == 0 || pthread_mutex_trylock(&fm_job_lock) != 0;
+    }
+    if (alone) {
+        for (int c = 0; c < chunks; c++)
+            fm_block(j, c, chunks);
+        return;
+    }
+    atomic_fetch_add_explicit(&P.shared, 1, memory_order_relaxed);
+    atomic_store(&P.done, 0);
+    atomic_store(&P.job, j);
+    uint64_t cur = ((FM_GEN(atomic_load(&P.next)) + 1) << 40) | ((uint64_t)chunks << 32);
+    atomic_store(&P.next, cur);   /* publishes the job */
+    if (atomic_load(&P.sleeping) > 0) {
+        pthread_mutex_lock(&P.mu);
+        pthread_cond_broadcast(&P.cv);
+        pthread_mutex_unlock(&P.mu);
+    }
+    fm_take(cur, 0);
+    for (int spins = 0; atomic_load(&P.done) < chunks; spins++) {
+        if (spins > 2000)
+            sched_yield();   /* a worker holds a block: let it run if it shares our core */
+    }
+    pthread_mutex_unlock(&fm_job_lock);
+}
+
+/* ------------------------------------------------------------------------ the module */
+
+static PyObject *gemm_address(PyObject *self, PyObject *noargs) {
+    (void)self; (void)noargs;
+    return PyLong_FromVoidPtr((void *)fm_gemm);
+}
+
+static PyObject *workers(PyObject *self, PyObject *noargs) {
+    (void)self; (void)noargs;
+    pthread_once(&P_once, fm_start);
+    return PyLong_FromLong(P.n_workers);
+}
+
+static PyObject *stats(PyObject *self, PyObject *noargs) {
+    (void)self; (void)noargs;
+    return Py_BuildValue("{s:K,s:K,s:K}", "jobs", (unsigned long long)atomic_load(&P.jobs),
+                         "shared", (unsigned long long)atomic_load(&P.shared),
+                         "worker_blocks", (unsigned long long)atomic_load(&P.worker_blocks));
+}
+
+static PyObject *job_layout(PyObject *self, PyObject *noargs) {
+    (void)self; (void)noargs;
+    return Py_BuildValue(
+        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
+        "size", (Py_ssize_t)sizeof(fm_job), "gemm", (Py_ssize_t)offsetof(fm_job, gemm),
+        "ta", (Py_ssize_t)offsetof(fm_job, ta), "tb", (Py_ssize_t)offsetof(fm_job, tb),
+        "m", (Py_ssize_t)offsetof(fm_job, m), "n", (Py_ssize_t)offsetof(fm_job, n),
+        "k", (Py_ssize_t)offsetof(fm_job, k), "lda", (Py_ssize_t)offsetof(fm_job, lda),
+        "ldb", (Py_ssize_t)offsetof(fm_job, ldb), "ldc", (Py_ssize_t)offsetof(fm_job, ldc),
+        "itemsize", (Py_ssize_t)offsetof(fm_job, itemsize),
+        "chunks", (Py_ssize_t)offsetof(fm_job, chunks),
+        "use_workers", (Py_ssize_t)offsetof(fm_job, use_workers),
+        "alpha", (Py_ssize_t)offsetof(fm_job, alpha), "A", (Py_ssize_t)offsetof(fm_job, A),
+        "B", (Py_ssize_t)offsetof(fm_job, B), "beta", (Py_ssize_t)offsetof(fm_job, beta),
+        "C", (Py_ssize_t)offsetof(fm_job, C));
+}
+
+static PyMethodDef methods[] = {
+    {"gemm_address", gemm_address, METH_NOARGS,
+     "Address of fm_gemm(fm_job*): a GEMM cut into column blocks on the pool's threads."},
+    {"workers", workers, METH_NOARGS, "The pool's worker threads (started on first use)."},
+    {"stats", stats, METH_NOARGS,
+     "Counters since import: GEMMs given to the pool ('jobs'), those shared with its workers "
+     "('shared'), blocks its workers computed ('worker_blocks')."},
+    {"job_layout", job_layout, METH_NOARGS, "Byte offsets of fm_job's fields, and its size."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_pool",
+                                    "fastmlp's own threads for the fused step's GEMMs.", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__pool(void) { return PyModule_Create(&module); }

@@ -1,0 +1,129 @@
+"""The thread policy of training: how many threads the fused step's large GEMMs may use.
+
+Design (docs/benchmarks.md has the measurements behind it): OpenBLAS's worker threads spin
+for ~100 ms after every call and a threaded GEMM waits for all of its threads, so two
+trainings on one 2-core machine that both use 2 OpenBLAS threads keep four threads busy on
+two cores and every GEMM waits for a descheduled partner: the step slows 10-150x.  So the
+fused step does not use OpenBLAS's threads at all.  It runs the provider's GEMM on one
+OpenBLAS thread and cuts each large GEMM into blocks that its caller and fastmlp's own
+workers (csrc/pool.c) take from a shared counter: a worker that is not running simply takes
+none, and the result is the same whoever computed which block.
+
+* A fit's limit is the user's: the smallest thread count of the process's BLAS pools when it
+  starts -- what OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, threadpoolctl limits, joblib's and
+  Dask's worker settings leave -- and never more than the CPUs the process may run on
+  (`os.sched_getaffinity`).
+* `threads="auto"` (the default) lets fastmlp's workers help only while the machine has the
+  cores free: every `recheck` seconds it reads the number of runnable threads (/proc/loadavg)
+  and gives a thread back for each other runnable thread it finds, down to 1 (the caller
+  alone).  An int asks for that many (still within the limit); 1 is always safe.
+* GEMMs below contract.MIN_GEMM_FLOPS are one call on the caller's thread whatever the cap.
+* While any training steers it, the provider's pool is set to 1 thread (a pool's count is
+  one per process, and OpenBLAS's results depend on it); its own count is put back when the
+  last epoch or step ends, so the process's BLAS state is the user's again after a fit
+  (NumPy's pool is never touched).
+"""
+import os
+import threading
+import time
+
+from .backends import blas
+
+RECHECK_SECONDS = 0.02
+# provider -> [its pool's count before the first policy began, policies steering it now]
+_steering = {}
+_steering_lock = threading.Lock()
+
+
+def _cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+_loadavg_fd = None
+
+
+def _running():
+    """Runnable threads on the machine now (the 4th field of /proc/loadavg), or None.  The
+    file stays open and is read with pread: no buffer is allocated per check."""
+    global _loadavg_fd
+    try:
+        if _loadavg_fd is None:
+            _loadavg_fd = os.open("/proc/loadavg", os.O_RDONLY)
+        return int(os.pread(_loadavg_fd, 128, 0).split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def check_threads(threads):
+    """'auto' or an int >= 1."""
+    if threads == "auto":
+        return threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be 'auto' or an integer >= 1, got {threads!r}")
+    return threads
+
+
+class ThreadPolicy:
+    """Steers one provider's pool during training: `begin()` reads the user's limit,
+    `cap()` is the thread count the step may use now, `end()` restores the pool."""
+
+    def __init__(self, provider, threads="auto", recheck=RECHECK_SECONDS):
+        self.provider, self.threads = provider, check_threads(threads)
+        self.recheck = recheck
+        self.saved = None
+        self._cap, self._checked = 1, -1.0
+
+    def limit(self):
+        """The user's limit now: the smallest count of the process's BLAS pools, and the
+        CPUs this process may use."""
+        blas.available_providers()   # opens each once, so its count is seen
+        with _steering_lock:   # a pool steered now runs 1 thread: its user's count is saved
+            counts = [_steering[p][0] if p in _steering else p.threads()
+                      for p in blas.loaded_providers()] or [1]
+        return max(1, min(min(counts), _cpus()))
+
+    def begin(self):
+        """Start steering: the provider's pool runs 1 thread until the last steering policy
+        of the process ends (the pool's count is one per process, and OpenBLAS's results
+        depend on it); returns the cap for fastmlp's threads."""
+        limit = self.limit()
+        with _steering_lock:
+            held = _steering.get(self.provider)
+            if held is None:
+                held = _steering[self.provider] = [self.provider.threads(), 0]
+                self.provider.set_threads(1)
+            held[1] += 1
+            self.saved = held
+        self._max = limit if self.threads == "auto" else min(self.threads, limit)
+        self._cap, self._checked = self._max, -1.0
+        return self.cap(force=True)
+
+    def cap(self, force=False):
+        """The thread cap for the next steps (re-checked at most every `recheck` s)."""
+        if self.threads != "auto" or self._max <= 1:
+            return self._max
+        now = time.perf_counter()
+        if force or now - self._checked >= self.recheck:
+            self._checked = now
+            running = _running()
+            if running is not None:
+                # this process's runnable threads: the caller, and the workers it keeps busy
+                # (the count it last ran with)
+                others = max(0, running - self._cap)
+                self._cap = max(1, min(self._max, _cpus() - others))
+        return self._cap
+
+    def end(self):
+        """Stop steering; the last policy to end gives the pool its count back."""
+        if self.saved is None:
+            return
+        with _steering_lock:
+            held = self.saved
+            held[1] -= 1
+            if held[1] == 0:
+                self.provider.set_threads(held[0])
+                del _steering[self.provider]
+        self.saved = None
