@@ -117,6 +117,13 @@ def build_parser():
     pr.add_argument("--out", metavar="PATH", help="write one predicted label per line")
     pr.add_argument("--json", action="store_true")
 
+    e = sub.add_parser("export", help="write a saved model as ONNX (needs the onnx extra)")
+    e._sub = "export"
+    e.add_argument("--model", required=True, metavar="PATH", help="a model saved by train")
+    e.add_argument("--out", required=True, metavar="PATH", help="the .onnx file to write")
+    e.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="the graph's input and arithmetic (default: the model's)")
+
     i = sub.add_parser("info", help="version, backends, BLAS and threads")
     i._sub = "info"
 
@@ -214,6 +221,16 @@ def cmd_predict(a):
     return 0
 
 
+def cmd_export(a):
+    import fastmlp
+    _check_writable("--out", a.out)
+    model = fastmlp.MLP.load(a.model, backend="numpy")
+    model.to_onnx(a.out, dtype=a.dtype)
+    print(f"wrote {a.out}: {model.layer_sizes} {model.activation}/{model.output}, "
+          f"{a.dtype or model.dtype.name} input X")
+    return 0
+
+
 def cmd_info(a):
     import numba
     import scipy
@@ -247,7 +264,7 @@ def main(argv=None):
     a = parser.parse_args(argv)
     try:
         return {"train": cmd_train, "predict": cmd_predict, "info": cmd_info,
-                "bench": cmd_bench}[a.command](a)
+                "export": cmd_export, "bench": cmd_bench}[a.command](a)
     except (ValueError, TypeError, FileNotFoundError, ImportError, OSError) as exc:
         print(f"fastmlp: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

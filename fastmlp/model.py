@@ -265,6 +265,13 @@ class MLP:
         the same folder, flushed and fsync'ed, then renamed over the target."""
         return persistence.save(self, path)
 
+    def to_onnx(self, path=None, dtype=None, opset=18):
+        """Export to ONNX (fastmlp/onnx.py; the `onnx` extra): input `X` (N, n_features),
+        outputs `label` and `probabilities` (classifiers) or `variable`, as predict and
+        predict_proba give them.  Writes `path` when given; returns the onnx.ModelProto."""
+        from .onnx import model_to_onnx
+        return model_to_onnx(self, path, dtype, opset)
+
     @classmethod
     def load(cls, path, backend="auto"):
         """Read a model written by `save`; ModelFileError if it is corrupt or inconsistent."""
