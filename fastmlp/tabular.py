@@ -212,8 +212,9 @@ def target(table, name, task):
     classes, index = np.unique(col.astype(str) if col.dtype == object else col,
                                return_inverse=True)
     if classes.size < 2:
+        only = classes.tolist()[0]   # a Python value: 7, not np.int64(7)
         raise TableError(f"{table.path}: target column {name!r} has a single class "
-                         f"{classes[0]!r}; nothing to learn")
+                         f"{only!r}; nothing to learn")
     return index.astype(np.int64), classes
 
 
