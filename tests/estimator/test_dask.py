@@ -3,6 +3,7 @@ gives the same result as a local single-process search, with the workers' BLAS a
 and dask-ml's Incremental trains out of core on a zarr store larger than the worker's memory
 limit, with the worker's peak memory bounded."""
 import os
+import shutil
 import time
 import warnings
 
@@ -132,7 +133,8 @@ def zarr_store(tmp_path_factory):
         warnings.simplefilter("ignore")   # zarr's notes on codecs and formats
         da.to_zarr(X, str(folder / "X.zarr"), compute=True)
         da.to_zarr(y, str(folder / "y.zarr"), compute=True)
-    return folder
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)   # ~600 MB: not left behind in pytest's tmp
 
 
 @pytest.mark.slow

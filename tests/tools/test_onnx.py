@@ -202,3 +202,12 @@ def test_without_the_extra_to_onnx_names_it(monkeypatch):
         est = fastmlp.MLPClassifier((3,), max_iter=2).fit(np.eye(4), [0, 1, 0, 1])
     with pytest.raises(ImportError, match=r"fastmlp\[onnx\]"):
         est.to_onnx()
+
+
+def test_cli_export_without_the_extra(monkeypatch, tmp_path, capsys):
+    fastmlp.MLP((4, 3, 2)).save(tmp_path / "m.npz")
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    assert main(["export", "--model", str(tmp_path / "m.npz"), "--out",
+                 str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fastmlp[onnx]" in err and not (tmp_path / "m.onnx").exists()
