@@ -43,6 +43,21 @@ def kernel_case(kernel, n, h, dtype=np.float32, seed=0):
     if kernel == "softmax_xent_grad":
         args = (r(n, C) * 3, rng.integers(0, C, n), np.empty((n, C), dtype))
         return args, {}, (2,), ("GB/s", 2 * n * C * item + 8 * n)
+    if kernel.startswith("csr_"):   # X (n, 784) sparse at 5%: TF-IDF-like rows
+        import scipy.sparse
+        from fastmlp.backends.csr import as_csr
+        X = as_csr(scipy.sparse.random(n, D, density=0.05, format="csr", random_state=seed),
+                   dtype)
+        csr, nnz = (X.data, X.indices, X.indptr), X.nnz
+        if kernel == "csr_linear_forward":
+            return ((*csr, r(D, h), r(h), np.empty((n, h), dtype)), {"activation": "relu"},
+                    (5,), ("GFLOP/s", 2 * nnz * h))
+        if kernel == "csr_linear_backward":
+            return ((r(n, h), *csr, np.empty((D, h), dtype), np.empty(h, dtype)), {}, (4, 5),
+                    ("GFLOP/s", 2 * nnz * h))
+        rows = np.random.default_rng(seed).permutation(n)
+        return ((*csr, rows, np.empty(nnz, dtype), np.empty(nnz, np.int64),
+                 np.empty(n + 1, np.int64)), {}, (4, 5, 6), ("GB/s", nnz * (item + 8) * 2))
     if kernel in ("logistic_xent_grad", "squared_error_grad", "poisson_grad"):
         Y = (rng.random((n, C)) < 0.3).astype(dtype)
         args = (r(n, C), Y, np.empty((n, C), dtype))

@@ -50,3 +50,17 @@ def test_step(benchmark, require_backend, build, record_rate, smoke, opt, n, h, 
     benchmark(fn)
     benchmark.extra_info["excludes validation"] = name in ("numpy", "numba", "cython")
     record_rate("GFLOP/s", B.step_flops(n, h))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+def test_step_activation(benchmark, require_backend, record_rate, smoke, backend, activation):
+    """The fused Adam step at N=128, H=256 with each hidden activation (one group per
+    backend): `fastmlp bench` reports the ratios to ReLU against the 1.15 target."""
+    require_backend(backend)
+    benchmark.group = f"step activation {backend} adam N=128 H=256"
+    fn = B.fastmlp_step(backend, "adam", 128, 256, activation=activation)
+    if not smoke:
+        time.sleep(SETTLE)
+    benchmark(fn)
+    record_rate("GFLOP/s", B.step_flops(128, 256))

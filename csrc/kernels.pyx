@@ -21,7 +21,7 @@
 #   a parallel region libgomp's idle workers spin for a while and take cores from the
 #   OpenBLAS threads of the next GEMM, which cost more than threads saved at MLP sizes.
 #   `parallel_thresholds()` reads and sets them (tests set 0 to cover the threaded path).
-# * The serial optimiser updates are C loops in updates.h, compiled for AVX2 and for the
+# * The serial optimiser updates are C loops in updates.h, compiled for AVX-512, AVX2 and the
 #   baseline ISA with run-time selection (the build has no -march=native).
 # * Built without -ffast-math: the softmax relies on IEEE inf/NaN rules and on the max shift.
 """Cython kernels of fastmlp (raw, unchecked); use fastmlp.get_backend('cython')."""

@@ -6,7 +6,7 @@
  * offsets are absolute, so a row range of a bigger matrix needs no copy).  The forward pass
  * adds data[p]·W[c, :] into out[i, :] for each stored entry: the inner loop runs along a row
  * of W (row-major, contiguous) and vectorises; like step_loops.h each loop is compiled for
- * AVX2 and the baseline (target_clones), with restrict pointers and no FMA target.  The
+ * AVX-512, AVX2 and the baseline (target_clones), with restrict pointers and no FMA target.  The
  * forward pass checks every column index and offset it reads (-1 on the first bad one,
  * before it is used), so a corrupt matrix cannot make it read or write out of bounds.
  * Shapes: X (N, D) as CSR, W and dW (D, H), out and dY (N, H).

@@ -3,7 +3,7 @@
  * backward one; float and double.  Used by the kernels (kernels.pyx) and the fused training
  * step (train_step.pxi) alike.
  *
- * Design: like updates.h, each loop is compiled for AVX2 and for the baseline x86-64 ISA and
+ * Design: like updates.h, each loop is compiled for AVX-512, AVX2 and the baseline x86-64 ISA and
  * picked at run time (target_clones), and uses restrict pointers so that GCC vectorises the
  * float-to-double accumulation that Cython's generated code leaves scalar.  No FMA target.
  * The activation is a code (contract.ACTIVATIONS: 0 identity, 1 relu, 2 tanh, 3 logistic),
@@ -14,11 +14,51 @@
 #define FASTMLP_STEP_LOOPS_H
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 #include "updates.h"   /* FASTMLP_CLONES */
 
 enum { FASTMLP_IDENTITY = 0, FASTMLP_RELU = 1, FASTMLP_TANH = 2, FASTMLP_LOGISTIC = 3 };
 
-#define FASTMLP_DEFINE_STEP_LOOPS(T, SUFFIX, EXP, TANH)                                       \
+/* float32 exp, tanh and logistic that GCC vectorises (libm's expf/tanhf are calls it cannot):
+ * Cephes' expf (range reduction by ln 2 in two parts, a degree-5 polynomial, 2^n from the
+ * exponent bits) with inputs below -87 taken as -87 (the result, 1.6e-38, is then as good as
+ * 0 for the activations) and inf above the overflow point -- and Cephes' tanhf (an odd
+ * polynomial below |x| = 0.625, 1 - 2 / (exp(2|x|) + 1) above).  About 2 ulp against libm.
+ * NaN stays NaN (the clamps are comparisons, false for NaN); +-inf give the limits exactly.
+ * The float64 loops keep libm's exp and tanh. */
+static inline float fastmlp_expf(float x) {
+    float big = x > 88.72283905f ? INFINITY : 0.0f;   /* exp overflows: inf, like libm */
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.72283905f ? 88.72283905f : x;
+    float fx = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - fx * 0.693359375f;
+    r = r - fx * -2.12194440e-4f;
+    float y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
+                + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
+    y = y * (r * r) + r + 1.0f;
+    int32_t bits = ((int32_t)fx + 126) << 23;   /* 2^(fx - 1), fx in [-125, 128] */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    y = y * scale * 2.0f;
+    return big == 0.0f ? y : big;
+}
+
+static inline float fastmlp_logisticf(float x) { return 1.0f / (1.0f + fastmlp_expf(-x)); }
+
+static inline float fastmlp_tanhf(float x) {
+    float a = x < 0 ? -x : x;
+    float s = x * x;
+    float p = ((((-5.70498872745e-3f * s + 2.06390887954e-2f) * s - 5.37397155531e-2f) * s
+                + 1.33314422036e-1f) * s - 3.33332819422e-1f) * s * x + x;
+    float q = 1.0f - 2.0f / (fastmlp_expf(2.0f * a) + 1.0f);
+    q = x < 0 ? -q : q;
+    return a < 0.625f ? p : q;
+}
+
+static inline double fastmlp_logistic(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+#define FASTMLP_DEFINE_STEP_LOOPS(T, SUFFIX, LOGISTIC, TANH)                                  \
 /* out (N, H) = f(out + b) per row (relu keeps a NaN, like np.maximum) */                       \
 FASTMLP_CLONES static void bias_act_##SUFFIX(T *restrict out, const T *restrict b,            \
                                              ptrdiff_t N, ptrdiff_t H, int act) {             \
@@ -32,7 +72,7 @@ FASTMLP_CLONES static void bias_act_##SUFFIX(T *restrict out, const T *restrict 
         } else if (act == FASTMLP_TANH) {                                                     \
             for (ptrdiff_t j = 0; j < H; j++) row[j] = TANH(row[j] + b[j]);                   \
         } else if (act == FASTMLP_LOGISTIC) {                                                 \
-            for (ptrdiff_t j = 0; j < H; j++) row[j] = (T)1 / ((T)1 + EXP(-(row[j] + b[j])));  \
+            for (ptrdiff_t j = 0; j < H; j++) row[j] = LOGISTIC(row[j] + b[j]);               \
         } else {                                                                              \
             for (ptrdiff_t j = 0; j < H; j++) row[j] += b[j];                                 \
         }                                                                                     \
@@ -74,7 +114,7 @@ FASTMLP_CLONES static void mask_colsum_##SUFFIX(T *restrict D, const T *restrict
     for (ptrdiff_t j = 0; j < H; j++) out[j] = (T)acc[j];                                     \
 }
 
-FASTMLP_DEFINE_STEP_LOOPS(float, f32, expf, tanhf)
-FASTMLP_DEFINE_STEP_LOOPS(double, f64, exp, tanh)
+FASTMLP_DEFINE_STEP_LOOPS(float, f32, fastmlp_logisticf, fastmlp_tanhf)
+FASTMLP_DEFINE_STEP_LOOPS(double, f64, fastmlp_logistic, tanh)
 
 #endif

@@ -3,7 +3,7 @@
 #
 # Design
 # ------
-# `TrainStep` is the whole training step of a fixed network: forward, softmax cross-entropy,
+# `TrainStep` is the whole training step of a fixed network: forward, the output's loss,
 # backward and the optimiser update of every parameter, in one call that holds no GIL and
 # allocates nothing.  The constructor takes the arrays once (parameters, gradient buffers, the
 # workspace's activations and deltas, the optimiser state) and keeps raw pointers to them plus
@@ -18,8 +18,11 @@
 #   run on OpenBLAS's own thread pool (its threads are awake right after the GEMM; an OpenMP
 #   pool would fight them for the cores).  Nesterov and Adam need g itself: GEMM into dW, then
 #   the loops of updates.h.  In these fused cases `dweights` is not written.
-# * The ReLU mask of a delta and the column sums that are the previous layer's bias gradient
-#   are one pass.
+# * The bias and activation are one pass after a forward GEMM; the activation backward of a
+#   delta (ReLU's mask, 1 − H², H(1 − H)) and the column sums that are the previous layer's
+#   bias gradient are one pass after a backward one (step_loops.h).
+# * A sparse first layer (a CSR X) runs the loops of sparse_loops.h instead of its two GEMMs;
+#   its weight gradient goes to dweights[0] and the update loop follows.
 # * A non-finite loss returns before the backward pass: nothing is updated.
 #
 # Order inside a layer's backward: dX = δ·Wᵀ first (it needs W before its update), then the

@@ -2,8 +2,9 @@
  *
  * Design: these loops are memory-bound and vectorise; the package is built for the baseline
  * x86-64 ISA (no -march=native), so on x86-64 with GCC/Clang each loop is compiled twice,
- * for AVX2 and for the baseline, and the loader picks one at run time (target_clones).  No
- * FMA target: a fused multiply-add would round differently from the NumPy reference.
+ * for AVX-512, for AVX2 and for the baseline, and the loader picks one at run time
+ * (target_clones).  The build turns FMA contraction off (-ffp-contract=off): a fused
+ * multiply-add would round differently from the NumPy reference and from the other clones.
  * Shapes: every array has n elements.  g = dW + wd2 * W (wd2 = 2 * weight_decay).
  */
 #ifndef FASTMLP_UPDATES_H
@@ -12,7 +13,7 @@
 #include <stddef.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && defined(__linux__)
-#define FASTMLP_CLONES __attribute__((target_clones("avx2", "default")))
+#define FASTMLP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define FASTMLP_CLONES
 #endif

@@ -10,12 +10,14 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # the estimator pulls in scikit-learn: import it on first use, not with the package
-    if name == "MLPClassifier":
-        from .estimators import MLPClassifier
-        return MLPClassifier
+    # the estimators pull in scikit-learn: import them on first use, not with the package
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import estimators
+        return getattr(estimators, name)
     raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")
 
-__all__ = ["available_backends", "get_backend", "MLP", "MLPClassifier", "Trainer", "History", "ModelFileError",
-           "TrainingDivergedError", "Constant", "StepDecay", "ExponentialDecay",
-           "InverseScaling", "ReduceOnPlateau", "EarlyStopping", "__version__"]
+
+__all__ = ["available_backends", "get_backend", "MLP", "MLPClassifier", "MLPRegressor",
+           "Trainer", "History", "ModelFileError", "TrainingDivergedError", "Constant",
+           "StepDecay", "ExponentialDecay", "InverseScaling", "ReduceOnPlateau",
+           "EarlyStopping", "__version__"]

@@ -188,17 +188,19 @@ def _config(opt, lr=None):
     return cfg
 
 
-def fastmlp_trainer(backend, opt, n, h, d=D, c=C, dtype=np.float32, seed=0, lr=None):
+def fastmlp_trainer(backend, opt, n, h, d=D, c=C, dtype=np.float32, seed=0, lr=None,
+                    activation="relu"):
     """(trainer, X, y) for a d-h-c MLP on `backend` with optimizer `opt` ('sgd' or 'adam'),
     after one public step (state, workspace and compiled kernels are ready)."""
-    model = MLP((d, h, c), dtype=dtype, seed=seed, backend=backend)
+    model = MLP((d, h, c), dtype=dtype, seed=seed, backend=backend, activation=activation)
     trainer = Trainer(model, batch_size=n, seed=seed, **_config(opt, lr))
     X, y = batch(n, d, c, dtype, seed)
     trainer.step(X, y)
     return trainer, X, y
 
 
-def fastmlp_step(backend, opt, n, h, public=False, dtype=np.float32, seed=0, lr=STEP_LR):
+def fastmlp_step(backend, opt, n, h, public=False, dtype=np.float32, seed=0, lr=STEP_LR,
+                 activation="relu"):
     """One fastmlp optimizer step of a 784-h-10 net on a fixed batch of n rows.
 
     Parameters
@@ -209,12 +211,14 @@ def fastmlp_step(backend, opt, n, h, public=False, dtype=np.float32, seed=0, lr=
         False: `trainer._step(ws, X, y)`, the batch already in the workspace as in `fit`'s
         loop, nothing validated.  True: the public `trainer.step(X, y)`, which validates.
     lr : float, STEP_LR by default (see its comment)
+    activation : the hidden layer's activation
 
     Returns
     -------
     callable taking no argument (one step per call); one step has been taken.
     """
-    trainer, X, y = fastmlp_trainer(backend, opt, n, h, dtype=dtype, seed=seed, lr=lr)
+    trainer, X, y = fastmlp_trainer(backend, opt, n, h, dtype=dtype, seed=seed, lr=lr,
+                                    activation=activation)
     if public:
         return functools.partial(trainer.step, X, y)
     ws = trainer._workspace(n)

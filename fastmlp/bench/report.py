@@ -53,6 +53,8 @@ def parse_args(argv):
                    help="skip predict_proba latency and throughput against the peers")
     p.add_argument("--no-estimator", action="store_true",
                    help="skip MLPClassifier.fit against Trainer.fit")
+    p.add_argument("--no-activations", action="store_true",
+                   help="skip the fused step's activations against ReLU")
     p.add_argument("--settle", type=float, default=0.15, metavar="S",
                    help="seconds to sleep before switching thread pools (default 0.15)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target FAILs")
@@ -259,6 +261,39 @@ def format_inference(inf):
     return "\n".join(lines)
 
 
+ACTIVATION_CASES = (("sgd", 128, 256), ("adam", 128, 256), ("sgd", 32, 128))
+ACTIVATION_LIMIT = 1.15   # a tanh / logistic / identity step <= 1.15 x the ReLU step
+
+
+def run_activations(a, say):
+    """The fused step with each hidden activation against the same step with ReLU, float32,
+    interleaved; ratios to the ReLU step."""
+    out = []
+    cases = ACTIVATION_CASES[:2] if a.quick else ACTIVATION_CASES
+    for opt, n, h in cases:
+        for b in COMPILED:
+            say(f"  activations {b} {opt} N={n} H={h}")
+            group = [(act, B.fastmlp_step(b, opt, n, h, activation=act))
+                     for act in ("relu", "tanh", "logistic", "identity")]
+            best = interleave([group], a.repeat, a.settle)
+            rows = {act: ratio(best, act, "relu") for act, _ in group[1:]}
+            out.append({"backend": b, "optimizer": opt, "n": n, "h": h,
+                        "relu_us": float(np.median(best["relu"])) * 1e6, "x_relu": rows,
+                        "status": "PASS" if all(r[1] <= ACTIVATION_LIMIT for r in rows.values())
+                        else "FAIL"})
+    return out
+
+
+def format_activations(acts):
+    lines = []
+    for r in acts:
+        cells = "  ".join(f"{k} {v[1]:.3f} [{v[0]:.2f}-{v[2]:.2f}]" for k, v in r["x_relu"].items())
+        lines.append(f"{r['status']}  {r['backend']:<7}{r['optimizer']:<5}N={r['n']:<4}"
+                     f"H={r['h']:<5}relu {r['relu_us']:.1f} µs; × relu: {cells} "
+                     f"(target ≤ {ACTIVATION_LIMIT:.2f})")
+    return "\n".join(lines)
+
+
 ESTIMATOR_LIMIT = 1.05   # MLPClassifier.fit per step <= 1.05 x Trainer.fit per step
 
 
@@ -411,6 +446,7 @@ def main(argv=None):
     mismatches += [f"MISMATCH inference {r['rows']} rows {who}: {msg}"
                    for r in inf for who, msg in r["mismatch"].items()]
     inf_targets = evaluate_inference(inf)
+    acts = [] if a.no_activations else run_activations(a, say)
     est = [] if a.no_estimator else run_estimator(a, say)
     tta = [] if a.no_tta else run_tta(a, say)
     seconds, busy = time.perf_counter() - t0, busy_seconds()
@@ -436,6 +472,10 @@ def main(argv=None):
               f"each turn's best call; 'vs X' = X's time ÷ this row's")
         print(format_inference(inf))
         print("\n".join(t["line"] for t in inf_targets))
+    if acts:
+        print("\nActivations: the fused step (784-H-10, float32) with each hidden activation, "
+              "÷ the same step with ReLU in the same round; median [IQR]")
+        print(format_activations(acts))
     if est:
         print("\nEstimator overhead: MLPClassifier.fit against Trainer.fit, digits 64-100-10, "
               "Adam, batch 200, 20 epochs, float32; per-step time, ratio median [IQR] over "
@@ -452,12 +492,13 @@ def main(argv=None):
         print("warning: the machine was busy, so these ratios are less reliable than usual")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"environment": env, "args": vars(a), "step": step, "targets": targets + inf_targets,
-                       "breakdown": bd, "inference": inf, "estimator": est, "tta": tta, "seconds": seconds,
+            json.dump({"environment": env, "args": vars(a), "step": step,
+                       "targets": targets + inf_targets, "breakdown": bd, "inference": inf,
+                       "activations": acts, "estimator": est, "tta": tta, "seconds": seconds,
                        "foreign_cpus": foreign}, f, indent=1)
     if a.plot:
         plot(a.plot, step, tta)
-    failed = any(t["status"] == "FAIL" for t in targets + inf_targets + est)
+    failed = any(t["status"] == "FAIL" for t in targets + inf_targets + acts + est)
     return 1 if mismatches or (a.strict and failed) else 0
 
 

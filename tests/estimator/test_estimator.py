@@ -1,5 +1,7 @@
-"""MLPClassifier: scikit-learn's estimator checks, agreement with sklearn's MLPClassifier,
-meta-estimators, persistence, labels, weights, incremental training and parameter errors."""
+"""MLPClassifier: agreement with sklearn's MLPClassifier (every activation, solver and output
+layout), meta-estimators, persistence, labels, weights, dtypes, incremental training and
+parameter errors.  The estimator checks are in test_checks.py, sklearn's own test file in
+test_sklearn_suite.py, MLPRegressor in test_regressor.py."""
 import io
 import pickle
 import warnings
@@ -8,12 +10,12 @@ from contextlib import redirect_stdout
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.datasets import make_multilabel_classification
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.neural_network import MLPClassifier as SkMLP
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import fastmlp
 from fastmlp import MLPClassifier
@@ -21,29 +23,8 @@ from fastmlp import MLPClassifier
 BACKENDS = fastmlp.available_backends()
 COMPILED = [b for b in BACKENDS if b != "numpy"]
 FAST = COMPILED[0] if COMPILED else "numpy"
+ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
-
-def _check_configs():
-    small = dict(hidden_layer_sizes=(8,), max_iter=100, learning_rate_init=0.01, random_state=0)
-    cfgs = [dict(backend=b, dtype="float32") for b in COMPILED or ["numpy"]]
-    cfgs += [dict(backend="numpy", dtype="float64"),
-             dict(backend="numpy", dtype="float64", solver="lbfgs"),
-             dict(backend=FAST, dtype="float64", solver="sgd")]
-    return [MLPClassifier(**small, **c) for c in cfgs]
-
-
-@parametrize_with_checks(_check_configs(),
-                         expected_failed_checks=lambda est: est._expected_failed_checks())
-def test_sklearn_estimator_checks(estimator, check):
-    check(estimator)
-
-
-def test_expected_failures_only_for_float32():
-    assert MLPClassifier(dtype="float64")._expected_failed_checks() == {}
-    reasons = MLPClassifier()._expected_failed_checks()
-    assert set(reasons) == {"check_sample_weight_equivalence_on_dense_data"}
-    assert "float32" in reasons["check_sample_weight_equivalence_on_dense_data"]
 
 
 # ---- agreement with scikit-learn ------------------------------------------------------------
@@ -104,7 +85,7 @@ def test_reproduces_sklearn_loss_curve(small_digits, backend, schedule):
 @pytest.mark.parametrize("binary", [False, True])
 def test_early_stopping_matches_sklearn(small_digits, binary):
     """The same validation split as sklearn: unstratified for multiclass, stratified for binary
-    (sklearn stratifies only when its network has one output unit)."""
+    (sklearn stratifies only when its network has one output unit), and the same network."""
     X, y = small_digits[0].astype(np.float64), small_digits[1]
     if binary:
         y = np.where(y < 3, "low", "high")
@@ -113,22 +94,136 @@ def test_early_stopping_matches_sklearn(small_digits, binary):
     sk, fm = _both(params, X, y, dtype="float64", backend=FAST)
     assert fm.validation_scores_ == pytest.approx(sk.validation_scores_)
     assert fm.best_validation_score_ == max(fm.validation_scores_)
-    assert fm.best_loss_ is None and fm.n_iter_ < 60
-    if not binary:  # (binary: 2 softmax units vs sklearn's logistic unit, close not equal)
-        for a, b in zip(fm.coefs_, sk.coefs_):  # both restored the best epoch's weights
-            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    assert fm.best_loss_ is None and fm.n_iter_ < 60 and fm.n_iter_ == sk.n_iter_
+    for a, b in zip(fm.coefs_, sk.coefs_):  # both restored the best epoch's weights
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
 
 
-def test_binary_starts_from_sklearns_logistic_unit():
+def _multilabel():
+    X, Y = make_multilabel_classification(n_samples=120, n_classes=4, random_state=0)
+    return X / X.max(), Y
+
+
+@pytest.mark.parametrize("problem", ["binary", "multiclass", "multilabel"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_output_layer_and_training_are_sklearns(small_digits, problem, activation):
+    """sklearn's layout: one logistic unit for binary, one per label for multilabel, softmax
+    for multiclass; with every hidden activation the training (loss curve, weights) and the
+    predictions are sklearn's, in float64."""
+    X, y = small_digits[0][:200].astype(np.float64), small_digits[1][:200]
+    if problem == "binary":
+        y = np.where(y < 5, "low", "high")
+    elif problem == "multilabel":
+        X, y = _multilabel()
+    params = dict(hidden_layer_sizes=(12,), activation=activation, solver="sgd",
+                  learning_rate_init=0.05, batch_size=50, max_iter=8, random_state=5)
+    sk, fm = _both(params, X, y, backend=FAST)
+    assert (fm.out_activation_, fm.n_outputs_, fm.n_layers_) == \
+        (sk.out_activation_, sk.n_outputs_, sk.n_layers_)
+    assert fm.out_activation_ == {"binary": "logistic", "multiclass": "softmax",
+                                  "multilabel": "logistic"}[problem]
+    assert [c.shape for c in fm.coefs_] == [c.shape for c in sk.coefs_]
+    np.testing.assert_array_equal(fm.classes_, sk.classes_)
+    np.testing.assert_allclose(fm.loss_curve_, sk.loss_curve_, rtol=1e-9)
+    for a, b in zip(fm.coefs_ + fm.intercepts_, sk.coefs_ + sk.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)
+    P = fm.predict_proba(X)
+    assert P.shape == sk.predict_proba(X).shape and P.dtype == np.float64
+    np.testing.assert_allclose(P, sk.predict_proba(X), rtol=1e-7, atol=1e-12)
+    np.testing.assert_array_equal(fm.predict(X), sk.predict(X))
+    assert fm.score(X, y) == sk.score(X, y)
+
+
+def test_binary_has_one_logistic_output():
     rng = np.random.RandomState(0)
     X = rng.standard_normal((60, 5))
     y = np.where(X[:, 0] > 0, "yes", "no")
-    params = dict(hidden_layer_sizes=(7,), solver="sgd", learning_rate_init=1e-12,
-                  momentum=0.0, max_iter=1, random_state=11)
-    sk, fm = _both(params, X, y, dtype="float64")
-    np.testing.assert_allclose(fm.predict_proba(X), sk.predict_proba(X), rtol=1e-9)
-    assert fm.n_outputs_ == 2 and fm.coefs_[-1].shape == (7, 2)
-    assert fm.out_activation_ == "softmax" and list(fm.classes_) == ["no", "yes"]
+    clf = MLPClassifier((7,), solver="lbfgs", random_state=11).fit(X, y)
+    assert clf.n_outputs_ == 1 and clf.coefs_[-1].shape == (7, 1)
+    assert clf.out_activation_ == "logistic" and list(clf.classes_) == ["no", "yes"]
+    z = np.maximum(X @ clf.coefs_[0] + clf.intercepts_[0], 0) @ clf.coefs_[1] + clf.intercepts_[1]
+    p = 1 / (1 + np.exp(-z[:, 0]))
+    np.testing.assert_allclose(clf.predict_proba(X), np.c_[1 - p, p], rtol=1e-12)
+    np.testing.assert_array_equal(clf.predict(X), np.where(p > 0.5, "yes", "no"))
+    assert clf.score(X, y) > 0.95
+
+
+def test_multilabel_predicts_indicator_matrix():
+    X, Y = _multilabel()
+    clf = MLPClassifier((30,), solver="lbfgs", max_iter=300, random_state=0).fit(X, Y)
+    np.testing.assert_array_equal(clf.classes_, np.arange(4))
+    assert clf.out_activation_ == "logistic" and clf.n_outputs_ == 4
+    P = clf.predict_proba(X)
+    assert P.shape == Y.shape and not np.allclose(P.sum(axis=1), 1)
+    np.testing.assert_array_equal(clf.predict(X), (P > 0.5).astype(int))
+    assert clf.score(X, Y) > 0.9  # subset accuracy
+    part = MLPClassifier((30,), solver="sgd", learning_rate_init=0.2, random_state=0)
+    for _ in range(3):
+        part.partial_fit(X, Y, classes=np.arange(4))
+    assert part.predict(X).shape == Y.shape
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("problem", ["binary", "multiclass"])
+def test_lbfgs_follows_sklearn(small_digits, activation, problem):
+    """L-BFGS on the same objective and gradient as sklearn (for every activation): the same
+    iterates for a short run, in float64."""
+    X, y = small_digits[0][:300].astype(np.float64), small_digits[1][:300]
+    y = y % 2 if problem == "binary" else y
+    params = dict(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=20, activation=activation,
+                  random_state=0)
+    sk, fm = _both(params, X, y, backend="numpy")
+    assert fm.n_iter_ == sk.n_iter_
+    assert fm.loss_ == pytest.approx(sk.loss_, rel=1e-9)
+    for a, b in zip(fm.coefs_, sk.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9)
+
+
+def test_warm_start_learning_rate(small_digits):
+    """As sklearn's test_learning_rate_warmstart: a warm-started invscaling fit restarts from
+    learning_rate_init and decays with the samples seen so far (t_); constant stays put.
+    The loss curves show sklearn's rates were used."""
+    X, y = [[3, 2], [1, 6], [5, 6], [-2, -4]], [1, 1, 1, 0]
+    for learning_rate in ["invscaling", "constant"]:
+        kw = dict(solver="sgd", hidden_layer_sizes=4, learning_rate=learning_rate, max_iter=1,
+                  power_t=0.25, warm_start=True, random_state=0)
+        sk, fm = SkMLP(**kw), MLPClassifier(**kw)
+        sk.fit(X, y), fm.fit(X, y)
+        prev = fm._lr
+        sk.fit(X, y), fm.fit(X, y)
+        assert fm._lr == sk._optimizer.learning_rate
+        if learning_rate == "constant":
+            assert prev == fm._lr == 0.001
+        else:
+            assert fm._lr == fm.learning_rate_init / pow(8 + 1, fm.power_t)
+        np.testing.assert_allclose(fm.loss_curve_, sk.loss_curve_, rtol=1e-12)
+
+
+def test_adaptive_learning_rate():
+    """As sklearn's test_adaptive_learning_rate: the rate is divided by 5 until <= 1e-6."""
+    X, y = [[3, 2], [1, 6]], [1, 0]
+    kw = dict(tol=0.5, max_iter=3000, solver="sgd", learning_rate="adaptive", random_state=0)
+    sk, fm = SkMLP(**kw).fit(X, y), MLPClassifier(**kw).fit(X, y)
+    assert fm.max_iter > fm.n_iter_ == sk.n_iter_
+    assert 1e-6 > fm._lr == pytest.approx(sk._optimizer.learning_rate, rel=1e-12)
+    np.testing.assert_allclose(fm.loss_curve_, sk.loss_curve_, rtol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_float32_dtype_refuses_values_beyond_float32():
+    """X finite in float64 but not in float32 (1e39): a float32 estimator refuses it at fit
+    and predict with sklearn's message; the default (X's dtype, float64) trains on it."""
+    rng = np.random.RandomState(0)
+    X, y = rng.standard_normal((30, 4)), np.arange(30) % 3
+    big = X.copy()
+    big[2, 2] = 1e39
+    f32 = MLPClassifier((4,), max_iter=2, random_state=0, dtype="float32")
+    with pytest.raises(ValueError, match="Input X contains infinity or a value too large"):
+        f32.fit(big, y)
+    with pytest.raises(ValueError, match="Input X contains infinity or a value too large"):
+        f32.fit(X, y).predict(big)
+    assert MLPClassifier((4,), max_iter=2, random_state=0).fit(big, y).coefs_[0].dtype == \
+        np.float64
 
 
 # ---- fitted state ------------------------------------------------------------------------------
@@ -154,6 +249,22 @@ def test_dtype_float64(small_digits):
     X, y = small_digits[:2]
     clf = MLPClassifier((16,), max_iter=3, dtype=np.float64, random_state=0).fit(X, y)
     assert clf.coefs_[0].dtype == np.float64 and clf.predict_proba(X).dtype == np.float64
+
+
+@pytest.mark.parametrize("X_dtype, expected", [(np.float32, np.float32), (np.float64, np.float64),
+                                               (np.int64, np.float64), (np.float16, np.float64)])
+def test_dtype_follows_X(small_digits, X_dtype, expected):
+    """dtype=None (the default): the parameters take X's dtype, float64 unless X is float32,
+    as in sklearn; predictions come in the dtype of X's values and the parameters combined;
+    an explicit dtype forces one."""
+    X, y = (small_digits[0] * 16).astype(X_dtype), small_digits[1]
+    clf = MLPClassifier((8,), max_iter=3, random_state=0).fit(X, y)
+    assert all(p.dtype == expected for p in clf.coefs_ + clf.intercepts_)
+    assert clf.predict_proba(X).dtype == np.result_type(X_dtype, expected)
+    forced = MLPClassifier((8,), max_iter=3, random_state=0, dtype="float32").fit(X, y)
+    assert forced.coefs_[0].dtype == np.float32
+    assert forced.predict_proba(X.astype(np.float32)).dtype == np.float32
+    assert forced.predict_proba(X.astype(np.float64)).dtype == np.float64
 
 
 def test_convergence_warning_and_verbose(small_digits):
@@ -322,11 +433,6 @@ def test_pipeline_cross_val_and_grid_search(small_digits):
 
 
 # ---- parameter errors ------------------------------------------------------------------------
-def test_activation_other_than_relu_is_refused():
-    with pytest.raises(ValueError, match="activation='tanh'.*ReLU"):
-        MLPClassifier(activation="tanh").fit([[0.0], [1.0]], [0, 1])
-
-
 @pytest.mark.parametrize("param, value", [
     ("alpha", -1.0), ("learning_rate_init", 0.0), ("learning_rate_init", -0.1),
     ("batch_size", 0), ("max_iter", 0), ("solver", "newton"), ("momentum", 1.5),

@@ -1,13 +1,16 @@
-"""A loss turning NaN or infinite stops training with TrainingDivergedError (a
-FloatingPointError) and leaves finite weights: in the Trainer (exactly the last finite ones
-with snapshot_every=1), after many steps, and in MLPClassifier (sgd, adam, lbfgs)."""
+"""A loss turning NaN or infinite stops the Trainer with TrainingDivergedError (a
+FloatingPointError) and leaves finite weights (exactly the last finite ones with
+snapshot_every=1), also after many steps.  The scikit-learn estimators behave as
+scikit-learn's instead (sgd, adam, lbfgs): training goes on, and non-finite weights at the
+end raise scikit-learn's ValueError."""
 import warnings
 
 import numpy as np
 import pytest
 from helpers import finite, params, record_updates, same
+from sklearn import neural_network as sk
 
-from fastmlp import MLP, MLPClassifier, Trainer, TrainingDivergedError
+from fastmlp import MLP, MLPClassifier, MLPRegressor, Trainer, TrainingDivergedError
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the reference overflowing on purpose
@@ -47,17 +50,35 @@ def test_divergence_after_many_steps_restores_finite_weights(digits, every):
         assert any(same(params(m), s) for s in finite_states[-every - 1:])
 
 
-@pytest.mark.parametrize("solver, kw", [("sgd", dict(learning_rate_init=10.0)),
-                                        ("lbfgs", dict(alpha=1e300))])
-def test_mlpclassifier_divergence_keeps_finite_weights(solver, kw):
+def _outcome(est, X, y):
+    """What fit does: "ok" or sklearn's ValueError; the loss curve; are the weights finite."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X, y)
+        result = "ok"
+    except ValueError as exc:
+        assert "Solver produced non-finite parameter weights" in str(exc)
+        result = "ValueError"
+    return result, np.isfinite(getattr(est, "loss_curve_", [])), finite(est.coefs_)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
+def test_estimators_diverge_as_sklearn(name, solver):
+    """Inputs near float64's maximum: the stochastic solvers end with non-finite weights and
+    sklearn's ValueError, L-BFGS stops on scipy's abnormal line search with finite ones --
+    fastmlp's estimators as sklearn's, epoch for epoch."""
     rng = np.random.RandomState(0)
-    X, y = rng.standard_normal((100, 4)) * 1e4, rng.randint(0, 3, 100)
-    clf = MLPClassifier((32,), solver=solver, max_iter=20, random_state=0, **kw)
-    with pytest.raises(TrainingDivergedError, match="loss became"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf.fit(X, y)
-    assert finite(clf.coefs_ + clf.intercepts_)
-    assert set(clf.predict(X)) <= {0, 1, 2}
+    X, y = np.finfo(np.float64).max * rng.uniform(size=(100, 4)), rng.randint(0, 3, 100)
+    kw = dict(hidden_layer_sizes=(32,), solver=solver, max_iter=20, random_state=0)
+    theirs = _outcome(getattr(sk, name)(**kw), X, y)
+    ours = _outcome({"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}[name](**kw),
+                    X, y)
+    assert ours[0] == theirs[0] == ("ok" if solver == "lbfgs" else "ValueError")
+    assert ours[2] == theirs[2] == (solver == "lbfgs")
+    if solver != "lbfgs":  # every epoch after the first is NaN in both
+        assert len(ours[1]) == len(theirs[1]) == 20 and not ours[1][1:].any()
 
 
 def test_divergence_raises_and_keeps_finite_weights(digits, backend):
@@ -69,12 +90,13 @@ def test_divergence_raises_and_keeps_finite_weights(digits, backend):
     assert issubclass(TrainingDivergedError, FloatingPointError)
 
 
-def test_divergence_raises():
+def test_trainer_keeps_its_own_divergence_rule():
+    """On data where the estimator trains on (as sklearn's), the native Trainer raises."""
     rng = np.random.RandomState(0)
-    X, y = rng.standard_normal((100, 4)) * 1e4, rng.randint(0, 3, 100)
-    clf = MLPClassifier((32,), solver="sgd", learning_rate_init=10.0, max_iter=20,
-                        random_state=0)
-    with pytest.raises(TrainingDivergedError), warnings.catch_warnings():
+    X, y = np.finfo(np.float64).max * rng.uniform(size=(100, 4)), rng.randint(0, 3, 100)
+    m = MLP((4, 32, 3), dtype=np.float64, seed=0, backend="numpy")
+    with pytest.raises(TrainingDivergedError, match="loss became"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clf.fit(X, y)
+        Trainer(m, lr=1e-3, epochs=2).fit(X, y)
+    assert finite(params(m))
     assert issubclass(TrainingDivergedError, FloatingPointError)

@@ -112,7 +112,7 @@ def test_sklearn_regressor_export(data, target, loss, activation, dtype):
 def _fastmlp_estimators():
     """fastmlp's estimators with their targets (MLPRegressor when this version has it)."""
     cases = [("MLPClassifier", "binary"), ("MLPClassifier", "multiclass"),
-             ("MLPClassifier", "strings")]
+             ("MLPClassifier", "strings"), ("MLPClassifier", "multilabel")]
     if hasattr(fastmlp.estimators, "MLPRegressor"):
         cases += [("MLPRegressor", "regression"), ("MLPRegressor", "regression2")]
     return cases
@@ -150,6 +150,21 @@ def test_pipeline_converts_with_skl2onnx(data, target, dtype):
     zipped = np.array([[row[c] for c in pipe.classes_] for row in got["output_probability"]])
     np.testing.assert_allclose(zipped, want_p, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(got["output_label"], want_l)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_regressor_pipeline_converts_with_skl2onnx(data, dtype):
+    skl2onnx = pytest.importorskip("skl2onnx", reason="skl2onnx is not installed")
+    if not hasattr(fastmlp.estimators, "MLPRegressor"):
+        pytest.skip("this fastmlp has no MLPRegressor")
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    X = (data["X"] * 5 + 3).astype(dtype)
+    pipe = make_pipeline(StandardScaler(), fastmlp.estimators.MLPRegressor(
+        hidden_layer_sizes=(8,), max_iter=30, random_state=0, dtype=dtype))
+    pipe.fit(X, data["regression2"])
+    got = run(skl2onnx.to_onnx(pipe, X[:1]), X)
+    close(got["variable"], pipe.predict(X), dtype)
 
 
 @pytest.mark.parametrize("kind", ("multilabel", "regression2"))

@@ -12,9 +12,9 @@ Nothing here needs it: the element-wise loops vectorise without it, and the only
 reductions (softmax row sums over C classes, the loss and sample-weight sums) are short or
 cheap next to the GEMMs.
 
-Numba's on-disk cache is keyed on the source file of each kernel, not on this one: after
-editing these settings, delete fastmlp/backends/numba/__pycache__/*.nbi/*.nbc (or touch
-kernels.py and train_step.py) or the old machine code keeps being loaded.
+Numba's on-disk cache is keyed on the source file of each kernel; `stamp_caches` adds a
+digest of the sources each cached function depends on (kernels.py, train_step.py and this
+file), so editing or upgrading any of them recompiles what uses it.
 
 error_model="numpy" makes a float division by zero give inf/nan (as in NumPy) instead of
 raising ZeroDivisionError; it also drops the per-division check that blocks vectorisation.
@@ -34,6 +34,7 @@ installed, so the layer is OpenMP (GNU libgomp).  GNU OpenMP cannot be used in a
 created by fork() once the parent has used it (Numba terminates that child), so a fork hook
 switches the child to the serial kernels.
 """
+import hashlib
 import os
 import sys
 import warnings
@@ -113,3 +114,23 @@ PARALLEL_LAYER = None if _min_size is None else _start_parallel()
 parallel_min_size = _min_size if PARALLEL_LAYER is not None else sys.maxsize
 if PARALLEL_LAYER == "omp":
     os.register_at_fork(after_in_child=_serial_after_fork)
+
+
+def stamp_caches(namespace, *modules):
+    """Tie the on-disk cache of every cached dispatcher in `namespace` (a module's globals) to
+    the source of `modules` too, not only to the file the function is in.
+
+    Numba keys a cache on its function's own file (mtime and size), but `_run` in
+    train_step.py compiles kernels.py's inlined steps into itself: after an upgrade that
+    changed kernels.py alone, the stale machine code would be loaded.  Adding a digest of the
+    sources to the cache's stamp makes the index stale whenever any of them changes.  (Numba
+    internals: without the attributes this expects, the caches keep numba's own stamp.)"""
+    digest = hashlib.sha256()
+    for module in modules:
+        with open(module.__file__, "rb") as f:
+            digest.update(f.read())
+    digest = digest.hexdigest()[:16]
+    for obj in list(namespace.values()):
+        cache_file = getattr(getattr(obj, "_cache", None), "_cache_file", None)
+        if cache_file is not None and hasattr(cache_file, "_source_stamp"):
+            cache_file._source_stamp = (cache_file._source_stamp, digest)

@@ -3,10 +3,11 @@
 Design
 ------
 * The same algorithm as the Cython `TrainStep` (csrc/train_step.pxi), the fused form of
-  `reference.TrainStep`: forward (GEMM, then bias + ReLU in one pass), softmax
-  cross-entropy (loss in float64), a non-finite loss returns before anything is updated, then
-  backward from the last layer: dX = delta·Wᵀ (before W changes), the ReLU mask fused with the
-  column sums that are the previous layer's bias gradient, and the weight-gradient GEMM fused
+  `reference.TrainStep`: forward (GEMM -- or the CSR loop for a sparse first layer -- then
+  bias + activation in one pass), the output's loss (in float64), a non-finite loss returns
+  before anything is updated, then backward from the last layer: dX = delta·Wᵀ (before W
+  changes), the activation backward fused with the column sums that are the previous layer's
+  bias gradient, and the weight-gradient GEMM fused
   with the update through BLAS's alpha/beta -- plain SGD: W = (1 - 2·wd·lr)·W - lr·inpᵀ·delta;
   momentum: v = mu·v + inpᵀ·delta, then axpys v += 2·wd·W, W -= lr·v; Nesterov and Adam: a
   GEMM into dweights and the element-wise loops.  Biases: the loops, weight decay 0.
@@ -36,14 +37,16 @@ Design
   `config.JIT_OPTIONS` (cached, nogil, explicit fast-math flags).  It returns the loss as
   a float: unlike an array, a float is boxed without calling back into Python, so a pending
   Ctrl-C cannot surface as SystemError (see kernels.py).
-* The bias + ReLU pass, the loss and the per-element optimizer steps are kernels.py's own
-  (`_bias_act`, `softmax_xent_grad`, `_sgd_step`, `_sgd_momentum_step`, `_adam_step`), so
+* The bias + activation pass, the activation backward, the losses and the per-element
+  optimizer steps are kernels.py's own (`_bias_act`, `_act_backward_row`, the `*_grad` losses,
+  `_csr_forward`, `_sgd_step`, `_sgd_momentum_step`, `_adam_step`), so
   each formula is written once.
   This module imports kernels.py, never the other way; the package's __init__ puts both
-  under one name.  Numba's on-disk cache is keyed on this file only: after editing those functions in a
-  source checkout, touch this file (or clear __pycache__) to recompile `_run`.
+  under one name.  Numba keys its on-disk cache on this file only; `config.stamp_caches`
+  ties it to kernels.py and config.py too, so changing either recompiles `_run`.
 """
 import math
+import sys
 
 import numba
 import numpy as np
@@ -56,6 +59,8 @@ from numba.extending import overload
 
 from ..contract import (OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_SGD, OUTPUTS, check_batch,
                         step_layout)
+from . import config
+from . import kernels as _kernels
 from .config import JIT_OPTIONS
 from ..csr import CSR
 from .kernels import (ACT_CODES, _act_backward_row, _adam_step, _bias_act, _csr_forward,
@@ -380,3 +385,7 @@ class TrainStep:
                         sample_weight, lr, step, weight_decay, eps)
         return _run(self._plan, X, self._no_X[0], self._no_index, self._no_index, m, y,
                     sample_weight, lr, step, weight_decay, eps)
+
+
+# the cached step compiles kernels.py's functions into itself: its cache follows their source
+config.stamp_caches(globals(), config, _kernels, sys.modules[__name__])
