@@ -87,12 +87,15 @@ def test_grid_search_on_dask_cluster_matches_local():
 # ---- out of core ----------------------------------------------------------------------------
 
 # 1.6M rows x 100 float32 features = 640 MB (~590 MB on disk, zstd) in a zarr store of 40
-# chunks of 16 MB, against a worker memory limit of 600 MB (the worker itself, with fastmlp,
-# scikit-learn, dask-ml and zarr imported, is ~370 MB).  One epoch of Incremental.fit: ~4 s;
-# writing the store ~10-15 s, the cluster ~5 s.  Spilling is off: a worker that starts above
-# the spill threshold (70% of its limit) would write every chunk it holds to disk, 4x slower
-# here; pausing (80%) and the nanny's restart (95%) still enforce the limit.
-NO_SPILL = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False}
+# chunks of 16 MB, against a worker memory limit of 600 MB.  The worker itself, with fastmlp,
+# scikit-learn, dask-ml and zarr imported, is 370-420 MB (more in a fresh environment, where
+# Numba has no cache yet), so the fit has ~130 MB of room.  One epoch of Incremental.fit:
+# ~4 s; writing the store ~10-15 s, the cluster ~5 s.  Spilling and pausing are off: a worker
+# that starts above the spill threshold (70% of its limit) writes every chunk it holds to
+# disk (4x slower here), and one above the pause threshold (80%) would wait for memory that
+# is never freed; the nanny still restarts the worker at 95% of the limit.
+NO_SPILL = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
+            "distributed.worker.memory.pause": False}
 OOC_ROWS, OOC_FEATURES, OOC_CHUNK = 1_600_000, 100, 40_000
 OOC_LIMIT = 600 * 10**6
 
@@ -168,5 +171,5 @@ def test_incremental_out_of_core_on_a_store_larger_than_the_worker_memory(zarr_s
           f"before, peak {peak / 1e6:.0f} MB, accuracy {accuracy:.3f}")
     assert inc.estimator_.t_ == OOC_ROWS             # every row seen once: one epoch
     assert accuracy > 0.9                            # a linear rule: learnt from the stream
-    assert peak < OOC_LIMIT * 0.8                    # below the worker's pause threshold
+    assert peak < OOC_LIMIT * 0.9                    # well below the nanny's 95%
     assert peak - base < 8 * X.nbytes / X.numblocks[0] + 64e6   # a few chunks, not the data
