@@ -88,8 +88,8 @@ def test_grid_search_on_dask_cluster_matches_local():
 
 # 1.6M rows x 100 float32 features = 640 MB (~590 MB on disk, zstd) in a zarr store of 40
 # chunks of 16 MB, against a worker memory limit of 600 MB.  The worker itself, with fastmlp,
-# scikit-learn, dask-ml and zarr imported, is 370-420 MB (more in a fresh environment, where
-# Numba has no cache yet), so the fit has ~130 MB of room.  One epoch of Incremental.fit:
+# scikit-learn, dask-ml and zarr imported, is 350-420 MB (418 MB in one CI run), so the fit
+# has ~130 MB of room.  One epoch of Incremental.fit:
 # ~4 s; writing the store ~10-15 s, the cluster ~5 s.  Spilling and pausing are off: a worker
 # that starts above the spill threshold (70% of its limit) writes every chunk it holds to
 # disk (4x slower here), and one above the pause threshold (80%) would wait for memory that
