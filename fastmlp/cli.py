@@ -76,6 +76,29 @@ def _check_writable(option, path):
         raise PermissionError(f"{option} {path}: folder {folder} is not writable")
 
 
+def _table_options(p):
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--csv", metavar="PATH", help="a CSV file with a header row")
+    g.add_argument("--npz", metavar="PATH", help="an .npz file with arrays X (and y)")
+    g.add_argument("--parquet", metavar="PATH", help="a Parquet file (needs pandas, pyarrow)")
+    p.add_argument("--id", metavar="COLUMN", help="the row-id column: not a feature, written "
+                   "beside each prediction (default: row numbers)")
+
+
+def _table_source(a):
+    """(format, path) of --csv / --npz / --parquet, or None for a built-in dataset."""
+    from fastmlp.tabular import FORMATS
+    for fmt in FORMATS:
+        if getattr(a, fmt, None):
+            if a.dataset is not None:
+                raise ValueError(f"give --dataset or --{fmt}, not both")
+            return fmt, getattr(a, fmt)
+    if a.id is not None or getattr(a, "target", None) is not None or getattr(a, "drop", None):
+        raise ValueError("--target, --id and --drop need table data (--csv, --npz or "
+                         "--parquet)")
+    return None
+
+
 def build_parser():
     p = _Parser(prog="fastmlp", description="Train and use ReLU MLPs on the CPU.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
@@ -83,8 +106,15 @@ def build_parser():
 
     t = sub.add_parser("train", help="train a model (default: the 8x8 digits)")
     t._sub = "train"
-    t.add_argument("--dataset", default="digits",
-                   help="digits | fashion-mnist | mnist | a folder of IDX files")
+    t.add_argument("--dataset", default=None,
+                   help="digits (default) | fashion-mnist | mnist | a folder of IDX files")
+    _table_options(t)
+    t.add_argument("--target", metavar="COLUMN",
+                   help="the column to predict (--csv, --parquet; an .npz has y)")
+    t.add_argument("--task", choices=("auto", "classify", "regress"), default="auto",
+                   help="auto: integers and text classify, floats of many values regress")
+    t.add_argument("--drop", nargs="+", default=[], metavar="COLUMN",
+                   help="columns that are not features (besides --target and --id)")
     t.add_argument("--hidden", type=_positive_int, nargs="+", default=[256],
                    metavar="N", help="hidden layer sizes (default: 256)")
     t.add_argument("--optimizer", choices=("sgd", "adam"), default="adam")
@@ -112,10 +142,22 @@ def build_parser():
     pr = sub.add_parser("predict", help="evaluate a saved model on a dataset's test split")
     pr._sub = "predict"
     pr.add_argument("--model", required=True, metavar="PATH")
-    pr.add_argument("--dataset", default="digits")
+    pr.add_argument("--dataset", default=None, help="a built-in dataset's test split "
+                    "(default digits), or one of:")
+    _table_options(pr)
+    pr.add_argument("--proba", action="store_true",
+                    help="with table data: add one probability column per class")
     pr.add_argument("--backend", choices=("auto", "numpy", "numba", "cython"), default="auto")
-    pr.add_argument("--out", metavar="PATH", help="write one predicted label per line")
+    pr.add_argument("--out", metavar="PATH", help="write one predicted label per line; with "
+                    "table data a CSV of id and prediction (default: on stdout)")
     pr.add_argument("--json", action="store_true")
+
+    e = sub.add_parser("export", help="write a saved model as ONNX (needs the onnx extra)")
+    e._sub = "export"
+    e.add_argument("--model", required=True, metavar="PATH", help="a model saved by train")
+    e.add_argument("--out", required=True, metavar="PATH", help="the .onnx file to write")
+    e.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="the graph's input and arithmetic (default: the model's)")
 
     i = sub.add_parser("info", help="version, backends, BLAS and threads")
     i._sub = "info"
@@ -126,14 +168,48 @@ def build_parser():
     return p
 
 
-def _split_validation(X, y, fraction, seed):
+def _split_validation(X, y, fraction, seed, stratify=True):
     if fraction <= 0:
         return X, y, None, None
     if fraction >= 1:
         raise ValueError(f"--validation-fraction must be < 1, got {fraction}")
     from sklearn.model_selection import train_test_split
-    Xt, Xv, yt, yv = train_test_split(X, y, test_size=fraction, random_state=seed, stratify=y)
+    Xt, Xv, yt, yv = train_test_split(X, y, test_size=fraction, random_state=seed,
+                                      stratify=y if stratify else None)
     return Xt, yt, Xv, yv
+
+
+def _say(a):
+    """print, or print to stderr when stdout carries JSON."""
+    return (lambda *x: print(*x, file=sys.stderr)) if a.json else print
+
+
+def _trainer(a, model, validation):
+    """(the Trainer the train options ask for, its lr); `validation`: is there a validation
+    set (early stopping needs one)."""
+    import fastmlp
+    lr = a.lr if a.lr is not None else (1e-3 if a.optimizer == "adam" else 0.05)
+    schedule = fastmlp.StepDecay(a.lr_decay) if a.lr_decay < 1 else None
+    if a.early_stopping and not validation:
+        raise ValueError("--early-stopping needs --validation-fraction > 0")
+    es = fastmlp.EarlyStopping("val_loss", patience=a.early_stopping) \
+        if a.early_stopping else None
+    trainer = fastmlp.Trainer(
+        model, optimizer=a.optimizer, lr=lr, momentum=a.momentum if a.optimizer == "sgd" else 0,
+        weight_decay=a.weight_decay, batch_size=a.batch_size, epochs=a.epochs,
+        lr_schedule=schedule, seed=a.seed, early_stopping=es, verbose=not a.quiet)
+    return trainer, lr
+
+
+def _fit(trainer, Xt, yt, Xv, yv, say):
+    """trainer.fit; Ctrl-C keeps the model as it is.  Returns (interrupted, seconds)."""
+    t0 = time.perf_counter()
+    try:
+        trainer.fit(Xt, yt, Xv, yv)
+    except KeyboardInterrupt:
+        say(f"interrupted after {len(trainer.history)} epochs; keeping the model as it is")
+        return True, time.perf_counter() - t0
+    return False, time.perf_counter() - t0
 
 
 def cmd_train(a):
@@ -144,33 +220,24 @@ def cmd_train(a):
         raise ValueError(f"--lr-decay must be in (0, 1], got {a.lr_decay}")
     _check_writable("--save", a.save)
     _check_writable("--plot", a.plot)
+    source = _table_source(a)
+    if source is not None:
+        from fastmlp.cli_table import train_table
+        return train_table(a, *source)
+    a.dataset = a.dataset or "digits"
+    if a.task != "auto":
+        raise ValueError("--task needs table data (--csv, --npz or --parquet)")
     Xtr, ytr, Xte, yte = load_dataset(a.dataset)
     n_classes = int(max(ytr.max(), yte.max())) + 1
     Xt, yt, Xv, yv = _split_validation(Xtr, ytr, a.validation_fraction, a.seed)
     sizes = (Xtr.shape[1], *a.hidden, n_classes)
     model = fastmlp.MLP(sizes, dtype=a.dtype, seed=a.seed, backend=a.backend)
-    lr = a.lr if a.lr is not None else (1e-3 if a.optimizer == "adam" else 0.05)
-    schedule = fastmlp.StepDecay(a.lr_decay) if a.lr_decay < 1 else None
-    es = fastmlp.EarlyStopping("val_loss", patience=a.early_stopping) \
-        if a.early_stopping and Xv is not None else None
-    if a.early_stopping and Xv is None:
-        raise ValueError("--early-stopping needs --validation-fraction > 0")
-    trainer = fastmlp.Trainer(
-        model, optimizer=a.optimizer, lr=lr, momentum=a.momentum if a.optimizer == "sgd" else 0,
-        weight_decay=a.weight_decay, batch_size=a.batch_size, epochs=a.epochs,
-        lr_schedule=schedule, seed=a.seed, early_stopping=es, verbose=not a.quiet)
-    say = (lambda *x: print(*x, file=sys.stderr)) if a.json else print
+    trainer, lr = _trainer(a, model, Xv is not None)
+    say = _say(a)
     say(f"fastmlp {fastmlp.__version__}: {a.dataset} {Xt.shape[0]} train / "
         f"{0 if Xv is None else Xv.shape[0]} validation / {Xte.shape[0]} test, "
         f"layers {sizes}, {a.optimizer} lr={lr:g}, backend {model.backend.name}, {a.dtype}")
-    t0 = time.perf_counter()
-    interrupted = False
-    try:
-        trainer.fit(Xt, yt, Xv, yv)
-    except KeyboardInterrupt:
-        interrupted = True
-        say(f"interrupted after {len(trainer.history)} epochs; keeping the model as it is")
-    seconds = time.perf_counter() - t0
+    interrupted, seconds = _fit(trainer, Xt, yt, Xv, yv, say)
     hist = trainer.history
     acc = model.score(Xte, yte)
     say(f"test accuracy: {acc:.4f}  ({len(hist)} epochs, {seconds:.1f} s)")
@@ -195,6 +262,11 @@ def cmd_predict(a):
     from fastmlp.datasets import load_dataset
 
     _check_writable("--out", a.out)
+    source = _table_source(a)
+    if source is not None:
+        from fastmlp.cli_table import predict_table
+        return predict_table(a, *source)
+    a.dataset = a.dataset or "digits"
     model = fastmlp.MLP.load(a.model, backend=a.backend)
     _, _, X, y = load_dataset(a.dataset)
     if X.shape[1] != model.n_features:
@@ -211,6 +283,16 @@ def cmd_predict(a):
         print(f"accuracy: {acc:.4f} on {len(y)} test samples of {a.dataset}")
         if a.out:
             print(f"wrote {len(pred)} predictions to {a.out}")
+    return 0
+
+
+def cmd_export(a):
+    import fastmlp
+    _check_writable("--out", a.out)
+    model = fastmlp.MLP.load(a.model, backend="numpy")
+    model.to_onnx(a.out, dtype=a.dtype)
+    print(f"wrote {a.out}: {model.layer_sizes} {model.activation}/{model.output}, "
+          f"{a.dtype or model.dtype.name} input X")
     return 0
 
 
@@ -247,7 +329,7 @@ def main(argv=None):
     a = parser.parse_args(argv)
     try:
         return {"train": cmd_train, "predict": cmd_predict, "info": cmd_info,
-                "bench": cmd_bench}[a.command](a)
+                "export": cmd_export, "bench": cmd_bench}[a.command](a)
     except (ValueError, TypeError, FileNotFoundError, ImportError, OSError) as exc:
         print(f"fastmlp: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -8,18 +8,18 @@ gathered batch and targets, activations, back-propagated deltas); smaller batche
 row-slices of it, which stay C-contiguous.  `MLP._loss_grad` runs forward + backward on a
 filled workspace with the backend's raw (unchecked) kernels, composed by the reference's
 `forward` / `loss_grad` / `backward` (the one composition of the package), and allocates
-nothing; everything public validates its input first.  Saving and loading: persistence.py.
+nothing; everything public validates its input first.  Prediction (forward, predict_proba,
+predict) runs through per-thread cached buffers: inference.py.  Saving and loading:
+persistence.py.
 """
 import numpy as np
 
-from . import persistence
+from . import inference, persistence
 from .backends import get_backend, reference
 from .backends import validation as V
 from .backends.contract import OUTPUT_TARGETS, activation_code, output_code
 from .backends.csr import CSR
 from .persistence import ModelFileError  # noqa: F401  (part of this module's API)
-
-_INFER_CHUNK = 4096
 
 
 def softmax_rows(Z):
@@ -190,18 +190,8 @@ class MLP:
 
     def _forward(self, X):
         """forward() on X already validated by check_X (C-contiguous, model dtype, finite;
-        or a CSR), in chunks of rows: the reference's composition of the backend's kernels."""
-        n = X.shape[0]
-        out = np.empty((n, self.n_outputs), self.dtype)
-        chunk = min(n, _INFER_CHUNK)
-        bufs = [np.empty((chunk, s), self.dtype) for s in self.layer_sizes[1:-1]]
-        for s in range(0, n, chunk):
-            e = min(n, s + chunk)
-            rows = X.rows(s, e) if isinstance(X, CSR) else X[s:e]
-            acts = [b[: e - s] for b in bufs] + [out[s:e]]
-            reference.forward(self.backend.raw, self.weights, self.biases, rows, acts,
-                              self.activation)
-        return out
+        or a CSR), in chunks of rows through per-thread cached buffers (inference.py)."""
+        return inference.run(self, X, "logits")
 
     def predict_proba(self, X):
         """Probabilities (N, n_outputs): the softmax over classes, or each logistic output's
@@ -209,21 +199,12 @@ class MLP:
         if not self.is_classifier:
             raise TypeError(f"predict_proba needs a softmax or logistic output; this model's "
                             f"output is {self.output!r} (use predict)")
-        Z = self.forward(X)
-        return softmax_rows(Z) if self.output == "softmax" else reference.activate(Z, "logistic")
+        return inference.run(self, V.check_X(X, self.n_features, self.dtype), "proba")
 
     def predict(self, X):
         """Predictions: class indices (N,) int64 (softmax), 0/1 outputs (N, n_outputs) int64
         (logistic), values (N, n_outputs) (identity), or means exp(z) (exp)."""
-        Z = self.forward(X)
-        if self.output == "softmax":
-            return np.argmax(Z, axis=1).astype(np.int64)
-        if self.output == "logistic":
-            return (Z > 0).astype(np.int64)
-        if self.output == "exp":
-            with np.errstate(over="ignore"):
-                return np.exp(Z, out=Z)
-        return Z
+        return inference.run(self, V.check_X(X, self.n_features, self.dtype), "predict")
 
     def score(self, X, y):
         """Accuracy on (X, y) for the classifiers (every output right, for logistic); the
@@ -264,6 +245,13 @@ class MLP:
         """Write the model to `path` (.npz, no pickled objects) atomically: a temporary file in
         the same folder, flushed and fsync'ed, then renamed over the target."""
         return persistence.save(self, path)
+
+    def to_onnx(self, path=None, dtype=None, opset=18):
+        """Export to ONNX (fastmlp/onnx.py; the `onnx` extra): input `X` (N, n_features),
+        outputs `label` and `probabilities` (classifiers) or `variable`, as predict and
+        predict_proba give them.  Writes `path` when given; returns the onnx.ModelProto."""
+        from .onnx import model_to_onnx
+        return model_to_onnx(self, path, dtype, opset)
 
     @classmethod
     def load(cls, path, backend="auto"):

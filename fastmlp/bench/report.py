@@ -3,8 +3,10 @@
 
 Design: one run checks every contender of a training step against the NumPy reference, times
 them interleaved (fastmlp's compiled backends, the GEMM floor, the NumPy reference, PyTorch,
-scikit-learn), trains the time-to-accuracy recipe with each, and prints ratios measured in
-that same run: absolute times on a shared machine drift, ratios taken round by round do not.
+scikit-learn), does the same for inference (`predict_proba` on 1 and 10 000 rows, against
+scikit-learn, PyTorch and onnxruntime: inference.py), trains the time-to-accuracy recipe with
+each, and prints ratios measured in that same run: absolute times on a shared machine drift,
+ratios taken round by round do not.
 
 Timing: timing.py (docs/benchmarks.md, Methodology).
 """
@@ -17,6 +19,7 @@ import time
 import numpy as np
 
 from . import cases as B
+from . import inference as INF
 from . import peers, tta
 from .timing import busy_seconds, environment, interleave, ratio, sequence, turn
 
@@ -46,6 +49,8 @@ def parse_args(argv):
     p.add_argument("--breakdown", action="store_true",
                    help="time each kernel call of the step beside its floor GEMMs")
     p.add_argument("--no-tta", action="store_true", help="skip time to accuracy")
+    p.add_argument("--no-inference", action="store_true",
+                   help="skip predict_proba latency and throughput against the peers")
     p.add_argument("--no-estimator", action="store_true",
                    help="skip MLPClassifier.fit against Trainer.fit")
     p.add_argument("--no-activations", action="store_true",
@@ -196,6 +201,66 @@ def run_tta(a, say):
         out.append({"dataset": name, "epochs": epochs, "n_train": int(data[0].shape[0]),
                     "recipe": dict(tta.RECIPE), "runs": runs})
     return out
+
+
+# (rows, peer, limit): single-row latency <= onnxruntime's (the peer's time / fastmlp's >= 1),
+# 10 000-row throughput >= 1.5x scikit-learn's, for the cython and numba backends
+INFERENCE_TARGETS = ((1, INF.ORT_NAME, 1.0), (10_000, "sklearn", 1.5))
+INF_PEERS = ("sklearn", "torch", INF.ORT_NAME)
+
+
+def run_inference(a, say):
+    """predict_proba of each contender on 1 and 10 000 rows, checked, then interleaved."""
+    out = []
+    for rows in INF.ROWS:
+        groups, skipped = INF.contenders(rows)
+        mismatch = INF.check(groups, rows)
+        say(f"  inference {rows} rows: {sum(map(len, groups))} contenders, {a.repeat} rounds")
+        best = interleave(groups, a.repeat, a.settle)
+        table = {}
+        for name in best:
+            med = float(np.median(best[name]))
+            table[name] = {"median_s": med, "rows_per_s": rows / med,
+                           **{f"vs {p}": ratio(best, p, name) for p in INF_PEERS if p in best}}
+        out.append({"rows": rows, "contenders": table, "skipped": skipped,
+                    "mismatch": mismatch, "rounds": a.repeat})
+    return out
+
+
+def evaluate_inference(inf):
+    """PASS/FAIL/SKIP per INFERENCE_TARGETS and compiled backend."""
+    out, by_rows = [], {r["rows"]: r for r in inf}
+    for rows, peer, limit in INFERENCE_TARGETS:
+        r = by_rows.get(rows)
+        for b in COMPILED:
+            row = r["contenders"].get(f"fastmlp {b}") if r else None
+            what = f"{b:<7}{rows:>6} row{'s' if rows > 1 else ' '}"
+            t = {"backend": b, "rows": rows, "peer": peer, "limit": limit}
+            if row is None or f"vs {peer}" not in row:
+                why = r["skipped"].get(peer, "not run") if r else "not run"
+                t.update(status="SKIP", line=f"SKIP  {what} vs {peer}: {why}")
+            else:
+                q1, v, q3 = row[f"vs {peer}"]
+                t.update(value=v, status="PASS" if v >= limit else "FAIL")
+                t["line"] = (f"{t['status']}  {what} {row['median_s'] * 1e6:.1f} µs: {peer}'s "
+                             f"time ÷ fastmlp's = {v:.2f}× [{q1:.2f}-{q3:.2f}] "
+                             f"(target ≥ {limit:.1f})")
+            out.append(t)
+    return out
+
+
+def format_inference(inf):
+    lines = [f"{'rows':>6}  {'contender':<22}{'µs/call':>10}{'rows/s':>12}"
+             + "".join(f"{'vs ' + p:>17}" for p in INF_PEERS)]
+    for r in inf:
+        head = f"{r['rows']:>6}  "
+        for name, row in r["contenders"].items():
+            vs = "".join(f"{_x(row.get('vs ' + p)):>17}" for p in INF_PEERS)
+            lines.append(f"{head}{name:<22}{row['median_s'] * 1e6:10.1f}"
+                         f"{row['rows_per_s']:12.0f}{vs}")
+            head = " " * 8
+        lines += [f"{'':>8}{name:<22}skipped: {why}" for name, why in r["skipped"].items()]
+    return "\n".join(lines)
 
 
 ACTIVATION_CASES = (("sgd", 128, 256), ("adam", 128, 256), ("sgd", 32, 128))
@@ -415,6 +480,10 @@ def main(argv=None):
                   for r in step for who, msg in r["mismatch"].items()]
     targets = evaluate_targets(step, env["torch"])
     bd = run_breakdown(a, say) if a.breakdown else []
+    inf = [] if a.no_inference else run_inference(a, say)
+    mismatches += [f"MISMATCH inference {r['rows']} rows {who}: {msg}"
+                   for r in inf for who, msg in r["mismatch"].items()]
+    inf_targets = evaluate_inference(inf)
     acts = [] if a.no_activations else run_activations(a, say)
     est = [] if a.no_estimator else run_estimator(a, say)
     sparse = [] if a.no_sparse else run_sparse(a, say)
@@ -435,6 +504,13 @@ def main(argv=None):
               "timed in sequence, medians; 'its GEMMs' = "
               "the floor's products inside that call, timed the same way")
         print(format_breakdown(bd))
+    if inf:
+        print(f"\nInference: predict_proba of a 784-{INF.H}-10 float32 net, same weights "
+              f"everywhere (onnxruntime runs MLP.to_onnx's graph), each checked against the "
+              f"NumPy reference first.  µs/call: median over {inf[0]['rounds']} rounds of "
+              f"each turn's best call; 'vs X' = X's time ÷ this row's")
+        print(format_inference(inf))
+        print("\n".join(t["line"] for t in inf_targets))
     if acts:
         print("\nActivations: the fused step (784-H-10, float32) with each hidden activation, "
               "÷ the same step with ReLU in the same round; median [IQR]")
@@ -461,13 +537,14 @@ def main(argv=None):
         print("warning: the machine was busy, so these ratios are less reliable than usual")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"environment": env, "args": vars(a), "step": step, "targets": targets,
-                       "breakdown": bd, "activations": acts, "estimator": est, "sparse": sparse,
-                       "tta": tta, "seconds": seconds,
+            json.dump({"environment": env, "args": vars(a), "step": step,
+                       "targets": targets + inf_targets, "breakdown": bd, "inference": inf,
+                       "activations": acts, "estimator": est, "sparse": sparse, "tta": tta,
+                       "seconds": seconds,
                        "foreign_cpus": foreign}, f, indent=1)
     if a.plot:
         plot(a.plot, step, tta)
-    failed = any(t["status"] == "FAIL" for t in targets + acts + est)
+    failed = any(t["status"] == "FAIL" for t in targets + inf_targets + acts + est)
     return 1 if mismatches or (a.strict and failed) else 0
 
 

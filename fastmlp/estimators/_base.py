@@ -227,6 +227,14 @@ class BaseMLP(SolversMixin, BaseEstimator):
         return m
 
     # ---- prediction -------------------------------------------------------------------------
+    def to_onnx(self, path=None, dtype=None, opset=18):
+        """Export the fitted network to ONNX (fastmlp/onnx.py; the `onnx` extra): input `X`,
+        outputs `label` and `probabilities` (classifiers) or `variable` (regressors), as
+        predict / predict_proba give them.  Writes `path` when given; returns the ModelProto."""
+        check_is_fitted(self)
+        from ..onnx import estimator_to_onnx
+        return estimator_to_onnx(self, path, dtype, opset)
+
     def _activate(self, Z):
         """The output activation applied to pre-activations Z (n_samples, n_outputs), in
         place: softmax, logistic, identity or exp."""

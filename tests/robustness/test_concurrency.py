@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from fastmlp import MLP, MLPClassifier, Trainer
+from fastmlp import MLP, MLPClassifier, Trainer, inference
 
 
 def _fit(backend, seed, X, y, barrier=None):
@@ -43,11 +43,13 @@ def _hammer(n_threads, work, rounds=15):
         return list(ex.map(run, range(n_threads)))
 
 
-def test_concurrent_predict_on_one_shared_model(digits, backend):
+def test_concurrent_predict_on_one_shared_model(digits, backend, monkeypatch):
+    """Each thread predicts through its own cached buffers (fastmlp/inference.py)."""
+    monkeypatch.setattr(inference, "CHUNK_BYTES", 1)   # chunks of MIN_CHUNK = 256 rows
     Xtr, ytr, Xte, _ = digits
     m = MLP((64, 48, 10), seed=0, backend=backend)
     Trainer(m, optimizer="adam", lr=3e-3, epochs=2, seed=0).fit(Xtr, ytr)
-    # the fourth input is larger than forward()'s 4096-row chunk
+    # 150 rows (one chunk) each, and 5388 rows: 21 chunks and a short one
     inputs = [Xte[0::3], Xte[1::3], Xte[2::3], np.tile(Xtr, (4, 1))]
     serial = [(m.predict(X), m.predict_proba(X)) for X in inputs]
     before = [p.copy() for p in m.weights + m.biases]
@@ -89,3 +91,17 @@ def test_two_threads_give_the_serial_result(digits, backend):
     for t in threads:
         t.join()
     assert parallel == serial
+
+
+def test_prediction_buffers_are_per_thread(digits):
+    """Each thread predicts through buffers of its own; the cache itself pickles empty."""
+    X = digits[2]
+    m = MLP((64, 48, 10), seed=0, backend="numpy")
+    m.predict_proba(X)
+    mine = m._inference.buffers(m, len(X))
+    with ThreadPoolExecutor(1) as ex:
+        theirs = ex.submit(lambda: m._inference.buffers(m, len(X))).result()
+    assert theirs is not mine and not np.shares_memory(theirs.acts[0], mine.acts[0])
+    assert m._inference.buffers(m, len(X)) is mine
+    twin = pickle.loads(pickle.dumps(m._inference))
+    assert getattr(twin._local, "buffers", None) is None

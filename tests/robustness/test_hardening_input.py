@@ -530,8 +530,9 @@ def test_dataset_loaders(case, tmp_path):
 
 # ---- command line ---------------------------------------------------------------------------
 
-# (arguments; {tmp} is a fresh folder, {model}/{model10} a saved model of 64/10 features;
-#  text in the one-line error).  All fail before any training or prediction starts.
+# (arguments; {tmp} is a fresh folder, {model}/{model10} a saved model of 64/10 features,
+#  {tablemodel} one trained on a table; text in the one-line error).  All fail before any
+#  training or prediction starts.
 CLI_CASES = [
     (["train", "--epochs", "-1"], "argument --epochs: '-1' must be >= 1"),
     (["train", "--epochs", "1.5"], "argument --epochs: '1.5' is not an integer"),
@@ -562,18 +563,64 @@ CLI_CASES = [
     (["predict", "--model", "{model10}"], "the model expects 10 features"),
     (["predict", "--model", "{model}", "--out", "{tmp}/no/such/p.txt"],
      "--out {tmp}/no/such/p.txt: folder"),
+    # the user's own tables ({tmp}/<name>.csv, written by cli_files)
+    (["train", "--csv", "{tmp}/none.csv", "--target", "y"], "--csv {tmp}/none.csv: no such"),
+    (["train", "--csv", "{tmp}/empty.csv", "--target", "y"], "{tmp}/empty.csv is empty"),
+    (["train", "--csv", "{tmp}/blank.csv", "--target", "y"], "{tmp}/blank.csv is empty"),
+    (["train", "--csv", "{tmp}/header.csv", "--target", "y"], "has a header but no rows"),
+    (["train", "--csv", "{tmp}/good.csv"], "--csv needs --target COLUMN"),
+    (["train", "--csv", "{tmp}/good.csv", "--target", "z"], "--target 'z': no such column"),
+    (["train", "--csv", "{tmp}/good.csv", "--target", "y", "--id", "key"],
+     "--id 'key': no such column"),
+    (["train", "--csv", "{tmp}/good.csv", "--target", "y", "--drop", "e"],
+     "--drop 'e': no such column"),
+    (["train", "--csv", "{tmp}/text.csv", "--target", "y"],
+     "feature column 'color' is not numeric (e.g. 'red')"),
+    (["train", "--csv", "{tmp}/holes.csv", "--target", "y"],
+     "feature column 'a' has 1 empty or non-finite values (first in row 2)"),
+    (["train", "--csv", "{tmp}/mixed.csv", "--target", "y"],
+     "column 'y' mixes numbers and text (row 1: '1', row 2: 'two')"),
+    (["train", "--csv", "{tmp}/ragged.csv", "--target", "y"], "row 2 has 3 cells, the header 2"),
+    (["train", "--csv", "{tmp}/text.csv", "--target", "color", "--task", "regress"],
+     "--task regress needs a numeric target"),
+    (["train", "--csv", "{tmp}/one.csv", "--target", "y"], "has a single class 7"),
+    (["train", "--csv", "{tmp}/good.csv", "--target", "a", "--drop", "b", "y"],
+     "no feature columns left"),
+    (["train", "--npz", "{tmp}/xonly.npz"], "has no array 'y'"),
+    (["train", "--dataset", "digits", "--csv", "{tmp}/good.csv"], "give --dataset or --csv"),
+    (["train", "--csv", "{tmp}/good.csv", "--npz", "{tmp}/xonly.npz"], "not allowed with"),
+    (["train", "--target", "y"], "--target, --id and --drop need table data"),
+    (["train", "--task", "regress"], "--task needs table data"),
+    (["predict", "--model", "{model}", "--csv", "{tmp}/good.csv"], "has no column description"),
+    (["predict", "--model", "{tablemodel}", "--csv", "{tmp}/text.csv"],
+     "feature 'b': no such column"),
 ]
+
+
+CSV_FILES = {   # name -> text, for the table cases above
+    "empty": "", "blank": "\n\n", "header": "a,b,y\n", "good": "a,b,y\n1,2,0\n3,4,1\n",
+    "text": "a,color,y\n1,red,0\n2,blue,1\n", "holes": "a,b,y\n1,2,0\n,4,1\n",
+    "mixed": "a,y\n1,1\n2,two\n", "ragged": "a,y\n1,0\n2,1,5\n", "one": "a,y\n1,7\n2,7\n"}
 
 
 @pytest.fixture
 def cli_files(tmp_path):
     """{tmp}: a folder; {tmp}/empty: IDX files with no training images; {tmp}/corrupt: a bad
-    IDX file; {model} / {model10}: saved models of 64 / 10 features."""
+    IDX file; {model} / {model10}: saved models of 64 / 10 features; {tmp}/<name>.csv the
+    CSV_FILES, {tmp}/xonly.npz an array X and no y; {tablemodel} a model trained on a
+    table of features a, b (its column description beside it)."""
     _no_train(tmp_path / "empty")
     _idx_folder(tmp_path / "corrupt")
     (tmp_path / "corrupt" / _STEMS[0]).write_bytes(b"\0\0\x08\x03junk")
+    for name, text in CSV_FILES.items():
+        (tmp_path / f"{name}.csv").write_text(text)
+    np.savez(tmp_path / "xonly.npz", X=np.ones((3, 2)))
+    table_model = str(MLP((2, 3)).save(tmp_path / "t.npz"))
+    from fastmlp.tabular import save_columns
+    save_columns(table_model, {"features": ["a", "b"], "target": "y", "task": "classify",
+                               "classes": [0, 1, 2], "id": None})
     return dict(tmp=str(tmp_path), model=str(MLP((64, 10)).save(tmp_path / "m.npz")),
-                model10=str(MLP((10, 3)).save(tmp_path / "m10.npz")))
+                model10=str(MLP((10, 3)).save(tmp_path / "m10.npz")), tablemodel=table_model)
 
 
 @pytest.mark.parametrize("args, text", CLI_CASES, ids=[" ".join(c[0]) for c in CLI_CASES])

@@ -1,13 +1,15 @@
 """Training allocates nothing per step: tracemalloc sees no growth of Python allocations over
 steady-state steps, and the process's resident set (which also sees the kernels' C-level
-allocations: Cython memoryviews, Numba's runtime, BLAS) stays flat over 10 000 steps."""
+allocations: Cython memoryviews, Numba's runtime, BLAS) stays flat over 10 000 steps.
+Prediction allocates nothing but its result once a thread has predicted as many rows."""
 import gc
 import tracemalloc
 
 import numpy as np
 import psutil
+import pytest
 
-from fastmlp import MLP, Trainer
+from fastmlp import MLP, Trainer, inference
 
 RSS_BOUND = 1 << 20  # bytes over 10 000 steps (measured: 0 to 20 KiB)
 
@@ -111,3 +113,37 @@ def test_sparse_epochs_allocate_nothing_per_step(compiled):
     # a batch's CSR copy (about 960 stored entries, 11.5 kB) would show at an epoch's peak;
     # a leak of 2 bytes a step would add 400 bytes between the two counts
     assert peak_growth < 4096 and growth[1] - growth[0] < 400, (peak_growth, growth)
+
+
+def _peak_growth(fn):
+    """(peak growth of traced memory during fn(), the result's nbytes)."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        out = fn()
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    return peak, out.nbytes
+
+
+@pytest.mark.parametrize("output", ["softmax", "logistic", "identity", "exp"])
+@pytest.mark.parametrize("rows", [1, 100, 1000])
+def test_prediction_allocates_only_its_result(compiled, output, rows, monkeypatch):
+    """forward / predict_proba / predict on the same number of rows again: the hidden
+    activations and logits come from this thread's cached buffers; 1000 rows run in chunks
+    of 256 (MIN_CHUNK) here, so the last chunk's views are cached too.  (The compiled
+    backends: the NumPy reference's kernels broadcast the bias, for which NumPy takes a
+    buffer.)"""
+    monkeypatch.setattr(inference, "CHUNK_BYTES", 1)
+    X = np.random.default_rng(0).random((rows, 32), dtype=np.float32)
+    m = MLP((32, 200, 100, 4), seed=0, backend=compiled, output=output)
+    calls = [m.forward, m.predict] + ([m.predict_proba] if m.is_classifier else [])
+    for fn in calls:
+        fn(X)   # warm-up: JIT and this thread's buffers
+        for _ in range(3):
+            peak, result = _peak_growth(lambda: fn(X))
+            # one (256, 200) float32 activation alone is 200 kB; a few Python objects
+            # (views of the result, a list) are all that may come on top of the result
+            assert peak <= result + 2048, (fn.__name__, peak, result)

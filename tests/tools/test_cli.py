@@ -88,3 +88,131 @@ def test_predict_refuses_corrupt_model(tmp_path):
 def test_bench_passes_its_options_to_the_report(capsys):
     assert main(["bench", "--help"]) == 0
     assert "--quick" in capsys.readouterr().out
+
+
+# ---- the user's own tables ------------------------------------------------------------------
+
+def _write_csv(path, header, rows):
+    import csv
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    """A CSV of 400 rows: id, four features on very different scales, a text label (3
+    classes, from the features), an integer label and a float value (regression)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 4)) * [1, 10, 100, 0.1] + [0, 5, -50, 1]
+    k = np.argmax((X[:, :3] - [0, 5, -50]) / [1, 10, 100], axis=1)
+    value = 3 * X[:, 0] + 0.2 * X[:, 1] + 0.1 * rng.standard_normal(400)
+    rows = [[f"r{i}", *(f"{v:.6f}" for v in X[i]), ["cat", "dog", "eel"][k[i]], int(k[i]),
+             f"{value[i]:.6f}"] for i in range(400)]
+    folder = tmp_path_factory.mktemp("table")
+    path = _write_csv(folder / "data.csv", ["id", "a", "b", "c", "d", "label", "code",
+                                            "value"], rows)
+    return {"csv": path, "X": X, "label": k, "value": value, "folder": folder}
+
+
+def _predictions(path):
+    import csv
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_train_and_predict_a_csv_classifier(table, tmp_path, capsys):
+    model = str(tmp_path / "m.npz")
+    assert main(["train", "--csv", table["csv"], "--target", "label", "--id", "id",
+                 "--drop", "code", "value", "--hidden", "32", "--epochs", "40", "--quiet",
+                 "--save", model, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["task"] == "classify" and summary["classes"] == ["cat", "dog", "eel"]
+    assert summary["features"] == ["a", "b", "c", "d"]
+    assert summary["scores"]["validation"] > 0.85   # the features are on scales 0.1..100
+    out = str(tmp_path / "p.csv")
+    assert main(["predict", "--model", model, "--csv", table["csv"], "--out", out,
+                 "--proba"]) == 0
+    assert "accuracy:" in capsys.readouterr().out
+    rows = _predictions(out)
+    assert rows[0] == ["id", "label", "p_cat", "p_dog", "p_eel"]
+    assert [r[0] for r in rows[1:]] == [f"r{i}" for i in range(400)]
+    labels = np.array([r[1] for r in rows[1:]])
+    assert np.mean(labels == np.array(["cat", "dog", "eel"])[table["label"]]) > 0.85
+    np.testing.assert_allclose([sum(map(float, r[2:])) for r in rows[1:]], 1, rtol=1e-4)
+    # the saved model takes the raw features (the scaling is folded into its first layer)
+    import fastmlp
+    m = fastmlp.MLP.load(model)
+    np.testing.assert_array_equal(np.array(["cat", "dog", "eel"])[m.predict(table["X"])],
+                                  labels)
+
+
+def test_train_and_predict_a_csv_regressor_inferred(table, tmp_path, capsys):
+    model = str(tmp_path / "r.npz")
+    assert main(["train", "--csv", table["csv"], "--target", "value", "--id", "id",
+                 "--drop", "label", "code", "--hidden", "32", "--epochs", "60", "--lr", "0.01",
+                 "--quiet", "--save", model, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["task"] == "regress" and summary["metric"] == "R²"
+    assert summary["scores"]["validation"] > 0.95
+    assert main(["predict", "--model", model, "--csv", table["csv"]]) == 0   # CSV on stdout
+    out, err = capsys.readouterr()
+    rows = [line.split(",") for line in out.splitlines()]
+    assert rows[0] == ["id", "value"] and len(rows) == 401
+    pred = np.array([float(r[1]) for r in rows[1:]])
+    assert np.corrcoef(pred, table["value"])[0, 1] > 0.97 and "R²:" in err
+
+
+def test_task_is_inferred_or_chosen(table, tmp_path, capsys):
+    from fastmlp.tabular import infer_task
+    assert infer_task(np.array([1, 2, 3, 2])) == "classify"
+    assert infer_task(np.array(["a", "b"], dtype=object)) == "classify"
+    assert infer_task(np.array([0.0, 1.0, 1.0])) == "classify"        # few integral floats
+    assert infer_task(np.linspace(0, 1, 50)) == "regress"
+    args = ["train", "--csv", table["csv"], "--drop", "id", "label", "value", "--epochs",
+            "2", "--quiet", "--json", "--target", "code"]
+    assert main(args) == 0 and json.loads(capsys.readouterr().out)["task"] == "classify"
+    assert main(args + ["--task", "regress"]) == 0
+    assert json.loads(capsys.readouterr().out)["task"] == "regress"
+
+
+def test_npz_and_parquet_tables(table, tmp_path, capsys):
+    X, y = table["X"], table["label"]
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    model = str(tmp_path / "n.npz")
+    assert main(["train", "--npz", str(tmp_path / "d.npz"), "--hidden", "32", "--epochs",
+                 "30", "--quiet", "--save", model]) == 0
+    out = str(tmp_path / "pn.csv")
+    assert main(["predict", "--model", model, "--npz", str(tmp_path / "d.npz"), "--out",
+                 out]) == 0
+    rows = _predictions(out)
+    assert rows[0] == ["row", "y"] and rows[1][0] == "0" and len(rows) == 401
+    capsys.readouterr()
+    pd = pytest.importorskip("pandas", reason="pandas is not installed")
+    pytest.importorskip("pyarrow", reason="pyarrow is not installed")
+    frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "d": X[:, 3],
+                          "kind": np.array(["cat", "dog", "eel"])[y]})
+    frame.to_parquet(tmp_path / "d.parquet")
+    model = str(tmp_path / "q.npz")
+    assert main(["train", "--parquet", str(tmp_path / "d.parquet"), "--target", "kind",
+                 "--epochs", "30", "--quiet", "--json", "--save", model]) == 0
+    assert json.loads(capsys.readouterr().out)["scores"]["validation"] > 0.85
+    assert main(["predict", "--model", model, "--parquet", str(tmp_path / "d.parquet"),
+                 "--out", str(tmp_path / "pq.csv")]) == 0
+    assert _predictions(tmp_path / "pq.csv")[1][1] in ("cat", "dog", "eel")
+
+
+def test_a_table_model_exports_to_onnx(table, tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    pytest.importorskip("onnx", reason="the onnx extra is not installed")
+    model = str(tmp_path / "m.npz")
+    assert main(["train", "--csv", table["csv"], "--target", "value", "--drop", "id",
+                 "label", "--epochs", "5", "--quiet", "--save", model]) == 0
+    assert main(["export", "--model", model, "--out", str(tmp_path / "m.onnx")]) == 0
+    import fastmlp
+    X = np.c_[table["X"], table["label"]].astype(np.float32)    # a b c d code
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"X": X})[0]
+    np.testing.assert_allclose(got, fastmlp.MLP.load(model).predict(X), rtol=1e-5, atol=1e-4)
