@@ -31,6 +31,11 @@ def pytest_report_header(config):
             lines.append(f"{mod} {m.__version__}{extra}")
         except ImportError:
             lines.append(f"{mod} not installed: its benchmarks skip")
+    lines += [f"floor-{k}: {v}" for k, v in B.floor_libraries().items()]
+    forced = [v for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v in os.environ]
+    if forced:
+        lines.append(f"warning: {' and '.join(forced)} set: OpenBLAS runs forced kernels; for "
+                     "figures run `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest bench`")
     return lines
 
 

@@ -1,10 +1,13 @@
 """Train step: one optimizer step of a 784-H-10 float32 net, per contender, one group per
 optimizer and shape so each table compares like with like.
 
-Contenders: the GEMM floor (the step's five products alone; `floor-scipy` through the BLAS the
-compiled backends call, `floor-numpy` through np.matmul), fastmlp's `_step` per backend (the
-hot loop of `fit`: batch already in the workspace, no validation), the public `step(X, y)`
-(`-public`), PyTorch CPU and scikit-learn's `partial_fit` when installed.  Before timing, one
+Contenders: the GEMM floor (the step's five products alone; `floor-scipy` through SciPy's
+cython_blas, `floor-numpy` through np.matmul, `floor-openblas` through the scipy-openblas32
+library the fused steps call; the header prints each library, version and kernel),
+fastmlp's `_step` per backend (the hot loop of `fit`: batch already in the workspace, no
+validation), the same as `fit` runs it (`-epoch`: 16 steps per call under the thread
+policy; its time is per 16 steps), the public `step(X, y)` (`-public`), PyTorch CPU and
+scikit-learn's `partial_fit` when installed.  Before timing, one
 step of each fastmlp backend and peer is held to the NumPy reference's step from the same
 parameters (`fastmlp.bench.cases.check_step`).  pytest-benchmark times the contenders one after the
 other; `fastmlp bench` interleaves them and reports ratios (docs/benchmarks.md).
@@ -16,8 +19,9 @@ import pytest
 from fastmlp.bench import cases as B
 from fastmlp.bench import peers as P
 
-CONTENDERS = ("floor-scipy", "floor-numpy", "numpy", "numba", "cython", "numba-public",
-              "cython-public", "torch", "sklearn")
+CONTENDERS = ("floor-scipy", "floor-numpy", "floor-openblas", "numpy", "numba", "cython",
+              "numba-epoch", "cython-epoch", "numba-public", "cython-public", "torch", "sklearn")
+EPOCH_STEPS = 16
 SETTLE = 0.15   # seconds for the previous benchmark's BLAS threads to stop spinning
 
 
@@ -29,8 +33,10 @@ def contender(name, opt, n, h):
         return P.torch_step(opt, n, h)
     if name == "sklearn":
         return P.sklearn_step(opt, n, h)
-    backend, _, public = name.partition("-")
-    return B.fastmlp_step(backend, opt, n, h, public=bool(public))
+    backend, _, kind = name.partition("-")
+    if kind == "epoch":
+        return B.fastmlp_steps(backend, opt, n, h, EPOCH_STEPS)
+    return B.fastmlp_step(backend, opt, n, h, public=kind == "public")
 
 
 @pytest.mark.parametrize("name", CONTENDERS)
@@ -49,7 +55,9 @@ def test_step(benchmark, require_backend, build, record_rate, smoke, opt, n, h, 
         fn()
     benchmark(fn)
     benchmark.extra_info["excludes validation"] = name in ("numpy", "numba", "cython")
-    record_rate("GFLOP/s", B.step_flops(n, h))
+    steps = EPOCH_STEPS if name.endswith("-epoch") else 1
+    benchmark.extra_info["steps per call"] = steps
+    record_rate("GFLOP/s", steps * B.step_flops(n, h))
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])

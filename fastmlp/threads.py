@@ -14,9 +14,10 @@ none, and the result is the same whoever computed which block.
   Dask's worker settings leave -- and never more than the CPUs the process may run on
   (`os.sched_getaffinity`).
 * `threads="auto"` (the default) lets fastmlp's workers help only while the machine has the
-  cores free: every `recheck` seconds it reads the number of runnable threads (/proc/loadavg)
-  and gives a thread back for each other runnable thread it finds, down to 1 (the caller
-  alone).  An int asks for that many (still within the limit); 1 is always safe.
+  cores free: every `recheck` seconds it counts the runnable threads of other processes
+  (/proc/loadavg's runnable count less this process's own, /proc/self/task) and gives a
+  thread back for each one, down to 1 (the caller alone).  An int asks for that many (still
+  within the limit); 1 is always safe.
 * GEMMs below contract.MIN_GEMM_FLOPS are one call on the caller's thread whatever the cap.
 * While any training steers it, the provider's pool is set to 1 thread (a pool's count is
   one per process, and OpenBLAS's results depend on it); its own count is put back when the
@@ -57,6 +58,36 @@ def _running():
         return None
 
 
+def _own_running():
+    """Runnable threads of this process now (state R in /proc/self/task/*/stat): the caller,
+    fastmlp's spinning workers, BLAS threads still spinning after a call; 1 if unknown."""
+    n = 0
+    try:
+        with os.scandir("/proc/self/task") as tasks:
+            for t in tasks:
+                try:
+                    with open(f"/proc/self/task/{t.name}/stat", "rb") as f:
+                        stat = f.read(512)
+                except OSError:
+                    continue   # the thread ended
+                # "pid (comm) S ...": the state follows the last ')'
+                if stat[stat.rindex(b")") + 2: stat.rindex(b")") + 3] == b"R":
+                    n += 1
+    except (OSError, ValueError):
+        return 1
+    return max(n, 1)
+
+
+def others_running():
+    """Runnable threads of other processes now (None if unknown): what 'auto' gives cores
+    back to.  This process's own are counted before and after the machine's total and the
+    larger count is taken, so an own thread that stops spinning in between (a BLAS thread
+    going to sleep) is not mistaken for another process."""
+    before = _own_running()
+    total = _running()
+    return None if total is None else max(0, total - max(before, _own_running()))
+
+
 def check_threads(threads):
     """'auto' or an int >= 1."""
     if threads == "auto":
@@ -75,6 +106,7 @@ class ThreadPolicy:
         self.recheck = recheck
         self.saved = None
         self._cap, self._checked = 1, -1.0
+        self._last_others = 0
 
     def limit(self):
         """The user's limit now: the smallest count of the process's BLAS pools, and the
@@ -98,8 +130,9 @@ class ThreadPolicy:
             held[1] += 1
             self.saved = held
         self._max = limit if self.threads == "auto" else min(self.threads, limit)
-        self._cap, self._checked = self._max, -1.0
-        return self.cap(force=True)
+        # the last check's cap stands for `recheck` s across epochs too (a check costs ~40 µs)
+        self._cap = self._max if self._checked < 0 else max(1, min(self._cap, self._max))
+        return self.cap()
 
     def cap(self, force=False):
         """The thread cap for the next steps (re-checked at most every `recheck` s)."""
@@ -108,11 +141,11 @@ class ThreadPolicy:
         now = time.perf_counter()
         if force or now - self._checked >= self.recheck:
             self._checked = now
-            running = _running()
-            if running is not None:
-                # this process's runnable threads: the caller, and the workers it keeps busy
-                # (the count it last ran with)
-                others = max(0, running - self._cap)
+            others = others_running()
+            if others is not None:
+                # give threads back only when two checks in a row see the others (a process
+                # that ran for an instant is not contention); take them again at once
+                others, self._last_others = min(others, self._last_others), others
                 self._cap = max(1, min(self._max, _cpus() - others))
         return self._cap
 

@@ -189,7 +189,8 @@ class Trainer:
         provider = getattr(plan, "provider", None)
         if provider is None:
             return None
-        if self._policy is None or self._policy.provider is not provider:
+        if (self._policy is None or self._policy.provider is not provider
+                or self._policy.threads != self.threads):
             self._policy = ThreadPolicy(provider, self.threads)
         return self._policy
 

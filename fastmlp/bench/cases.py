@@ -91,6 +91,57 @@ def _floor_products(n, h, d, c, dtype, seed):
             "dZ·W2ᵀ": (dZ, W2.T, dH), "Xᵀ·dH": (X.T, dH, dW1)}
 
 
+@functools.lru_cache(maxsize=None)
+def _address_gemms():
+    """A Numba-compiled driver making Fortran GEMM calls through a function address (as the
+    numba fused step does): a floor for any provider of fastmlp.backends.blas."""
+    import numba
+
+    from ..backends.numba.train_step import _fcall, _ptr
+
+    @numba.njit(nogil=True, cache=True)
+    def calls(fn, chars, ints, scal, ptrs):
+        # per call i: chars[i] = (ta, tb), ints[i] = (m, n, k, lda, ldb, ldc), ptrs[i] = (A,
+        # B, C) addresses; scal = (alpha, beta)
+        for i in range(ptrs.shape[0]):
+            c, iv, s = chars.ctypes.data + 2 * i, ints.ctypes.data + 24 * i, scal.ctypes.data
+            _fcall(fn, (_ptr(c), _ptr(c + 1), _ptr(iv), _ptr(iv + 4), _ptr(iv + 8), _ptr(s),
+                        _ptr(ptrs[i, 0]), _ptr(iv + 12), _ptr(ptrs[i, 1]), _ptr(iv + 16),
+                        _ptr(s + scal.itemsize), _ptr(ptrs[i, 2]), _ptr(iv + 20)))
+    return calls
+
+
+def _fortran_operand(a):
+    """(op, leading dimension) of row-major 2-D `a` read as a column-major matrix aᵀ."""
+    if a.flags.c_contiguous:
+        return b"N", a.shape[1]
+    if a.flags.f_contiguous:
+        return b"T", a.shape[0]
+    raise ValueError("a floor operand must be C- or F-contiguous")
+
+
+def _provider_floor(prods, provider, dtype):
+    """Closure making the row-major products C = A·B of `prods` as column-major Cᵀ = Bᵀ·Aᵀ
+    through `provider`'s sgemm/dgemm address."""
+    prods = list(prods)
+    chars = np.empty((len(prods), 2), np.uint8)
+    ints = np.empty((len(prods), 6), np.int32)
+    ptrs = np.empty((len(prods), 3), np.int64)
+    for i, (A, B, out) in enumerate(prods):
+        (tb, ldb), (ta, lda) = _fortran_operand(B), _fortran_operand(A)
+        chars[i] = (tb[0], ta[0])
+        ints[i] = (out.shape[1], out.shape[0], A.shape[1], ldb, lda, out.shape[1])
+        ptrs[i] = (B.ctypes.data, A.ctypes.data, out.ctypes.data)
+    scal = np.array([1.0, 0.0], dtype)
+    fn = provider.sgemm if np.dtype(dtype) == np.float32 else provider.dgemm
+    keep = (prods, chars, ints, scal, ptrs)   # the closure owns every buffer it points at
+    calls = _address_gemms()
+    return functools.partial(lambda keep: calls(fn, *keep[1:]), keep)
+
+
+FLOOR_LIBRARIES = ("scipy", "numpy", "openblas")
+
+
 def gemm_floor(n, h, d=D, c=C, dtype=np.float32, blas="scipy", seed=0):
     """The step's five products X·W1, H·W2, Hᵀ·dZ, dZ·W2ᵀ, Xᵀ·dH, into preallocated outputs.
 
@@ -98,24 +149,69 @@ def gemm_floor(n, h, d=D, c=C, dtype=np.float32, blas="scipy", seed=0):
     ----------
     n, h, d, c : int, batch rows, hidden width, inputs, classes
     blas : "scipy" (default): one Numba-compiled call making the five np.dot calls, which go
-        to scipy.linalg.cython_blas -- the BLAS library and thread pool the compiled backends
-        use; "numpy": five np.matmul calls, into NumPy's own bundled OpenBLAS.
+        to scipy.linalg.cython_blas (SciPy's bundled OpenBLAS and its thread pool); "numpy":
+        five np.matmul calls, into NumPy's own bundled OpenBLAS; "openblas": five calls of
+        the scipy-openblas32 wheel's sgemm by address (fastmlp.backends.blas, the library
+        the fused steps call), from one Numba-compiled function.  Each library runs with its
+        own thread count (OpenBLAS keeps small GEMMs on one thread itself).
 
     Returns
     -------
-    callable taking no argument; already called once.
+    callable taking no argument; already called once, and checked against np.matmul.
     """
-    prods = tuple(_floor_products(n, h, d, c, dtype, seed).values())
+    named = _floor_products(n, h, d, c, dtype, seed)
+    prods = tuple(named.values())
     if blas == "scipy":
         floor = functools.partial(_numba_gemms()[0], *(x for p in prods for x in p))
     elif blas == "numpy":
         def floor(mm=np.matmul):
             for a, b, out in prods:
                 mm(a, b, out=out)
+    elif blas == "openblas":
+        from ..backends.blas import get_provider
+        try:
+            provider = get_provider("openblas")
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise Unavailable(f"no scipy-openblas32 provider: {exc}") from None
+        floor = _provider_floor(prods, provider, dtype)
     else:
-        raise ValueError(f"blas must be 'scipy' or 'numpy', got {blas!r}")
+        raise ValueError(f"blas must be one of {FLOOR_LIBRARIES}, got {blas!r}")
     floor()
+    tol = 64 * np.finfo(dtype).eps
+    for name, (a, b, out) in named.items():
+        want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+        err = np.abs(out - want).max() / max(np.abs(want).max(), 1e-30)
+        if not err <= tol * a.shape[1]:
+            raise AssertionError(f"floor {blas} {name}: relative error {err:.2e}")
     return floor
+
+
+def floor_libraries():
+    """{floor blas name: 'library version (kernel, threads) path'} of each floor's library:
+    threadpoolctl's view for SciPy's and NumPy's OpenBLAS, the provider's own for openblas."""
+    out = {}
+    try:
+        from threadpoolctl import threadpool_info
+        info = threadpool_info()
+    except ImportError:
+        info = []
+    for name, marker in (("scipy", "scipy"), ("numpy", "numpy")):
+        for p in info:
+            path = p.get("filepath", "")
+            if p.get("user_api") == "blas" and f"{marker}.libs" in path or \
+                    f"/{marker}/" in path and p.get("user_api") == "blas":
+                out[name] = (f"{p.get('internal_api')} {p.get('version')} "
+                             f"({p.get('architecture')} kernels, {p.get('num_threads')} "
+                             f"threads) {path}")
+                break
+        else:
+            out[name] = "not found by threadpoolctl"
+    try:
+        from ..backends.blas import get_provider
+        out["openblas"] = get_provider("openblas").describe()
+    except (ValueError, RuntimeError, OSError) as exc:
+        out["openblas"] = f"unavailable: {exc}"
+    return out
 
 
 # The floor GEMMs inside each kernel call of a step (keys of floor_parts and step_parts).
@@ -189,11 +285,11 @@ def _config(opt, lr=None):
 
 
 def fastmlp_trainer(backend, opt, n, h, d=D, c=C, dtype=np.float32, seed=0, lr=None,
-                    activation="relu"):
+                    activation="relu", threads="auto"):
     """(trainer, X, y) for a d-h-c MLP on `backend` with optimizer `opt` ('sgd' or 'adam'),
     after one public step (state, workspace and compiled kernels are ready)."""
     model = MLP((d, h, c), dtype=dtype, seed=seed, backend=backend, activation=activation)
-    trainer = Trainer(model, batch_size=n, seed=seed, **_config(opt, lr))
+    trainer = Trainer(model, batch_size=n, seed=seed, threads=threads, **_config(opt, lr))
     X, y = batch(n, d, c, dtype, seed)
     trainer.step(X, y)
     return trainer, X, y
@@ -225,6 +321,34 @@ def fastmlp_step(backend, opt, n, h, public=False, dtype=np.float32, seed=0, lr=
     np.copyto(ws.X, X)
     np.copyto(ws.y, y)
     return functools.partial(trainer._step, ws, ws.X, ws.y)
+
+
+def fastmlp_steps(backend, opt, n, h, steps, threads="auto", dtype=np.float32, seed=0,
+                  lr=STEP_LR):
+    """`steps` optimizer steps of a 784-h-10 net on a fixed batch, as `fit` runs them: the
+    Trainer's thread policy steers the GEMM provider for the call (fastmlp.threads: the
+    provider's pool at 1 thread, the step's large GEMMs on fastmlp's threads), so one call is
+    a slice of an epoch.  Returns a closure; one call has been made."""
+    trainer, X, y = fastmlp_trainer(backend, opt, n, h, dtype=dtype, seed=seed, lr=lr,
+                                    threads=threads)
+    ws = trainer._workspace(n)
+    np.copyto(ws.X, X)
+    np.copyto(ws.y, y)
+    one = functools.partial(trainer._step, ws, ws.X, ws.y)
+    policy = trainer._steering(trainer._train_step())
+
+    def run():
+        plan = trainer._train_step()
+        if policy is not None:
+            plan.set_threads(policy.begin())
+        try:
+            for _ in range(steps):
+                one()
+        finally:
+            if policy is not None:
+                policy.end()
+    run()
+    return run
 
 
 # --------------------------------------------------------------------------- inference

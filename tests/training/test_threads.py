@@ -169,15 +169,16 @@ def test_auto_gives_threads_back_under_load(monkeypatch):
     from fastmlp import threads as T
     provider = blas.get_provider()
     pol = ThreadPolicy(provider, "auto", recheck=0.0)
-    monkeypatch.setattr(T, "_running", lambda: 1)   # only us
+    monkeypatch.setattr(T, "others_running", lambda: 0)   # only us
     limit = pol.limit()
     try:
         assert pol.begin() == limit
         # while steered (its pool at 1 thread), another policy still sees the user's limit
         assert ThreadPolicy(provider).limit() == limit
-        monkeypatch.setattr(T, "_running", lambda: 1 + CPUS)   # us, and one per CPU
-        assert pol.cap() == 1
-        monkeypatch.setattr(T, "_running", lambda: None)   # unknown: keep the last cap
+        monkeypatch.setattr(T, "others_running", lambda: CPUS)   # one other per CPU
+        assert pol.cap() == pol.limit()   # one check is an instant: not yet contention
+        assert pol.cap() == 1             # two in a row are
+        monkeypatch.setattr(T, "others_running", lambda: None)   # unknown: keep the last cap
         assert pol.cap() == 1
         assert provider.threads() == 1   # steering: the provider's pool runs one thread
     finally:
@@ -187,3 +188,21 @@ def test_auto_gives_threads_back_under_load(monkeypatch):
         assert one.begin() == 1
     finally:
         one.end()
+
+
+def test_others_running_counts_other_processes_only():
+    """A process spinning on one core is seen as another runnable thread (the counts are
+    instantaneous: the largest of 20 is taken)."""
+    from fastmlp import threads as T
+    if T._running() is None:
+        pytest.skip("no /proc/loadavg")
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+        time.sleep(0.3)
+        busy = max(T.others_running() for _ in range(20))
+    finally:
+        spin.kill()
+        spin.wait()
+    assert busy >= 1, busy
+    assert T._own_running() >= 1
