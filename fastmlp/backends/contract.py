@@ -68,8 +68,10 @@ TRAIN_STEP_RUN_PARAMS = ("X", "y", "sample_weight", "lr", "step", "weight_decay=
                          "eps=1e-8")
 
 # A fused step runs GEMMs of at least this many flops (2·m·n·k) on the threads it is allowed
-# (TrainStep.set_threads), smaller ones on one thread: measured crossover, docs/benchmarks.md
-MIN_GEMM_FLOPS = 4_000_000
+# (TrainStep.set_threads), smaller ones on one thread.  Measured (`fastmlp bench`, Crossover;
+# docs/benchmarks.md): on an idle 2-core machine a second thread gains from ~0.2 MFLOP
+# (0.6-0.7x the time), gains nothing at 0.05 MFLOP, and 0.4 MFLOP is mixed.
+MIN_GEMM_FLOPS = 500_000
 
 
 def gemm_threads(flops, cap):

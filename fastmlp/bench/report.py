@@ -20,6 +20,7 @@ import numpy as np
 
 from . import cases as B
 from . import contention as CT
+from . import crossover as XO
 from . import inference as INF
 from . import peers, tta
 from .timing import busy_seconds, environment, interleave, ratio, sequence, turn
@@ -63,6 +64,8 @@ def parse_args(argv):
                    help="skip the fused step's activations against ReLU")
     p.add_argument("--no-sparse", action="store_true",
                    help="skip the TF-IDF-like sparse problem against scikit-learn")
+    p.add_argument("--no-crossover", action="store_true",
+                   help="skip the GEMM sizes at which fastmlp's second thread pays")
     p.add_argument("--no-contention", action="store_true",
                    help="skip 2 and 4 trainings at once (fastmlp, scikit-learn, PyTorch)")
     p.add_argument("--contention-epochs", type=int, metavar="E",
@@ -98,10 +101,11 @@ def step_contenders(opt, n, h):
             floors[lib] = [(name, B.gemm_floor(n, h, blas=lib))]
         except B.Unavailable as exc:
             skipped[name] = str(exc)
-    fm = floors.pop("openblas", [])
-    fm += [(f"{b} _step", B.fastmlp_steps(b, opt, n, h, STEPS_PER_CALL)) for b in COMPILED]
+    # every floor in a group of its own: an OpenBLAS call on 2 threads leaves its worker
+    # spinning for ~0.1 s, which takes the core from fastmlp's worker if a step follows
+    fm = [(f"{b} _step", B.fastmlp_steps(b, opt, n, h, STEPS_PER_CALL)) for b in COMPILED]
     fm += [(f"{b} step()", B.fastmlp_step(b, opt, n, h, public=True)) for b in COMPILED]
-    npy = floors.pop("numpy", []) + [("numpy _step", B.fastmlp_step("numpy", opt, n, h))]
+    npy = [("numpy _step", B.fastmlp_step("numpy", opt, n, h))]
     groups = [fm, npy] + list(floors.values())
     per_call = {f"{b} _step": STEPS_PER_CALL for b in COMPILED}
     for name, build in (("sklearn", peers.sklearn_step), ("torch", peers.torch_step)):
@@ -518,6 +522,7 @@ def main(argv=None):
     est = [] if a.no_estimator else run_estimator(a, say)
     sparse = [] if a.no_sparse else run_sparse(a, say)
     tta = [] if a.no_tta else run_tta(a, say)
+    xo = [] if a.no_crossover else XO.crossover(rounds=max(5, a.repeat), say=say)
     ct = {} if a.no_contention else CT.contention(epochs=a.contention_epochs,
                                                   solo_runs=2 if a.quick else 3, say=say)
     ct_targets = CT.evaluate(ct) if ct else []
@@ -563,6 +568,13 @@ def main(argv=None):
         print(f"\nTime to accuracy: D-{tta.RECIPE['hidden']}-10, Adam lr {tta.RECIPE['lr']:g}, "
               f"batch {tta.RECIPE['batch_size']}, seed 0; training wall time, one run each")
         print(format_tta(tta))
+    if xo:
+        from ..backends.contract import MIN_GEMM_FLOPS
+        print("\nCrossover: one float32 GEMM through fastmlp's pool, the caller alone against "
+              "the caller and a worker (the provider's own pool on 1 thread, as in training); "
+              f"median [IQR] over rounds.  The step gives 2 threads from MIN_GEMM_FLOPS = "
+              f"{MIN_GEMM_FLOPS / 1e6:g} MFLOP")
+        print(XO.format_crossover(xo, MIN_GEMM_FLOPS))
     if ct:
         print(f"\nTrainings at once: k processes started together, each one digits fit "
               f"(1347 x 64, {CT.CASE['hidden']} hidden units, Adam, batch "
@@ -580,7 +592,7 @@ def main(argv=None):
             json.dump({"environment": env, "args": vars(a), "step": step,
                        "targets": targets + inf_targets, "breakdown": bd, "inference": inf,
                        "activations": acts, "estimator": est, "sparse": sparse, "tta": tta,
-                       "contention": ct, "contention_targets": ct_targets,
+                       "contention": ct, "contention_targets": ct_targets, "crossover": xo,
                        "floor_libraries": libs, "seconds": seconds,
                        "foreign_cpus": foreign}, f, indent=1)
     if a.plot:
