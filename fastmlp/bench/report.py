@@ -521,7 +521,7 @@ def main(argv=None):
     acts = [] if a.no_activations else run_activations(a, say)
     est = [] if a.no_estimator else run_estimator(a, say)
     sparse = [] if a.no_sparse else run_sparse(a, say)
-    tta = [] if a.no_tta else run_tta(a, say)
+    ttas = [] if a.no_tta else run_tta(a, say)
     xo = [] if a.no_crossover else XO.crossover(rounds=max(5, a.repeat), say=say)
     ct = {} if a.no_contention else CT.contention(epochs=a.contention_epochs,
                                                   solo_runs=2 if a.quick else 3, say=say)
@@ -564,10 +564,10 @@ def main(argv=None):
               f"{c['density']:.1%} (TF-IDF-like), {c['hidden']} hidden units, Adam, batch 200, "
               "float32, the same X for both; interleaved fits, median over rounds")
         print(format_sparse(sparse))
-    if tta:
+    if ttas:
         print(f"\nTime to accuracy: D-{tta.RECIPE['hidden']}-10, Adam lr {tta.RECIPE['lr']:g}, "
               f"batch {tta.RECIPE['batch_size']}, seed 0; training wall time, one run each")
-        print(format_tta(tta))
+        print(format_tta(ttas))
     if xo:
         from ..backends.contract import MIN_GEMM_FLOPS
         print("\nCrossover: one float32 GEMM through fastmlp's pool, the caller alone against "
@@ -591,12 +591,12 @@ def main(argv=None):
         with open(a.json, "w") as f:
             json.dump({"environment": env, "args": vars(a), "step": step,
                        "targets": targets + inf_targets, "breakdown": bd, "inference": inf,
-                       "activations": acts, "estimator": est, "sparse": sparse, "tta": tta,
+                       "activations": acts, "estimator": est, "sparse": sparse, "tta": ttas,
                        "contention": ct, "contention_targets": ct_targets, "crossover": xo,
                        "floor_libraries": libs, "seconds": seconds,
                        "foreign_cpus": foreign}, f, indent=1)
     if a.plot:
-        plot(a.plot, step, tta)
+        plot(a.plot, step, ttas)
     failed = any(t["status"] == "FAIL"
                  for t in targets + inf_targets + acts + est + ct_targets)
     return 1 if mismatches or (a.strict and failed) else 0

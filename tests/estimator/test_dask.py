@@ -46,7 +46,10 @@ def _fit_and_report_threads():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         MLPClassifier((16,), max_iter=2, random_state=0).fit(X, y)
-    return blas_threads()
+    from fastmlp.backends.blas import get_provider
+    from fastmlp.threads import ThreadPolicy
+    # and the limit fastmlp's thread policy takes from them
+    return dict(blas_threads(), policy_limit=ThreadPolicy(get_provider()).limit())
 
 
 @pytest.mark.slow
