@@ -1,5 +1,5 @@
 """Estimator overhead: `MLPClassifier.fit` against `Trainer.fit` on the same training (digits,
-64-100-10, Adam, batch 200, 20 epochs, float32), per compiled backend, one group per backend.
+64-100-10, Adam, batch 200, 200 epochs, float32), per compiled backend, one group per backend.
 Both run the Trainer's one loop and fused step; the group shows what the estimator's own
 bookkeeping (scikit-learn's validation, shuffles, loss curve, stopping rules) costs.
 `fastmlp bench` interleaves the two and reports the per-step ratio against its 1.05 target.

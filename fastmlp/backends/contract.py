@@ -83,7 +83,8 @@ def gemm_threads(flops, cap):
 def step_gemms(layer_sizes, m, sparse=False):
     """The GEMMs of one fused step on a batch of m rows, as (name, flops): per layer l the
     forward H_l = H_{l-1}·W_l, the weight gradient dW_l = H_{l-1}ᵀ·δ_l, and, above the first
-    layer, δ_{l-1} = δ_l·W_lᵀ.  A sparse X makes the first layer's two CSR kernels, not GEMMs."""
+    layer, δ_{l-1} = δ_l·W_lᵀ.  A sparse X makes the first layer's two CSR kernels, not
+    GEMMs."""
     out = []
     for l in range(len(layer_sizes) - 1):
         flops = 2.0 * m * layer_sizes[l] * layer_sizes[l + 1]

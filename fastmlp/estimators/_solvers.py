@@ -23,7 +23,6 @@ import scipy.optimize
 import scipy.sparse
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import shuffle as _shuffle
 from sklearn.utils.optimize import _check_optimize_result
 
 from ..backends.csr import as_csr
@@ -64,6 +63,15 @@ class _SklearnTrainer(Trainer):
 
     def _step(self, *args):
         return super()._step(*args) * self.loss_scale
+
+
+def _shuffle(sample_idx, random_state):
+    """sklearn.utils.shuffle(sample_idx, random_state=random_state) for a 1-D index array:
+    the same draw (`random_state.shuffle` of an arange) without its per-call validation
+    (~140 µs, per epoch)."""
+    perm = np.arange(sample_idx.shape[0])
+    random_state.shuffle(perm)
+    return sample_idx[perm]
 
 
 class SolversMixin:

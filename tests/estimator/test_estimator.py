@@ -495,3 +495,16 @@ def test_sparse_X_trains_as_dense(fmt, solver):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(sparse.predict_proba(X), dense.predict_proba(X.toarray()),
                                rtol=1e-9)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 200])
+def test_epoch_shuffle_draws_as_sklearn(n):
+    """The solvers' per-epoch shuffle is sklearn.utils.shuffle's draw, epoch after epoch."""
+    from sklearn.utils import shuffle
+
+    from fastmlp.estimators._solvers import _shuffle
+    ours, theirs = np.random.RandomState(3), np.random.RandomState(3)
+    a = b = np.arange(n)
+    for _ in range(4):
+        a, b = _shuffle(a, ours), shuffle(b, random_state=theirs)
+        np.testing.assert_array_equal(a, b)
