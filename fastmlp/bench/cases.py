@@ -26,6 +26,7 @@ from ..model import MLP
 from ..trainer import Trainer
 
 D, C = 784, 10
+COMPILED = ("cython", "numba")   # the compiled backends every group times
 STEP_SHAPES = ((32, 128), (128, 256), (512, 1024))   # (N, H) pairs, with D=784, C=10
 OPTIMIZERS = {"sgd": dict(optimizer="sgd", lr=0.01, momentum=0.9),
               "adam": dict(optimizer="adam", lr=1e-3)}

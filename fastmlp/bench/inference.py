@@ -10,7 +10,8 @@ closure's probabilities with the NumPy reference backend's before anything is ti
 import numpy as np
 
 from ..model import MLP
-from .cases import C, D, Unavailable, batch, need
+from .cases import COMPILED, C, D, Unavailable, batch, need
+from .timing import interleave, ratio, times
 
 H = 256
 ROWS = (1, 10_000)
@@ -120,3 +121,65 @@ def flops(rows):
 
 
 __all__ = ["ROWS", "contenders", "check", "flops", "Unavailable"]
+
+
+# (rows, peer, limit): single-row latency <= onnxruntime's (the peer's time / fastmlp's >= 1),
+# 10 000-row throughput >= 1.5x scikit-learn's, for the cython and numba backends
+INFERENCE_TARGETS = ((1, ORT_NAME, 1.0), (10_000, "sklearn", 1.5))
+
+
+INF_PEERS = ("sklearn", "torch", ORT_NAME)
+
+
+def run_inference(a, say):
+    """predict_proba of each contender on 1 and 10 000 rows, checked, then interleaved."""
+    out = []
+    for rows in ROWS:
+        groups, skipped = contenders(rows)
+        mismatch = check(groups, rows)
+        say(f"  inference {rows} rows: {sum(map(len, groups))} contenders, {a.repeat} rounds")
+        best = interleave(groups, a.repeat, a.settle)
+        table = {}
+        for name in best:
+            med = float(np.median(best[name]))
+            table[name] = {"median_s": med, "rows_per_s": rows / med,
+                           **{f"vs {p}": ratio(best, p, name) for p in INF_PEERS if p in best}}
+        out.append({"rows": rows, "contenders": table, "skipped": skipped,
+                    "mismatch": mismatch, "rounds": a.repeat})
+    return out
+
+
+def evaluate_inference(inf):
+    """PASS/FAIL/SKIP per INFERENCE_TARGETS and compiled backend."""
+    out, by_rows = [], {r["rows"]: r for r in inf}
+    for rows, peer, limit in INFERENCE_TARGETS:
+        r = by_rows.get(rows)
+        for b in COMPILED:
+            row = r["contenders"].get(f"fastmlp {b}") if r else None
+            what = f"{b:<7}{rows:>6} row{'s' if rows > 1 else ' '}"
+            t = {"backend": b, "rows": rows, "peer": peer, "limit": limit}
+            if row is None or f"vs {peer}" not in row:
+                why = r["skipped"].get(peer, "not run") if r else "not run"
+                t.update(status="SKIP", line=f"SKIP  {what} vs {peer}: {why}")
+            else:
+                q1, v, q3 = row[f"vs {peer}"]
+                t.update(value=v, status="PASS" if v >= limit else "FAIL")
+                t["line"] = (f"{t['status']}  {what} {row['median_s'] * 1e6:.1f} µs: {peer}'s "
+                             f"time ÷ fastmlp's = {v:.2f}× [{q1:.2f}-{q3:.2f}] "
+                             f"(target ≥ {limit:.1f})")
+            out.append(t)
+    return out
+
+
+def format_inference(inf):
+    lines = [f"{'rows':>6}  {'contender':<22}{'µs/call':>10}{'rows/s':>12}"
+             + "".join(f"{'vs ' + p:>17}" for p in INF_PEERS)]
+    for r in inf:
+        head = f"{r['rows']:>6}  "
+        for name, row in r["contenders"].items():
+            vs = "".join(f"{times(row.get('vs ' + p)):>17}" for p in INF_PEERS)
+            lines.append(f"{head}{name:<22}{row['median_s'] * 1e6:10.1f}"
+                         f"{row['rows_per_s']:12.0f}{vs}")
+            head = " " * 8
+        lines += [f"{'':>8}{name:<22}skipped: {why}" for name, why in r["skipped"].items()]
+    return "\n".join(lines)

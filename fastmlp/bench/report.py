@@ -8,7 +8,9 @@ scikit-learn, PyTorch and onnxruntime: inference.py), trains the time-to-accurac
 each, and prints ratios measured in that same run: absolute times on a shared machine drift,
 ratios taken round by round do not.
 
-Timing: timing.py (docs/benchmarks.md, Methodology).
+The groups: step_group.py (train step, breakdown, activations), inference.py, fits.py (time
+to accuracy, sparse input, estimator overhead), crossover.py, contention.py; timing:
+timing.py (docs/benchmarks.md, Methodology).
 """
 import argparse
 import json
@@ -22,27 +24,30 @@ from . import cases as B
 from . import contention as CT
 from . import crossover as XO
 from . import inference as INF
-from . import peers, tta
-from .timing import busy_seconds, environment, interleave, ratio, sequence, turn
-
-# one floor per fp32 GEMM library found (cases.gemm_floor); ratios are to the fastest
-FLOORS = {"scipy": "floor (scipy BLAS)", "numpy": "floor (np.matmul)",
-          "openblas": "floor (openblas32)"}
-FLOOR = "fastest floor"
-STEPS_PER_CALL = 16   # the fused steps are timed as slices of an epoch (cases.fastmlp_steps)
-COMPILED = ("cython", "numba")
-PEERS = (("numpy _step", "vs_numpy"), ("torch", "vs_torch"), ("sklearn", "vs_sklearn"))
-# (optimizer, N, H, compared with, limit), for the cython and numba `_step`, float32:
-# "floor": step time / the fastest floor <= limit; "torch": torch time / step time >= limit.
-TARGETS = (("sgd", 128, 256, "floor", 1.10), ("sgd", 32, 128, "floor", 1.40),
-           ("sgd", 512, 1024, "floor", 1.05), ("adam", 128, 256, "floor", 1.20),
-           ("adam", 32, 128, "floor", 1.60),
-           ("sgd", 128, 256, "torch", 1.8), ("adam", 128, 256, "torch", 1.8),
-           ("sgd", 32, 128, "torch", 2.5), ("adam", 32, 128, "torch", 2.5))
-FULL_CASES = tuple((o, n, h) for o in ("sgd", "adam") for n, h in B.STEP_SHAPES)
-QUICK_CASES = (("sgd", 32, 128), ("sgd", 128, 256), ("sgd", 512, 1024), ("adam", 32, 128),
-               ("adam", 128, 256))
-BREAKDOWN_CASES = (("sgd", 32, 128), ("sgd", 128, 256), ("adam", 128, 256))
+from . import tta
+from .fits import (
+    format_estimator,
+    format_sparse,
+    format_tta,
+    run_estimator,
+    run_sparse,
+    run_tta,
+)
+from .inference import evaluate_inference, format_inference, run_inference
+from .step_group import (
+    FLOOR,
+    FLOORS,
+    FULL_CASES,
+    QUICK_CASES,
+    evaluate_targets,
+    format_activations,
+    format_breakdown,
+    format_step,
+    run_activations,
+    run_breakdown,
+    run_step,
+)
+from .timing import busy_seconds, environment
 
 
 def parse_args(argv):
@@ -91,359 +96,8 @@ def parse_args(argv):
 
 # --------------------------------------------------------------------------- train step
 
-def step_contenders(opt, n, h):
-    """Thread-pool groups of (name, closure) for one step case, {name: steps per call} for
-    those that take several, and {name: skip reason}.  The fused steps (`_step`) run as in
-    `fit`: STEPS_PER_CALL steps under the Trainer's thread policy."""
-    skipped, floors = {}, {}
-    for lib, name in FLOORS.items():
-        try:
-            floors[lib] = [(name, B.gemm_floor(n, h, blas=lib))]
-        except B.Unavailable as exc:
-            skipped[name] = str(exc)
-    # every floor in a group of its own: an OpenBLAS call on 2 threads leaves its worker
-    # spinning for ~0.1 s, which takes the core from fastmlp's worker if a step follows
-    fm = [(f"{b} _step", B.fastmlp_steps(b, opt, n, h, STEPS_PER_CALL)) for b in COMPILED]
-    fm += [(f"{b} step()", B.fastmlp_step(b, opt, n, h, public=True)) for b in COMPILED]
-    npy = [("numpy _step", B.fastmlp_step("numpy", opt, n, h))]
-    groups = [fm, npy] + list(floors.values())
-    per_call = {f"{b} _step": STEPS_PER_CALL for b in COMPILED}
-    for name, build in (("sklearn", peers.sklearn_step), ("torch", peers.torch_step)):
-        try:
-            fn = build(opt, n, h)
-        except B.Unavailable as exc:
-            skipped[name] = str(exc)
-            continue
-        if name == "sklearn":
-            npy.append((name, fn))
-        else:
-            groups.append([(name, fn)])
-    return groups, per_call, skipped
-
-
-def check_case(opt, n, h):
-    """{contender: message} for each contender whose step differs from the reference's."""
-    bad = {}
-    for who in COMPILED + ("torch", "sklearn"):
-        try:
-            peers.check_step(who, opt, n, h)
-        except B.Unavailable:
-            pass
-        except AssertionError as exc:
-            bad[who] = " ".join(str(exc).split())[:300]
-    return bad
-
-
-def run_step(cases, a, say):
-    results = []
-    for opt, n, h in cases:
-        mismatch = check_case(opt, n, h)
-        groups, per_call, skipped = step_contenders(opt, n, h)
-        say(f"  step {opt} N={n} H={h}: {sum(map(len, groups))} contenders, {a.repeat} rounds")
-        best = interleave(groups, a.repeat, a.settle)
-        for name, k in per_call.items():
-            best[name] = best[name] / k   # seconds per step
-        floors = [f for f in FLOORS.values() if f in best]
-        fastest = min(floors, key=lambda f: np.median(best[f]))
-        best[FLOOR] = best[fastest]
-        flops, rows = B.step_flops(n, h), {}
-        for name in best:
-            med = float(np.median(best[name]))
-            rows[name] = {"median_s": med, "gflops": flops / med / 1e9,
-                          "x_floor": ratio(best, name, FLOOR)}
-            rows[name].update({k: ratio(best, p, name) for p, k in PEERS if p in best})
-        del rows[FLOOR]
-        results.append({"optimizer": opt, "n": n, "h": h, "d": B.D, "c": B.C, "flops": flops,
-                        "rounds": a.repeat, "contenders": rows, "skipped": skipped,
-                        "mismatch": mismatch, "fastest_floor": fastest})
-    return results
-
-
-def evaluate_targets(step_results, torch_version):
-    """One dict per target and compiled backend: status PASS, FAIL or SKIP, and a line."""
-    out, by_case = [], {(r["optimizer"], r["n"], r["h"]): r for r in step_results}
-    for opt, n, h, kind, limit in TARGETS:
-        r = by_case.get((opt, n, h))
-        for b in COMPILED:
-            row = r["contenders"].get(f"{b} _step") if r else None
-            what = f"{b:<7}{opt:<5}N={n:<4}H={h:<5}"
-            t = {"backend": b, "optimizer": opt, "n": n, "h": h, "kind": kind, "limit": limit}
-            if row is None or (kind == "torch" and "vs_torch" not in row):
-                why = r["skipped"].get("torch", "not run") if r else "case not run (--quick?)"
-                t.update(status="SKIP", line=f"SKIP  {what} vs {kind}: {why}")
-            else:
-                q1, v, q3 = row["x_floor" if kind == "floor" else "vs_torch"]
-                ok = v <= limit if kind == "floor" else v >= limit
-                t.update(value=v, iqr=(q1, q3), status="PASS" if ok else "FAIL")
-                if kind == "floor":
-                    got = (f"_step {v:.3f}× the fastest floor, {r['fastest_floor']} "
-                           f"[{q1:.2f}-{q3:.2f}] (target ≤ {limit:.2f})")
-                else:
-                    got = (f"{v:.3f}× faster than torch {torch_version} [{q1:.2f}-{q3:.2f}] "
-                           f"(target ≥ {limit:.1f})")
-                t["line"] = f"{t['status']}  {what} {got}"
-            out.append(t)
-    return out
-
-
-def run_breakdown(a, say):
-    """Each kernel call of an unfused step timed in sequence (caches and BLAS threads as the
-    previous call left them, as inside a step), beside the floor GEMMs and the fused `_step`
-    timed the same way; the three blocks alternate for `--repeat` rounds; medians in seconds."""
-    out = []
-    for opt, n, h in BREAKDOWN_CASES:
-        for b in COMPILED:
-            say(f"  breakdown {b} {opt} N={n} H={h}")
-            parts, whole = B.step_parts(b, opt, n, h)
-            blocks = {"parts": parts, "floor": B.floor_parts(n, h), "whole": {"_step": whole}}
-            reps = max(5, int(0.02 / max(turn(whole, 3), 1e-6)))
-            runs = {k: [] for k in blocks}
-            for _ in range(max(a.repeat, 5)):
-                for k, fns in blocks.items():
-                    runs[k].append(sequence(fns, reps))
-            med = {k: np.median(np.concatenate(v), axis=0).tolist() for k, v in runs.items()}
-            out.append({"backend": b, "optimizer": opt, "n": n, "h": h,
-                        "whole_s": med["whole"][0], "parts_s": dict(zip(parts, med["parts"])),
-                        "floor_s": dict(zip(blocks["floor"], med["floor"]))})
-    return out
-
-
-def run_tta(a, say):
-    plan = [("digits", tta.TTA_EPOCHS["digits"])]
-    if not a.quick:
-        plan.insert(0, ("fashion-mnist", tta.TTA_EPOCHS["fashion-mnist"]))
-    out = []
-    for name, epochs in plan:
-        try:
-            data = tta.dataset(name)
-        except B.Unavailable as exc:
-            out.append({"dataset": name, "skipped": str(exc)})
-            continue
-        runs = {}
-        for c in COMPILED + ("torch", "sklearn"):
-            say(f"  time to accuracy {name} {epochs} epochs: {c}")
-            time.sleep(a.settle)
-            try:
-                runs[c] = tta.time_to_accuracy(c, data, epochs)
-            except B.Unavailable as exc:
-                runs[c] = {"skipped": str(exc)}
-        out.append({"dataset": name, "epochs": epochs, "n_train": int(data[0].shape[0]),
-                    "recipe": dict(tta.RECIPE), "runs": runs})
-    return out
-
-
-# (rows, peer, limit): single-row latency <= onnxruntime's (the peer's time / fastmlp's >= 1),
-# 10 000-row throughput >= 1.5x scikit-learn's, for the cython and numba backends
-INFERENCE_TARGETS = ((1, INF.ORT_NAME, 1.0), (10_000, "sklearn", 1.5))
-INF_PEERS = ("sklearn", "torch", INF.ORT_NAME)
-
-
-def run_inference(a, say):
-    """predict_proba of each contender on 1 and 10 000 rows, checked, then interleaved."""
-    out = []
-    for rows in INF.ROWS:
-        groups, skipped = INF.contenders(rows)
-        mismatch = INF.check(groups, rows)
-        say(f"  inference {rows} rows: {sum(map(len, groups))} contenders, {a.repeat} rounds")
-        best = interleave(groups, a.repeat, a.settle)
-        table = {}
-        for name in best:
-            med = float(np.median(best[name]))
-            table[name] = {"median_s": med, "rows_per_s": rows / med,
-                           **{f"vs {p}": ratio(best, p, name) for p in INF_PEERS if p in best}}
-        out.append({"rows": rows, "contenders": table, "skipped": skipped,
-                    "mismatch": mismatch, "rounds": a.repeat})
-    return out
-
-
-def evaluate_inference(inf):
-    """PASS/FAIL/SKIP per INFERENCE_TARGETS and compiled backend."""
-    out, by_rows = [], {r["rows"]: r for r in inf}
-    for rows, peer, limit in INFERENCE_TARGETS:
-        r = by_rows.get(rows)
-        for b in COMPILED:
-            row = r["contenders"].get(f"fastmlp {b}") if r else None
-            what = f"{b:<7}{rows:>6} row{'s' if rows > 1 else ' '}"
-            t = {"backend": b, "rows": rows, "peer": peer, "limit": limit}
-            if row is None or f"vs {peer}" not in row:
-                why = r["skipped"].get(peer, "not run") if r else "not run"
-                t.update(status="SKIP", line=f"SKIP  {what} vs {peer}: {why}")
-            else:
-                q1, v, q3 = row[f"vs {peer}"]
-                t.update(value=v, status="PASS" if v >= limit else "FAIL")
-                t["line"] = (f"{t['status']}  {what} {row['median_s'] * 1e6:.1f} µs: {peer}'s "
-                             f"time ÷ fastmlp's = {v:.2f}× [{q1:.2f}-{q3:.2f}] "
-                             f"(target ≥ {limit:.1f})")
-            out.append(t)
-    return out
-
-
-def format_inference(inf):
-    lines = [f"{'rows':>6}  {'contender':<22}{'µs/call':>10}{'rows/s':>12}"
-             + "".join(f"{'vs ' + p:>17}" for p in INF_PEERS)]
-    for r in inf:
-        head = f"{r['rows']:>6}  "
-        for name, row in r["contenders"].items():
-            vs = "".join(f"{_x(row.get('vs ' + p)):>17}" for p in INF_PEERS)
-            lines.append(f"{head}{name:<22}{row['median_s'] * 1e6:10.1f}"
-                         f"{row['rows_per_s']:12.0f}{vs}")
-            head = " " * 8
-        lines += [f"{'':>8}{name:<22}skipped: {why}" for name, why in r["skipped"].items()]
-    return "\n".join(lines)
-
-
-ACTIVATION_CASES = (("sgd", 128, 256), ("adam", 128, 256), ("sgd", 32, 128))
-ACTIVATION_LIMIT = 1.15   # a tanh / logistic / identity step <= 1.15 x the ReLU step
-
-
-def run_activations(a, say):
-    """The fused step with each hidden activation against the same step with ReLU, float32,
-    interleaved; ratios to the ReLU step."""
-    out = []
-    cases = ACTIVATION_CASES[:2] if a.quick else ACTIVATION_CASES
-    for opt, n, h in cases:
-        for b in COMPILED:
-            say(f"  activations {b} {opt} N={n} H={h}")
-            group = [(act, B.fastmlp_step(b, opt, n, h, activation=act))
-                     for act in ("relu", "tanh", "logistic", "identity")]
-            best = interleave([group], a.repeat, a.settle)
-            rows = {act: ratio(best, act, "relu") for act, _ in group[1:]}
-            out.append({"backend": b, "optimizer": opt, "n": n, "h": h,
-                        "relu_us": float(np.median(best["relu"])) * 1e6, "x_relu": rows,
-                        "status": "PASS" if all(r[1] <= ACTIVATION_LIMIT for r in rows.values())
-                        else "FAIL"})
-    return out
-
-
-def format_activations(acts):
-    lines = []
-    for r in acts:
-        cells = "  ".join(f"{k} {v[1]:.3f} [{v[0]:.2f}-{v[2]:.2f}]" for k, v in r["x_relu"].items())
-        lines.append(f"{r['status']}  {r['backend']:<7}{r['optimizer']:<5}N={r['n']:<4}"
-                     f"H={r['h']:<5}relu {r['relu_us']:.1f} µs; × relu: {cells} "
-                     f"(target ≤ {ACTIVATION_LIMIT:.2f})")
-    return "\n".join(lines)
-
-
-def run_sparse(a, say):
-    """fastmlp.MLPClassifier against scikit-learn's on a TF-IDF-like sparse problem
-    (cases.SPARSE_CASE), interleaved fits; seconds per epoch and the speed-up."""
-    out = []
-    for b in COMPILED:
-        say(f"  sparse input {b}")
-        try:
-            fits = B.sparse_fits(b, epochs=1 if a.quick else B.SPARSE_CASE["epochs"])
-        except B.Unavailable as exc:
-            out.append({"backend": b, "skipped": str(exc)})
-            continue
-        epochs = fits["epochs"]
-        best = interleave([[("fastmlp", fits["fastmlp"]), ("sklearn", fits["sklearn"])]],
-                          2 if a.quick else 3, a.settle, turn_seconds=0.0)
-        X, y = fits["data"]
-        out.append({"backend": b, "epochs": epochs, "nnz": fits["nnz"], "shape": X.shape,
-                    "s_per_epoch": {k: float(np.median(v)) / epochs for k, v in best.items()},
-                    "x_sklearn": ratio(best, "sklearn", "fastmlp"),
-                    "train_accuracy": float(fits["model"].score(X, y))})
-    return out
-
-
-def format_sparse(rows):
-    lines = []
-    for r in rows:
-        if "skipped" in r:
-            lines.append(f"{r['backend']:<7}skipped: {r['skipped']}")
-            continue
-        q1, v, q3 = r["x_sklearn"]
-        t = r["s_per_epoch"]
-        lines.append(f"{r['backend']:<7}fastmlp {t['fastmlp']:.2f} s/epoch, sklearn "
-                     f"{t['sklearn']:.2f} s/epoch: {v:.2f}× faster [{q1:.2f}-{q3:.2f}] "
-                     f"(train accuracy {r['train_accuracy']:.3f})")
-    return "\n".join(lines)
-
-
-ESTIMATOR_LIMIT = 1.05   # MLPClassifier.fit per step <= 1.05 x Trainer.fit per step
-
-
-def run_estimator(a, say):
-    """MLPClassifier.fit against Trainer.fit on the same data, net and optimizer (digits,
-    64-100-10, Adam, batch 200, 200 epochs), interleaved; per-step times and their ratio."""
-    out = []
-    for b in COMPILED:
-        say(f"  estimator overhead {b}")
-        fits = B.estimator_vs_trainer(b)
-        steps = fits.pop("steps")
-        best = interleave([list(fits.items())], max(3, a.repeat // 3), a.settle,
-                          turn_seconds=0.0)
-        q1, v, q3 = ratio(best, "MLPClassifier.fit", "Trainer.fit")
-        out.append({"backend": b, "steps": steps, "ratio": (q1, v, q3),
-                    "us_per_step": {k: float(np.median(t)) / steps * 1e6
-                                    for k, t in best.items()},
-                    "status": "PASS" if v <= ESTIMATOR_LIMIT else "FAIL"})
-    return out
-
-
-def format_estimator(est):
-    lines = []
-    for r in est:
-        us = r["us_per_step"]
-        q1, v, q3 = r["ratio"]
-        lines.append(f"{r['status']}  {r['backend']:<7}MLPClassifier.fit {us['MLPClassifier.fit']:.1f} "
-                     f"µs/step, Trainer.fit {us['Trainer.fit']:.1f} µs/step ({r['steps']} steps): "
-                     f"{v:.3f}× [{q1:.2f}-{q3:.2f}] (target ≤ {ESTIMATOR_LIMIT:.2f})")
-    return "\n".join(lines)
-
 
 # --------------------------------------------------------------------------- output
-
-def _x(r):
-    return f"{r[1]:6.2f}×" if r else ""
-
-
-def format_step(results):
-    lines = [f"{'case':<18}{'contender':<20}{'µs/step':>9}  {'× floor [IQR]':<19}"
-             f"{'vs numpy':>10}{'vs torch':>10}{'vs sklearn':>11}{'GFLOP/s':>9}"]
-    for r in results:
-        case = f"{r['optimizer']} N={r['n']} H={r['h']}"
-        for name, row in r["contenders"].items():
-            q1, m, q3 = row["x_floor"]
-            xf = f"{m:5.2f} [{q1:.2f}-{q3:.2f}]"
-            peers = "".join(f"{_x(row.get(k)):>{w}}" for (_, k), w in zip(PEERS, (10, 10, 11)))
-            lines.append(f"{case:<18}{name:<20}{row['median_s'] * 1e6:9.1f}  {xf:<19}{peers}"
-                         f"{row['gflops']:9.1f}")
-            case = ""
-        lines += [f"{'':<18}{name:<20}skipped: {why}" for name, why in r["skipped"].items()]
-    return "\n".join(lines)
-
-
-def format_tta(tta):
-    lines = [f"{'dataset':<15}{'epochs':>6}  {'contender':<10}{'seconds':>9}{'test acc':>10}"
-             f"{'vs torch':>10}{'vs sklearn':>11}"]
-    for d in tta:
-        head = f"{d['dataset']:<15}{d.get('epochs', ''):>6}  "
-        for c, r in d.get("runs", {"": d}).items():
-            if "skipped" in r:
-                lines.append(f"{head}{c:<10}skipped: {r['skipped']}")
-                continue
-            vs = [f"{d['runs'][p]['seconds'] / r['seconds']:.2f}×"
-                  if "seconds" in d["runs"].get(p, {}) else "" for p in ("torch", "sklearn")]
-            lines.append(f"{head}{c:<10}{r['seconds']:9.2f}{r['accuracy']:10.4f}"
-                         f"{vs[0]:>10}{vs[1]:>11}")
-    return "\n".join(lines)
-
-
-def format_breakdown(bd):
-    lines = []
-    for r in bd:
-        parts, floor, whole = r["parts_s"], r["floor_s"], r["whole_s"]
-        lines.append(f"{r['backend']} {r['optimizer']} N={r['n']} H={r['h']}: fused _step "
-                     f"{whole * 1e6:.1f} µs; the same step as separate kernel calls "
-                     f"{sum(parts.values()) * 1e6:.1f} µs; floor GEMMs "
-                     f"{sum(floor.values()) * 1e6:.1f} µs")
-        lines.append(f"    {'kernel call':<22}{'time':>9}{'its GEMMs':>11}{'excess':>9}  (µs)")
-        rows = [(k, v, sum(floor[x] for x in B.GEMMS_IN.get(k, ()))) for k, v in parts.items()]
-        lines += [f"    {k:<22}{v * 1e6:9.1f}{g * 1e6:11.1f}{(v - g) * 1e6:9.1f}"
-                  for k, v, g in rows]
-    return "\n".join(lines)
 
 
 def plot(path, step, tta):

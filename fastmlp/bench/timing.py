@@ -109,3 +109,8 @@ def environment():
     except ImportError:
         env["threadpools"] = []
     return env
+
+
+def times(r):
+    """A (q1, median, q3) ratio as its median, e.g. '  2.41×' ('' for None)."""
+    return f"{r[1]:6.2f}×" if r else ""
