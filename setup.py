@@ -70,8 +70,10 @@ extensions = [
 ]
 
 # fastmlp's own threads for the fused steps' large GEMMs (plain C, no Cython)
+# (and the optimiser updates of updates.h that its jobs may carry: the same flags as above)
 pool = Extension("fastmlp.backends._pool", ["csrc/pool.c"], include_dirs=["csrc"],
-                 depends=["csrc/pool.h"], extra_compile_args=["-O2"],
+                 depends=["csrc/pool.h", "csrc/updates.h"],
+                 extra_compile_args=[a for a in compile_args if a != "-fopenmp"],
                  extra_link_args=["-pthread"])
 
 setup(

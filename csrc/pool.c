@@ -14,6 +14,9 @@
  *     the blocks and each block's arithmetic are the same (training is bit-reproducible);
  *   - under contention the caller simply does more of the work (`use_workers` = 0 lets it do
  *     all of it), so nothing spins waiting for a descheduled thread.
+ * A job may carry an optimiser update (`fm_job.post`, updates.h) of the weight whose gradient
+ * C is: each block is updated by the thread that computed it, right after its GEMM, so the
+ * memory-bound pass over the weight runs on every thread and on data still in cache.
  * Workers wait for a job by spinning for FM_SPIN_NS, then sleep on a condition variable: a
  * pool left alone costs no CPU.  Jobs are tagged with a generation in the high half of the
  * block counter, so a worker that wakes late can never take a block of a finished job.
@@ -35,6 +38,7 @@
 #define FM_SPIN_NS 200000   /* 200 us of spinning between a step's GEMMs, then sleep */
 
 #include "pool.h"
+#include "updates.h"
 
 /* The block counter: generation (24 bits) | blocks of the job (8 bits) | next block (32
  * bits).  A worker learns the job's size from the counter itself and touches the job only
@@ -61,6 +65,40 @@ static struct {
 static pthread_once_t P_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t fm_job_lock = PTHREAD_MUTEX_INITIALIZER;
 
+#define FM_DEFINE_POST(T, SUFFIX)                                                              \
+static void fm_post_##SUFFIX(const fm_post *q, ptrdiff_t off, ptrdiff_t n, const T *G) {     \
+    T *P = (T *)q->P + off, *s1 = (T *)q->s1 + off, *s2 = (T *)q->s2 + off;                  \
+    T lr = (T)q->lr, wd2 = (T)q->wd2, b1 = (T)q->b1, b2 = (T)q->b2;                         \
+    G += off;                                                                                 \
+    if (q->kind == FM_POST_SGD)                                                               \
+        sgd_plain_##SUFFIX(P, G, n, lr, wd2);                                                 \
+    else if (q->kind == FM_POST_ADAM)                                                         \
+        adam_##SUFFIX(P, G, s1, s2, n, lr, b1, b2, (T)1 - b1, (T)1 - b2, (T)q->c1,            \
+                      (T)q->c2, (T)q->eps, wd2);                                              \
+    else                                                                                      \
+        sgd_momentum_##SUFFIX(P, G, s1, n, lr, wd2, (T)q->mu, q->kind == FM_POST_NESTEROV);  \
+}
+FM_DEFINE_POST(float, f32)
+FM_DEFINE_POST(double, f64)
+
+/* The update `post` on the block C[m0 : m0+m, n0 : n0+n] (column-major, leading dimension
+ * ldc): one run of elements per column, or one run in all when the block spans whole columns
+ * of a C with ldc = m. */
+static void fm_post_block(const fm_job *j, int m0, int m, int n0, int n) {
+    ptrdiff_t ld = j->ldc, run = m, runs = n;
+    if (m0 == 0 && m == ld) {
+        run = (ptrdiff_t)m * n;
+        runs = 1;
+    }
+    for (ptrdiff_t c = 0; c < runs; c++) {
+        ptrdiff_t off = (n0 + c) * ld + m0;
+        if (j->itemsize == 4)
+            fm_post_f32(j->post, off, run, (const float *)j->C);
+        else
+            fm_post_f64(j->post, off, run, (const double *)j->C);
+    }
+}
+
 static void fm_block(const fm_job *j, int c, int chunks) {
     /* Cut the longer of C's two sides: every block repacks the whole of the other operand,
      * so the split runs along the side whose operand is the larger (m: op(A) is m x k; n:
@@ -70,14 +108,15 @@ static void fm_block(const fm_job *j, int c, int chunks) {
     size_t isz = (size_t)j->itemsize;
     const char *A = j->A, *B = j->B;
     char *C = j->C;
+    int m0 = 0, n0 = 0;
     if (m >= n) {
-        int m0 = (int)((int64_t)m * c / chunks);
+        m0 = (int)((int64_t)m * c / chunks);
         m = (int)((int64_t)j->m * (c + 1) / chunks) - m0;
         /* row m0 of op(A): a row of A ('N', stride 1) or a column of it ('T', stride lda) */
         A += (size_t)m0 * (ta == 'N' ? 1 : (size_t)lda) * isz;
         C += (size_t)m0 * isz;
     } else {
-        int n0 = (int)((int64_t)n * c / chunks);
+        n0 = (int)((int64_t)n * c / chunks);
         n = (int)((int64_t)j->n * (c + 1) / chunks) - n0;
         /* column n0 of op(B): a column of B ('N', stride ldb) or a row of it ('T') */
         B += (size_t)n0 * (tb == 'N' ? (size_t)ldb : 1) * isz;
@@ -87,6 +126,8 @@ static void fm_block(const fm_job *j, int c, int chunks) {
         return;
     j->gemm(&ta, &tb, &m, &n, &k, (void *)j->alpha, A, &lda, B, &ldb, (void *)j->beta, C,
             &ldc);
+    if (j->post != NULL)
+        fm_post_block(j, m0, m, n0, n);
 }
 
 /* Take blocks of the job whose counter read `cur` until none is left (or a newer job is
@@ -213,7 +254,7 @@ static PyObject *stats(PyObject *self, PyObject *noargs) {
 static PyObject *job_layout(PyObject *self, PyObject *noargs) {
     (void)self; (void)noargs;
     return Py_BuildValue(
-        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
+        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
         "size", (Py_ssize_t)sizeof(fm_job), "gemm", (Py_ssize_t)offsetof(fm_job, gemm),
         "ta", (Py_ssize_t)offsetof(fm_job, ta), "tb", (Py_ssize_t)offsetof(fm_job, tb),
         "m", (Py_ssize_t)offsetof(fm_job, m), "n", (Py_ssize_t)offsetof(fm_job, n),
@@ -224,7 +265,16 @@ static PyObject *job_layout(PyObject *self, PyObject *noargs) {
         "use_workers", (Py_ssize_t)offsetof(fm_job, use_workers),
         "alpha", (Py_ssize_t)offsetof(fm_job, alpha), "A", (Py_ssize_t)offsetof(fm_job, A),
         "B", (Py_ssize_t)offsetof(fm_job, B), "beta", (Py_ssize_t)offsetof(fm_job, beta),
-        "C", (Py_ssize_t)offsetof(fm_job, C));
+        "C", (Py_ssize_t)offsetof(fm_job, C), "post", (Py_ssize_t)offsetof(fm_job, post));
+}
+
+static PyObject *post_layout(PyObject *self, PyObject *noargs) {
+    (void)self; (void)noargs;
+    return Py_BuildValue(
+        "{s:n,s:n,s:n,s:n,s:n,s:n}", "size", (Py_ssize_t)sizeof(fm_post),
+        "kind", (Py_ssize_t)offsetof(fm_post, kind), "P", (Py_ssize_t)offsetof(fm_post, P),
+        "s1", (Py_ssize_t)offsetof(fm_post, s1), "s2", (Py_ssize_t)offsetof(fm_post, s2),
+        "lr", (Py_ssize_t)offsetof(fm_post, lr));
 }
 
 static PyMethodDef methods[] = {
@@ -235,6 +285,9 @@ static PyMethodDef methods[] = {
      "Counters since import: GEMMs given to the pool ('jobs'), those shared with its workers "
      "('shared'), blocks its workers computed ('worker_blocks')."},
     {"job_layout", job_layout, METH_NOARGS, "Byte offsets of fm_job's fields, and its size."},
+    {"post_layout", post_layout, METH_NOARGS,
+     "Byte offsets of fm_post's fields (lr then wd2, mu, b1, b2, c1, c2, eps as doubles), "
+     "and its size."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_pool",

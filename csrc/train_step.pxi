@@ -12,12 +12,12 @@
 # kernels the same way and is what the tests hold it to.
 #
 # What fusing buys, beyond one Python call per step instead of about ten:
-# * The weight-gradient GEMM writes straight into the optimiser's target with BLAS's
-#   alpha/beta: plain SGD as W = (1 - 2·wd·lr)·W - lr·Xᵀδ; momentum as v = μ·v + Xᵀδ followed by
-#   BLAS axpys (v += 2·wd·W, W -= lr·v).  That removes a write and a read of dW, and the axpys
-#   run on OpenBLAS's own thread pool (its threads are awake right after the GEMM; an OpenMP
-#   pool would fight them for the cores).  Nesterov and Adam need g itself: GEMM into dW, then
-#   the loops of updates.h.  In these fused cases `dweights` is not written.
+# * Plain SGD's weight-gradient GEMM writes straight into W with BLAS's alpha/beta:
+#   W = (1 - 2·wd·lr)·W - lr·Xᵀδ (`dweights` is not written).  The other optimisers GEMM into
+#   dW and run the loops of updates.h; a GEMM that goes to fastmlp's threads carries that
+#   update with it (pool.h's fm_post), so each thread updates the block of W it has just
+#   computed the gradient of, while that block is in its cache: the memory-bound pass over W
+#   (and its one or two state arrays) is split over the threads and reads dW from cache.
 # * The bias and activation are one pass after a forward GEMM; the activation backward of a
 #   delta (ReLU's mask, 1 − H², H(1 − H)) and the column sums that are the previous layer's
 #   bias gradient are one pass after a backward one (step_loops.h).
@@ -71,7 +71,6 @@ cdef struct _Layer:
 # the GEMM provider's functions (fastmlp.backends.blas: Fortran ABI, addresses at run time)
 ctypedef void (*_gemm_f)(char*, char*, int*, int*, int*, void*, const void*, int*, const void*,
                          int*, void*, void*, int*) noexcept nogil
-ctypedef void (*_axpy_f)(int*, void*, const void*, int*, void*, int*) noexcept nogil
 
 cdef extern from "pool.h" nogil:
     # fastmlp's own threads for the large GEMMs (csrc/pool.c, fastmlp.backends._pool)
@@ -84,7 +83,20 @@ cdef extern from "pool.h" nogil:
         const void* B
         const void* beta
         void* C
+        const fm_post* post
+    ctypedef struct fm_post:
+        int kind
+        void* P
+        void* s1
+        void* s2
+        double lr, wd2, mu, b1, b2, c1, c2, eps
     ctypedef void (*fm_gemm_entry)(fm_job*) noexcept nogil
+    enum:
+        FM_POST_SGD, FM_POST_MOMENTUM, FM_POST_NESTEROV, FM_POST_ADAM
+
+if (FM_POST_SGD, FM_POST_MOMENTUM, FM_POST_NESTEROV, FM_POST_ADAM) != (
+        OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM):
+    raise ImportError("pool.h's FM_POST_* and the optimizer kinds disagree")
 
 cdef struct _Plan:
     _Layer* L
@@ -93,8 +105,7 @@ cdef struct _Plan:
     int n_layers, n_max, kind
     int activation, output   # codes: contract.ACTIVATIONS, contract.OUTPUTS
     double mu, b1, b2
-    _gemm_f gemm   # the provider's sgemm or dgemm, and axpy alike
-    _axpy_f axpy
+    _gemm_f gemm   # the provider's sgemm or dgemm
     fm_gemm_entry pool       # fastmlp's GEMM threads (NULL: none built)
     int chunks     # blocks a GEMM of at least min_flops is cut into (the pool's threads)
     int use_workers          # whether the pool's workers take part (TrainStep.set_threads)
@@ -103,30 +114,25 @@ cdef struct _Plan:
 
 cdef void _gemm(_Plan* p, char ta, char tb, int m, int n, int k, floating alpha,
                 const floating* A, int lda, const floating* B, int ldb, floating beta,
-                floating* C, int ldc) noexcept nogil:
+                floating* C, int ldc, const fm_post* post) noexcept nogil:
     """Column-major C = alpha·op(A)·op(B) + beta·C (all of m, n, k >= 1) through the step's
-    GEMM provider: a GEMM of at least min_flops is cut into p.chunks blocks for fastmlp's
-    threads (pool.c), a smaller one is one call."""
+    GEMM provider, then the update `post` (NULL: none) with C as its gradient (ldc = m): a
+    GEMM of at least min_flops is cut into p.chunks blocks for fastmlp's threads (pool.c,
+    each block updated after its GEMM), a smaller one is one call and one update."""
     cdef fm_job job
     if p.pool == NULL or 2.0 * m * n * k < p.min_flops:
         p.gemm(&ta, &tb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc)
+        if post != NULL:
+            _update(post.kind, <floating*>post.P, C, <floating*>post.s1, <floating*>post.s2,
+                    <Py_ssize_t>m * n, <floating>post.lr, <floating>post.wd2,
+                    <floating>post.mu, <floating>post.b1, <floating>post.b2,
+                    <floating>post.c1, <floating>post.c2, <floating>post.eps)
         return
     job.gemm, job.ta, job.tb = p.gemm, ta, tb
     job.m, job.n, job.k, job.lda, job.ldb, job.ldc = m, n, k, lda, ldb, ldc
     job.itemsize, job.chunks, job.use_workers = sizeof(floating), p.chunks, p.use_workers
-    job.alpha, job.A, job.B, job.beta, job.C = &alpha, A, B, &beta, C
+    job.alpha, job.A, job.B, job.beta, job.C, job.post = &alpha, A, B, &beta, C, post
     p.pool(&job)
-
-
-cdef void _axpy(_Plan* p, Py_ssize_t n, floating a, const floating* x, floating* y) noexcept nogil:
-    """y += a·x over n elements through the step's provider (chunks so every count fits an
-    int)."""
-    cdef int one = 1, chunk
-    cdef Py_ssize_t done = 0
-    while done < n:
-        chunk = <int>min(n - done, <Py_ssize_t>(1 << 30))
-        p.axpy(&chunk, &a, x + done, &one, y + done, &one)
-        done += chunk
 
 
 cdef void _update(int kind, floating* P, const floating* G, floating* s1, floating* s2,
@@ -186,6 +192,9 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
     cdef Py_ssize_t C = p.L[last].fan_out
     cdef floating* Z = <floating*>p.L[last].act
     cdef floating* dZ = <floating*>p.dZ
+    cdef fm_post post
+    post.kind, post.lr, post.wd2, post.mu, post.eps = p.kind, lr_d, 2 * wd, p.mu, eps_d
+    post.b1, post.b2, post.c1, post.c2 = p.b1, p.b2, 1.0 - pow(p.b1, step), 1.0 - pow(p.b2, step)
 
     # forward: act_i = f(a · W_i + b_i) (the last layer stays linear)
     for i in range(p.n_layers):
@@ -197,7 +206,7 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
         else:
             # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major
             _gemm(p, c'N', c'N', L.fan_out, m, L.fan_in, one, <floating*>L.W, L.fan_out,
-                  a, L.fan_in, zero, <floating*>L.act, L.fan_out)
+                  a, L.fan_in, zero, <floating*>L.act, L.fan_out, NULL)
         _bias_act(<floating*>L.act, <floating*>L.b, m, L.fan_out,
                   p.activation if i < last else ACT_IDENTITY)
         a = <floating*>L.act
@@ -218,7 +227,7 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
             # dXᵀ (fi, m) = W (fi, fo) · δᵀ (fo, m); then the activation backward and the bias
             # gradient of layer i-1 in one pass
             _gemm(p, c'T', c'N', fi, m, fo, one, W, fo, delta, fo, zero,
-                     <floating*>L.dX, fi)
+                  <floating*>L.dX, fi, NULL)
             _mask_colsum(<floating*>L.dX, a, m, fi, p.activation, p.acc,
                          <floating*>p.L[i - 1].db)
         # weight gradient Xᵀδ as dWᵀ (fo, fi) = δᵀ (fo, m) · a (m, fi), fused with the update
@@ -227,16 +236,11 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
             _update(p.kind, W, <floating*>L.dW, <floating*>L.sW1, <floating*>L.sW2,
                     <Py_ssize_t>fi * fo, lr, wd2, mu, b1, b2, c1, c2, eps)
         elif p.kind == OPT_SGD:
-            _gemm(p, c'N', c'T', fo, fi, m, -lr, delta, fo, a, fi, 1 - wd2 * lr, W, fo)
-        elif p.kind == OPT_MOMENTUM:
-            _gemm(p, c'N', c'T', fo, fi, m, one, delta, fo, a, fi, mu, <floating*>L.sW1, fo)
-            if wd2 != 0:
-                _axpy(p, <Py_ssize_t>fi * fo, wd2, W, <floating*>L.sW1)
-            _axpy(p, <Py_ssize_t>fi * fo, -lr, <floating*>L.sW1, W)
-        else:
-            _gemm(p, c'N', c'T', fo, fi, m, one, delta, fo, a, fi, zero, <floating*>L.dW, fo)
-            _update(p.kind, W, <floating*>L.dW, <floating*>L.sW1, <floating*>L.sW2,
-                    <Py_ssize_t>fi * fo, lr, wd2, mu, b1, b2, c1, c2, eps)
+            _gemm(p, c'N', c'T', fo, fi, m, -lr, delta, fo, a, fi, 1 - wd2 * lr, W, fo, NULL)
+        else:   # dW, and the update of W (block by block on fastmlp's threads)
+            post.P, post.s1, post.s2 = W, L.sW1, L.sW2
+            _gemm(p, c'N', c'T', fo, fi, m, one, delta, fo, a, fi, zero, <floating*>L.dW, fo,
+                  &post)
         _update(p.kind, <floating*>L.b, <floating*>L.db, <floating*>L.sb1, <floating*>L.sb2,
                 fo, lr, zero, mu, b1, b2, c1, c2, eps)
         delta = <floating*>L.dX
@@ -284,7 +288,7 @@ cdef class TrainStep:
                  output="softmax", gemm="auto"):
         cdef int i, nl
         cdef _Layer* L
-        cdef size_t gemm_f, axpy_f, pool_f
+        cdef size_t gemm_f, pool_f
         self.provider = pv = _get_provider(gemm)
         lay = self._layout = _contract.step_layout(
             weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
@@ -294,9 +298,8 @@ cdef class TrainStep:
         self.p.kind, self.p.n_layers, self.p.n_max = lay.kind, nl, lay.n_max
         self.p.activation, self.p.output = lay.activation, lay.output
         gemm_f = pv.dgemm if self.f64 else pv.sgemm
-        axpy_f = pv.daxpy if self.f64 else pv.saxpy
         pool_f, chunks = _gemm_pool()
-        self.p.gemm, self.p.axpy = <_gemm_f>gemm_f, <_axpy_f>axpy_f
+        self.p.gemm = <_gemm_f>gemm_f
         self.p.pool, self.p.chunks = <fm_gemm_entry>pool_f, chunks
         self.p.use_workers, self.p.min_flops = 0, _contract.MIN_GEMM_FLOPS
         self.p.mu, self.p.b1, self.p.b2 = momentum, beta1, beta2

@@ -1,7 +1,7 @@
 """GEMM providers: the BLAS libraries the fused training steps call, found at run time.
 
 Design: a `Provider` is one BLAS library as the compiled steps see it -- the addresses of
-its Fortran-ABI sgemm, dgemm, saxpy and daxpy (32-bit integers), and of its thread-count
+its Fortran-ABI sgemm and dgemm (32-bit integers), and of its thread-count
 setter and getter -- plus what to print about it (file, version, the kernel it runs).  The
 steps take these addresses when they are built (no build-time link), so more providers can
 stand behind the same `_gemm`.  Two are known:
@@ -33,9 +33,9 @@ PROVIDERS = ("openblas", "scipy")
 class Provider:
     """One BLAS library: Fortran-ABI function addresses and its thread pool."""
 
-    def __init__(self, name, path, sgemm, dgemm, saxpy, daxpy, lib, suffix=""):
+    def __init__(self, name, path, sgemm, dgemm, lib, suffix=""):
         self.name, self.path = name, path
-        self.sgemm, self.dgemm, self.saxpy, self.daxpy = sgemm, dgemm, saxpy, daxpy
+        self.sgemm, self.dgemm = sgemm, dgemm
         self._set = self._get = None
         self.version = self.architecture = None
         if lib is not None:
@@ -110,8 +110,8 @@ def _scipy():
                                    "scipy.libs", "libscipy_openblas*.so"))
     path = found[0] if found else cython_blas.__file__
     lib = ctypes.CDLL(path) if found else None   # already loaded: the same handle
-    return Provider("scipy", path, *(_capsule_address(cap[n]) for n in
-                                     ("sgemm", "dgemm", "saxpy", "daxpy")), lib)
+    return Provider("scipy", path, *(_capsule_address(cap[n]) for n in ("sgemm", "dgemm")),
+                    lib)
 
 
 def _openblas_wheel_path():
@@ -132,8 +132,7 @@ def _openblas():
     if path is None:
         raise ImportError("scipy-openblas32 is not installed")
     lib = ctypes.CDLL(path, mode=os.RTLD_LOCAL)
-    fns = [_address(_symbol(lib, "scipy_" + n + "_")) for n in ("sgemm", "dgemm", "saxpy",
-                                                                  "daxpy")]
+    fns = [_address(_symbol(lib, "scipy_" + n + "_")) for n in ("sgemm", "dgemm")]
     if not all(fns):
         raise ImportError(f"{path} does not export scipy_sgemm_ and its kin")
     return Provider("openblas", path, *fns, lib)

@@ -24,7 +24,7 @@ class _Job(ctypes.Structure):
                 ("itemsize", ctypes.c_int), ("chunks", ctypes.c_int),
                 ("use_workers", ctypes.c_int), ("alpha", ctypes.c_void_p),
                 ("A", ctypes.c_void_p), ("B", ctypes.c_void_p), ("beta", ctypes.c_void_p),
-                ("C", ctypes.c_void_p)]
+                ("C", ctypes.c_void_p), ("post", ctypes.c_void_p)]   # post: NULL, no update
 
 
 def pool_gemm(n, h, d=784, workers=True, seed=0, kind="forward"):
@@ -34,7 +34,7 @@ def pool_gemm(n, h, d=784, workers=True, seed=0, kind="forward"):
     from ..backends import _pool
     from ..backends.blas import gemm_pool, get_provider
     layout = _pool.job_layout()
-    if ctypes.sizeof(_Job) != layout["size"] or _Job.C.offset != layout["C"]:
+    if ctypes.sizeof(_Job) != layout["size"] or _Job.post.offset != layout["post"]:
         raise RuntimeError(f"fm_job is not laid out as crossover.py expects: {layout}")
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d)).astype(np.float32)

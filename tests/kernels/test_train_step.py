@@ -17,10 +17,14 @@ def rand(rng, shape, dtype, scale=1.0):
 
 
 # (layer sizes, workspace rows, batch rows): one layer, one class, a hidden width of 1, odd
-# sizes over 3 layers, a batch of 1 and a last batch smaller than the workspace, MNIST-sized
+# sizes over 3 layers, a batch of 1 and a last batch smaller than the workspace, MNIST-sized,
+# and a hidden layer wider than the input.  The last two's first-layer GEMMs go to fastmlp's
+# threads with the weight update carried block by block (pool.h's fm_post): MNIST's dW1ᵀ
+# (256, 784) is cut into runs of whole columns, the wide net's (300, 100) into row blocks,
+# updated one column run at a time.
 STEP_NETS = [((3, 2), 4, 4), ((5, 1, 1), 3, 1), ((7, 13, 5, 3), 9, 9), ((7, 13, 5, 3), 9, 4),
-             ((6, 4, 2), 1, 1), ((784, 256, 10), 128, 100)]
-STEP_NET_IDS = ["1layer", "H1C1", "3layers", "partial", "N1", "mnist"]
+             ((6, 4, 2), 1, 1), ((784, 256, 10), 128, 100), ((100, 300, 10), 64, 61)]
+STEP_NET_IDS = ["1layer", "H1C1", "3layers", "partial", "N1", "mnist", "wide"]
 STEP_OPTS = {"sgd": ("sgd", {}), "sgd-wd": ("sgd", {"weight_decay": 1e-2}),
              "momentum": ("sgd", {"momentum": 0.9}),
              "momentum-wd": ("sgd", {"momentum": 0.9, "weight_decay": 1e-2}),
@@ -262,10 +266,13 @@ def test_train_step_every_gemm_provider(compiled_backend, dtype, gemm):
     assert step.provider is get_provider(gemm)
 
 
-@pytest.mark.parametrize("opt", ["sgd-wd", "momentum", "adam"])
-def test_train_step_result_does_not_depend_on_threads(compiled_backend, opt):
-    """set_threads(1) and set_threads(2): the same bits (the blocks are fixed by shape)."""
-    sizes, n_max, m = (784, 256, 10), 128, 128
+@pytest.mark.parametrize("net", [((784, 256, 10), 128, 128), ((100, 300, 10), 64, 64)],
+                         ids=["mnist", "wide"])
+@pytest.mark.parametrize("opt", ["sgd-wd", "momentum", "nesterov-wd", "adam"])
+def test_train_step_result_does_not_depend_on_threads(compiled_backend, net, opt):
+    """set_threads(1) and set_threads(2): the same bits (the blocks, and so the blocks each
+    thread updates, are fixed by shape)."""
+    sizes, n_max, m = net
     optimizer, hyper = STEP_OPTS[opt]
     runs = []
     for threads in (1, 2, 1):

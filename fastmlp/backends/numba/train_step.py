@@ -7,18 +7,17 @@ Design
   bias + activation in one pass), the output's loss (in float64), a non-finite loss returns
   before anything is updated, then backward from the last layer: dX = delta·Wᵀ (before W
   changes), the activation backward fused with the column sums that are the previous layer's
-  bias gradient, and the weight-gradient GEMM fused
-  with the update through BLAS's alpha/beta -- plain SGD: W = (1 - 2·wd·lr)·W - lr·inpᵀ·delta;
-  momentum: v = mu·v + inpᵀ·delta, then axpys v += 2·wd·W, W -= lr·v; Nesterov and Adam: a
-  GEMM into dweights and the element-wise loops.  Biases: the loops, weight decay 0.
-* BLAS with alpha/beta: `np.dot` in Numba has neither, so the kernel calls
-  `scipy.linalg.cython_blas` sgemm/dgemm/saxpy/daxpy itself -- the OpenBLAS (and thread pool)
-  the Cython backend and Numba's np.dot use.  Their addresses are registered with LLVM under
-  names of our own (`llvmlite.binding.add_symbol`) and called as `types.ExternalFunction`s
-  (Fortran convention: every argument is a pointer).  A ctypes function object would work too,
-  but Numba refuses to cache code that embeds its address; a symbol is resolved when the
-  cached code is loaded.  Row-major arrays are column-major transposes: C = A·B is computed as
-  Cᵀ = Bᵀ·Aᵀ, with the argument lists of train_step.pxi.
+  bias gradient, then the weight gradient and its update -- plain SGD in the GEMM through
+  BLAS's alpha/beta, W = (1 - 2·wd·lr)·W - lr·inpᵀ·delta; the other optimisers a GEMM into
+  dweights followed by the element-wise update, which a GEMM on fastmlp's threads carries
+  with it (csrc/pool.h's fm_post: each thread updates the block it computed, with
+  csrc/updates.h's loops, the ones the Cython step runs).  Biases: the loops, weight decay 0.
+* BLAS with alpha/beta: `np.dot` in Numba has neither, so the kernel calls the GEMM
+  provider's (fastmlp.backends.blas) Fortran sgemm/dgemm, and fastmlp's thread pool
+  (csrc/pool.c), through addresses kept in the plan and called by `_fcall` (Fortran
+  convention: every argument is a pointer).  The address is read at run time, so the compiled
+  code embeds none and stays cacheable.  Row-major arrays are column-major transposes:
+  C = A·B is computed as Cᵀ = Bᵀ·Aᵀ, with the argument lists of train_step.pxi.
 * One cheap call per step.  Numba unboxes every array argument on each call (~0.1 us each; a
   tuple of the ~15 arrays of a small net cost ~2.5 us), so the constructor validates the
   arrays once and writes their addresses and sizes into one int64 `plan` (a header, then one
@@ -56,7 +55,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ..blas import gemm_pool, get_provider
-from ..contract import (MIN_GEMM_FLOPS, OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_SGD, OUTPUTS,
+from ..contract import (MIN_GEMM_FLOPS, OPT_ADAM, OPT_NESTEROV, OPT_SGD, OUTPUTS,
                         check_batch, same_arrays, step_layout)
 from ..csr import CSR
 from . import config
@@ -70,32 +69,35 @@ _jit = njit(**JIT_OPTIONS)
 
 
 # csrc/pool.h's fm_job as the LP64 ABI lays it out (checked against the built pool below)
-_JOB_LAYOUT = {"size": 88, "gemm": 0, "ta": 8, "tb": 9, "m": 12, "n": 16, "k": 20, "lda": 24,
+_JOB_LAYOUT = {"size": 96, "gemm": 0, "ta": 8, "tb": 9, "m": 12, "n": 16, "k": 20, "lda": 24,
                "ldb": 28, "ldc": 32, "itemsize": 36, "chunks": 40, "use_workers": 44,
-               "alpha": 48, "A": 56, "B": 64, "beta": 72, "C": 80}
+               "alpha": 48, "A": 56, "B": 64, "beta": 72, "C": 80, "post": 88}
+# and its fm_post (the update a GEMM carries): lr, wd2, mu, b1, b2, c1, c2, eps float64s
+_POST_LAYOUT = {"size": 96, "kind": 0, "P": 8, "s1": 16, "s2": 24, "lr": 32}
 
 
 def _pool_layout():
     """(gemm, ta, m, alpha, size) offsets of fm_job: tb follows ta; n, k, lda, ldb, ldc,
-    itemsize, chunks, use_workers follow m as int32s; A, B, beta, C follow alpha."""
+    itemsize, chunks, use_workers follow m as int32s; A, B, beta, C, post follow alpha."""
     try:
         from .. import _pool
     except ImportError:
         pass
     else:
-        if _pool.job_layout() != _JOB_LAYOUT:
-            raise ImportError("csrc/pool.h's fm_job is not laid out as numba/train_step.py "
-                              f"expects: {_pool.job_layout()}")
+        if _pool.job_layout() != _JOB_LAYOUT or _pool.post_layout() != _POST_LAYOUT:
+            raise ImportError("csrc/pool.h's fm_job or fm_post is not laid out as "
+                              f"numba/train_step.py expects: {_pool.job_layout()}, "
+                              f"{_pool.post_layout()}")
     return tuple(_JOB_LAYOUT[f] for f in ("gemm", "ta", "m", "alpha", "size"))
 
 
 # plan header (int64 entries): _FN is the hidden activation's code, _OUT the output's; _GEMMF
-# and _AXPYF the addresses of the provider's gemm and axpy of the step's dtype; _POOL of
+# the address of the provider's gemm of the step's dtype; _POOL of
 # fastmlp's GEMM threads (fm_gemm; 0: none), _CHUNKS the blocks a GEMM of at least
 # _MINFLOPS flops is cut into, _WORKERS whether the pool's workers take part
 _NL, _NMAX, _KIND, _DZ, _ACC, _SCRATCH, _HYPER, _FN, _OUT = range(9)
-_GEMMF, _AXPYF, _POOL, _CHUNKS, _WORKERS, _MINFLOPS = range(9, 15)
-_HEAD = 15
+_GEMMF, _POOL, _CHUNKS, _WORKERS, _MINFLOPS = range(9, 14)
+_HEAD = 14
 _IDENTITY = ACT_CODES["identity"]
 _OUT_LOGISTIC, _OUT_IDENTITY = OUTPUTS.index("logistic"), OUTPUTS.index("identity")
 # per-layer record (at _HEAD + i * _REC): fan_in, fan_out, then addresses (0 = unused), in the
@@ -106,11 +108,13 @@ _REC = 12
 _MU, _B1, _B2 = range(3)
 # scratch bytes: the BLAS scalar arguments, passed by address
 _CH_N, _CH_T = 0, 1          # b"N", b"T"
-_INTS = 4                    # int32 m, n, k, lda, ldb, ldc, 1 (an increment)
+_INTS = 4                    # int32 m, n, k, lda, ldb, ldc
 _ALPHA = 32                  # alpha, beta: a (2,) array of the arrays' dtype
 _JOB = 48                    # an fm_job (csrc/pool.h) for fastmlp's GEMM threads, and the
 _J_GEMM, _J_TA, _J_M, _J_ALPHA, _J_SIZE = _pool_layout()   # byte offsets of its fields
-_SCRATCH_BYTES = _JOB + _J_SIZE
+_POST = _JOB + _J_SIZE       # the fm_post of the weight updates, then
+_SCRATCH_BYTES = _POST + _POST_LAYOUT["size"]
+_P_KIND, _P_PTRS, _P_LR = (_POST_LAYOUT[f] for f in ("kind", "P", "lr"))
 
 
 # --------------------------------------------------------------------------- BLAS
@@ -150,12 +154,13 @@ def _view(address, shape, dtype):
 
 
 @_jit
-def _gemm(plan, scr, ab, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
-    """Column-major C = alpha·op(A)·op(B) + beta·C through the step's GEMM provider; ta/tb
-    are _CH_N or _CH_T, A/B/C addresses; scr: the scratch's address, ab (2,): its alpha/beta
-    slots in the arrays' dtype.  A GEMM of at least plan[_MINFLOPS] flops is cut into
-    plan[_CHUNKS] blocks for fastmlp's threads (csrc/pool.c: an fm_job in the scratch),
-    a smaller one is one call."""
+def _gemm(plan, scr, ab, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, post):
+    """Column-major C = alpha·op(A)·op(B) + beta·C through the step's GEMM provider, then
+    the update `post` (the scratch's fm_post, or 0: none) with C as its gradient (ldc = m);
+    ta/tb are _CH_N or _CH_T, A/B/C addresses; scr: the scratch's address, ab (2,): its
+    alpha/beta slots in the arrays' dtype.  A GEMM of at least plan[_MINFLOPS] flops is cut
+    into plan[_CHUNKS] blocks for fastmlp's threads (csrc/pool.c: an fm_job in the scratch,
+    each block updated after its GEMM), a smaller one is one call and one update."""
     ab[0] = alpha
     ab[1] = beta
     a = scr + _ALPHA
@@ -168,8 +173,9 @@ def _gemm(plan, scr, ab, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
         ints = _view(job + _J_M, 9, np.int32)
         ints[0], ints[1], ints[2], ints[3], ints[4], ints[5] = m, n, k, lda, ldb, ldc
         ints[6], ints[7], ints[8] = ab.itemsize, plan[_CHUNKS], plan[_WORKERS]
-        ptrs = _view(job + _J_ALPHA, 5, np.int64)
+        ptrs = _view(job + _J_ALPHA, 6, np.int64)
         ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4] = a, A, B, a + ab.itemsize, C
+        ptrs[5] = post
         _fcall(plan[_POOL], (_ptr(job),))
         return
     iv = _view(scr + _INTS, 6, np.int32)
@@ -178,24 +184,22 @@ def _gemm(plan, scr, ab, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
     _fcall(plan[_GEMMF], (_ptr(scr + ta), _ptr(scr + tb), _ptr(i), _ptr(i + 4), _ptr(i + 8),
                           _ptr(a), _ptr(A), _ptr(i + 12), _ptr(B), _ptr(i + 16),
                           _ptr(a + ab.itemsize), _ptr(C), _ptr(i + 20)))
+    if post != 0:
+        _post_update(post, C, m * n, ab.dtype)
 
 
 @_jit
-def _axpy(plan, scr, ab, n, alpha, x, y):
-    """y += alpha·x over n elements at addresses x, y through the step's provider (chunks so
-    every count fits an int)."""
-    iv = _view(scr + _INTS, 7, np.int32)
-    iv[6] = 1
-    ab[0] = alpha
-    size = ab.itemsize
-    done = 0
-    while done < n:
-        chunk = min(n - done, 1 << 30)
-        iv[0] = chunk
-        off = done * size
-        _fcall(plan[_AXPYF], (_ptr(scr + _INTS), _ptr(scr + _ALPHA), _ptr(x + off),
-                              _ptr(scr + _INTS + 24), _ptr(y + off), _ptr(scr + _INTS + 24)))
-        done += chunk
+def _post_update(post, G, n, dt):
+    """The update of the fm_post at address `post` over its parameter's n elements, with
+    gradient G, on the caller (pool.c's fm_post_block does the same block by block); the
+    scalars are rounded to dt as pool.c rounds them."""
+    t = dt.type
+    kind = _view(post + _P_KIND, 1, np.int32)[0]
+    ptrs = _view(post + _P_PTRS, 3, np.int64)
+    h = _view(post + _P_LR, 8, np.float64)   # lr, wd2, mu, b1, b2, c1, c2, eps
+    b1, b2 = t(h[3]), t(h[4])
+    _update(kind, n, ptrs[0], G, ptrs[1], ptrs[2], dt, t(h[0]), t(h[1]), t(h[2]), b1,
+            t(1) - b1, b2, t(1) - b2, t(h[5]), t(h[6]), t(h[7]))
 
 
 # --------------------------------------------------------------------------- element-wise
@@ -293,6 +297,14 @@ def _run(plan, X, data, indices, indptr, m, y, sw, lr, step, weight_decay, eps):
     c1 = t(1.0 - math.pow(hyp[_B1], step))
     c2 = t(1.0 - math.pow(hyp[_B2], step))
     one, zero = t(1), t(0)
+    # the weights' update, carried by their gradient GEMMs: kind and scalars now, the
+    # parameter and state addresses per layer
+    post = scr + _POST
+    _view(post + _P_KIND, 1, np.int32)[0] = kind
+    ptrs = _view(post + _P_PTRS, 3, np.int64)
+    h = _view(post + _P_LR, 8, np.float64)
+    h[0], h[1], h[2], h[3], h[4] = lr, 2.0 * weight_decay, hyp[_MU], hyp[_B1], hyp[_B2]
+    h[5], h[6], h[7] = 1.0 - math.pow(hyp[_B1], step), 1.0 - math.pow(hyp[_B2], step), eps
 
     # forward: act_i = f(a · W_i + b_i) (the last layer stays linear)
     xa = np.int64(X.ctypes.data)
@@ -308,7 +320,7 @@ def _run(plan, X, data, indices, indptr, m, y, sw, lr, step, weight_decay, eps):
         else:
             # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major
             _gemm(plan, scr, ab, _CH_N, _CH_N, fo, m, fi, one, plan[L + _W], fo, a, fi, zero,
-                  act, fo)
+                  act, fo, 0)
         _bias_act(_view(act, (m, fo), dt), _view(plan[L + _B], fo, dt),
                   fn if i < last else _IDENTITY)
         a = act
@@ -336,7 +348,7 @@ def _run(plan, X, data, indices, indptr, m, y, sw, lr, step, weight_decay, eps):
             # dXᵀ (fi, m) = W (fi, fo) · δᵀ (fo, m); then the activation backward and the bias
             # gradient of layer i-1 in one pass
             _gemm(plan, scr, ab, _CH_T, _CH_N, fi, m, fo, one, W, fo, delta, fo, zero, dX,
-                  fi)
+                  fi, 0)
             _mask_colsum(_view(dX, (m, fi), dt), _view(a, (m, fi), dt), fn,
                          _view(plan[_ACC], fi, np.float64), _view(plan[P + _DB], fi, dt))
         else:
@@ -349,18 +361,11 @@ def _run(plan, X, data, indices, indptr, m, y, sw, lr, step, weight_decay, eps):
                     wd2, mu, b1, b1c, b2, b2c, c1, c2, eps_)
         elif kind == OPT_SGD:
             _gemm(plan, scr, ab, _CH_N, _CH_T, fo, fi, m, -lr_, delta, fo, a, fi,
-                  one - wd2 * lr_, W, fo)
-        elif kind == OPT_MOMENTUM:
-            v = plan[L + _SW1]
-            _gemm(plan, scr, ab, _CH_N, _CH_T, fo, fi, m, one, delta, fo, a, fi, mu, v, fo)
-            if wd2 != zero:
-                _axpy(plan, scr, ab, fi * fo, wd2, W, v)
-            _axpy(plan, scr, ab, fi * fo, -lr_, v, W)
-        else:
+                  one - wd2 * lr_, W, fo, 0)
+        else:   # dW, and the update of W (block by block on fastmlp's threads)
+            ptrs[0], ptrs[1], ptrs[2] = W, plan[L + _SW1], plan[L + _SW2]
             _gemm(plan, scr, ab, _CH_N, _CH_T, fo, fi, m, one, delta, fo, a, fi, zero,
-                  plan[L + _DW], fo)
-            _update(kind, fi * fo, W, plan[L + _DW], plan[L + _SW1], plan[L + _SW2], dt, lr_,
-                    wd2, mu, b1, b1c, b2, b2c, c1, c2, eps_)
+                  plan[L + _DW], fo, post)
         _update(kind, fo, plan[L + _B], plan[L + _DB], plan[L + _SB1], plan[L + _SB2], dt,
                 lr_, zero, mu, b1, b1c, b2, b2c, c1, c2, eps_)
         delta = plan[L + _DX]
@@ -401,9 +406,8 @@ class TrainStep:
             lay.output
         f32, pv = lay.dtype == np.float32, self.provider
         pool, chunks = gemm_pool()
-        plan[[_GEMMF, _AXPYF, _POOL, _CHUNKS, _WORKERS, _MINFLOPS]] = (
-            pv.sgemm if f32 else pv.dgemm, pv.saxpy if f32 else pv.daxpy, pool, chunks, 0,
-            MIN_GEMM_FLOPS)
+        plan[[_GEMMF, _POOL, _CHUNKS, _WORKERS, _MINFLOPS]] = (
+            pv.sgemm if f32 else pv.dgemm, pool, chunks, 0, MIN_GEMM_FLOPS)
         plan[[_ACC, _SCRATCH, _HYPER]] = (self._acc.ctypes.data, self._scratch.ctypes.data,
                                           self._hyper.ctypes.data)
         plan[_HEAD:] = np.array(layers, np.int64).reshape(-1)
