@@ -246,11 +246,8 @@ class _Recorder:
 def step_parts(backend, opt, n, h, dtype=np.float32, seed=0, lr=STEP_LR):
     """The contract's kernel calls that make one step of a 784-h-10 net when composed (as the
     reference's `TrainStep` composes them: `reference.forward`, the loss, `backward`,
-    `update`), in call order, as closures on one trainer's workspace and parameters; and that
-    trainer's whole `_step` (its backend's fused `TrainStep`).
-
-    Returns (parts, whole): calling every part in order is one unfused step without the
-    Python around the calls."""
+    `update`), in call order, as closures on one trainer's workspace and parameters: calling
+    every part in order is one unfused step without the Python around the calls."""
     tr, X, y = fastmlp_trainer(backend, opt, n, h, dtype=dtype, seed=seed, lr=lr)
     m, raw = tr.model, tr.model.backend.raw
     ws = tr._workspace(n)
@@ -275,7 +272,7 @@ def step_parts(backend, opt, n, h, dtype=np.float32, seed=0, lr=STEP_LR):
         else:
             label = name
         parts[label] = functools.partial(getattr(raw, name), *args)
-    return parts, functools.partial(tr._step, ws, ws.X, ws.y)
+    return parts
 
 
 def _config(opt, lr=None):

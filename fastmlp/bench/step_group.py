@@ -4,6 +4,8 @@ OpenBLAS), the targets, the per-kernel breakdown and the activations against ReL
 
 Timing: timing.py; cases: cases.py (fastmlp, floors), peers.py (PyTorch, scikit-learn).
 """
+import time
+
 import numpy as np
 
 from . import cases as B
@@ -144,21 +146,26 @@ def evaluate_targets(step_results, torch_version):
 def run_breakdown(a, say):
     """Each kernel call of an unfused step timed in sequence (caches and BLAS threads as the
     previous call left them, as inside a step), beside the floor GEMMs and the fused `_step`
-    timed the same way; the three blocks alternate for `--repeat` rounds; medians in seconds."""
+    (STEPS_PER_CALL steps a call under the thread policy, as fit runs it and as the step
+    table times it; reported per step); the three blocks alternate for `--repeat` rounds, each after `--settle`
+    seconds of sleep (the unfused calls and the floor run on OpenBLAS's threads, whose
+    spinning slowed the fused step timed right after them up to 200x); medians in seconds."""
     out = []
     for opt, n, h in BREAKDOWN_CASES:
         for b in COMPILED:
             say(f"  breakdown {b} {opt} N={n} H={h}")
-            parts, whole = B.step_parts(b, opt, n, h)
+            parts = B.step_parts(b, opt, n, h)
+            whole = B.fastmlp_steps(b, opt, n, h, STEPS_PER_CALL)
             blocks = {"parts": parts, "floor": B.floor_parts(n, h), "whole": {"_step": whole}}
             reps = max(5, int(0.02 / max(turn(whole, 3), 1e-6)))
             runs = {k: [] for k in blocks}
             for _ in range(max(a.repeat, 5)):
                 for k, fns in blocks.items():
+                    time.sleep(a.settle)
                     runs[k].append(sequence(fns, reps))
             med = {k: np.median(np.concatenate(v), axis=0).tolist() for k, v in runs.items()}
             out.append({"backend": b, "optimizer": opt, "n": n, "h": h,
-                        "whole_s": med["whole"][0], "parts_s": dict(zip(parts, med["parts"])),
+                        "whole_s": med["whole"][0] / STEPS_PER_CALL, "parts_s": dict(zip(parts, med["parts"])),
                         "floor_s": dict(zip(blocks["floor"], med["floor"]))})
     return out
 
