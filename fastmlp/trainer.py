@@ -29,6 +29,44 @@ class TrainingDivergedError(FloatingPointError):
     """The training loss became NaN or infinite; the model holds the last finite weights."""
 
 
+class _Steered:
+    """`with trainer._steered:` -- the steps inside run under the thread policy
+    (fastmlp.threads): the fused step's large GEMMs on the policy's cap of threads, the GEMM
+    provider's pool at 1 thread until the block ends, when it gets its count back.
+    `recheck()` applies the policy's current cap (an epoch calls it before each batch); for
+    the reference step, which steers nothing, both are no-ops.  One per Trainer, reused, so
+    an epoch allocates nothing for it; not re-entrant (nor is the policy)."""
+
+    __slots__ = ("trainer", "policy", "cap")
+
+    def __init__(self, trainer):
+        self.trainer, self.policy, self.cap = trainer, None, 1
+
+    def __enter__(self):
+        tr = self.trainer
+        self.policy = tr._steering(tr._train_step())
+        if self.policy is not None:
+            try:
+                self.cap = self.policy.begin()
+                tr._plan.set_threads(self.cap)
+            except BaseException:
+                self.__exit__()
+                raise
+        return self
+
+    def recheck(self):
+        if self.policy is not None:
+            cap = self.policy.cap()
+            if cap != self.cap:
+                self.cap = cap
+                self.trainer._plan.set_threads(cap)
+
+    def __exit__(self, *exc):
+        policy, self.policy = self.policy, None
+        if policy is not None:
+            policy.end()
+
+
 class Trainer:
     """Trains `model` (an MLP) with mini-batch SGD (plain, momentum, Nesterov) or Adam.
 
@@ -91,6 +129,7 @@ class Trainer:
                                              integer=True)
         self.threads = check_threads(threads)
         self._policy = None
+        self._steered = _Steered(self)
         self.history = History()
         self.current_lr = self.lr
         self.t = 0  # optimizer steps taken (Adam's bias correction counts them)
@@ -236,14 +275,8 @@ class Trainer:
         self._ensure_state()
         ws = self._workspace(X.shape[0], 0 if isinstance(X, CSR) else None)
         wd, eps = self.batch_hyperparameters(X.shape[0], self.t + 1)
-        policy = self._steering(self._train_step())
-        if policy is not None:
-            self._plan.set_threads(policy.begin())
-        try:
+        with self._steered:
             return self._step(ws, X, y, None, wd, eps)
-        finally:
-            if policy is not None:
-                policy.end()
 
     # ---- epochs ------------------------------------------------------------------------------
     def fit_epoch(self, X, y, sample_weight=None, *, order=None, lr=None, check_input=True):
@@ -292,20 +325,11 @@ class Trainer:
                                or self._sw_buf.shape[0] < bs or self._sw_buf.dtype != m.dtype):
             self._sw_buf = np.empty(bs, m.dtype)
         loss_sum, correct, classify = 0.0, 0, m.is_classifier
-        policy = self._steering(self._train_step())
-        try:
-            if policy is not None:
-                cap = policy.begin()
-                self._plan.set_threads(cap)
+        with self._steered as steered:
             for s in range(0, n, bs):
-                if policy is not None and policy.cap() != cap:
-                    cap = policy.cap()
-                    self._plan.set_threads(cap)
+                steered.recheck()
                 loss_sum, correct = self._batch(X, y, sw, order, ws_full, s, min(n, s + bs),
                                                 sparse, classify, loss_sum, correct, bar)
-        finally:
-            if policy is not None:
-                policy.end()
         return loss_sum / n, (correct / n if classify else None)
 
     def _batch(self, X, y, sw, order, ws_full, s, e, sparse, classify, loss_sum, correct, bar):

@@ -199,8 +199,8 @@ def floor_libraries():
     for name, marker in (("scipy", "scipy"), ("numpy", "numpy")):
         for p in info:
             path = p.get("filepath", "")
-            if p.get("user_api") == "blas" and f"{marker}.libs" in path or \
-                    f"/{marker}/" in path and p.get("user_api") == "blas":
+            if p.get("user_api") == "blas" and (f"{marker}.libs" in path
+                                                 or f"/{marker}/" in path):
                 out[name] = (f"{p.get('internal_api')} {p.get('version')} "
                              f"({p.get('architecture')} kernels, {p.get('num_threads')} "
                              f"threads) {path}")
@@ -250,9 +250,7 @@ def step_parts(backend, opt, n, h, dtype=np.float32, seed=0, lr=STEP_LR):
     every part in order is one unfused step without the Python around the calls."""
     tr, X, y = fastmlp_trainer(backend, opt, n, h, dtype=dtype, seed=seed, lr=lr)
     m, raw = tr.model, tr.model.backend.raw
-    ws = tr._workspace(n)
-    np.copyto(ws.X, X)
-    np.copyto(ws.y, y)
+    ws = _filled_workspace(tr, X, y)
     rec = _Recorder(raw)
     reference.forward(rec, m.weights, m.biases, ws.X, ws.acts)
     rec.softmax_xent_grad(ws.acts[-1], ws.y, ws.dZ, None)
@@ -273,6 +271,15 @@ def step_parts(backend, opt, n, h, dtype=np.float32, seed=0, lr=STEP_LR):
             label = name
         parts[label] = functools.partial(getattr(raw, name), *args)
     return parts
+
+
+def _filled_workspace(trainer, X, y):
+    """The trainer's workspace rows for the batch X, y, with both copied in (as fit's loop
+    leaves them before a step)."""
+    ws = trainer._workspace(X.shape[0])
+    np.copyto(ws.X, X)
+    np.copyto(ws.y, y)
+    return ws
 
 
 def _config(opt, lr=None):
@@ -315,9 +322,7 @@ def fastmlp_step(backend, opt, n, h, public=False, dtype=np.float32, seed=0, lr=
                                     activation=activation)
     if public:
         return functools.partial(trainer.step, X, y)
-    ws = trainer._workspace(n)
-    np.copyto(ws.X, X)
-    np.copyto(ws.y, y)
+    ws = _filled_workspace(trainer, X, y)
     return functools.partial(trainer._step, ws, ws.X, ws.y)
 
 
@@ -329,22 +334,13 @@ def fastmlp_steps(backend, opt, n, h, steps, threads="auto", dtype=np.float32, s
     a slice of an epoch.  Returns a closure; one call has been made."""
     trainer, X, y = fastmlp_trainer(backend, opt, n, h, dtype=dtype, seed=seed, lr=lr,
                                     threads=threads)
-    ws = trainer._workspace(n)
-    np.copyto(ws.X, X)
-    np.copyto(ws.y, y)
+    ws = _filled_workspace(trainer, X, y)
     one = functools.partial(trainer._step, ws, ws.X, ws.y)
-    policy = trainer._steering(trainer._train_step())
 
     def run():
-        plan = trainer._train_step()
-        if policy is not None:
-            plan.set_threads(policy.begin())
-        try:
+        with trainer._steered:
             for _ in range(steps):
                 one()
-        finally:
-            if policy is not None:
-                policy.end()
     run()
     return run
 
