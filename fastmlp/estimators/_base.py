@@ -23,7 +23,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from ..backends import reference
 from ..model import MLP, softmax_rows
-from ._solvers import STOCHASTIC, SolversMixin
+from ._solvers import STOCHASTIC, SolversMixin, as_model_input
 
 _FLOATS = (np.float32, np.float64)
 
@@ -257,7 +257,8 @@ class BaseMLP(SolversMixin, BaseEstimator):
                           accept_sparse=("csr", "csc"))
         numeric = isinstance(given, np.dtype) and given.kind in "biuf"
         dtype = np.result_type(given, model.dtype) if numeric else model.dtype
-        P = self._activate(model.forward(X))
+        # validate_data has checked X as MLP.forward would: no second pass over it
+        P = self._activate(model._forward(as_model_input(X, model.dtype)))
         return P if P.dtype == dtype else P.astype(dtype)
 
     def _expected_failed_checks(self):

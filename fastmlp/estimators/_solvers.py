@@ -31,8 +31,10 @@ from ..trainer import Trainer, TrainingDivergedError
 STOCHASTIC = ("sgd", "adam")
 
 
-def as_training_input(X, dtype):
-    """X as the Trainer takes it unchecked: a scipy.sparse X as a CSR (converted once)."""
+def as_model_input(X, dtype):
+    """X, validated already (validate_data: 2-D, finite, C-ordered, in the model's dtype), as
+    the Trainer and MLP._forward take it unchecked: a scipy.sparse X as a CSR (converted
+    once), anything else as it is (None too)."""
     return as_csr(X, dtype) if scipy.sparse.issparse(X) else X
 
 
@@ -146,7 +148,8 @@ class SolversMixin:
         else:
             X_val = y_val = sw_val = None
         n = X.shape[0]
-        X = as_training_input(X, model.dtype)
+        # converted once, not per epoch (the validation score runs every epoch)
+        X, X_val = as_model_input(X, model.dtype), as_model_input(X_val, model.dtype)
         tr = self._make_trainer(model, self._batch_size(n), fresh=not incremental)
         sample_idx, diverged = np.arange(n), False
         try:
@@ -240,7 +243,7 @@ class SolversMixin:
         spans = list(zip(bounds[:-1], bounds[1:]))
         wd = 0.5 * self.alpha / (X.shape[0] if sw is None else float(sw.sum(dtype=np.float64)))
         scale = self._loss_scale()
-        X = as_training_input(X, model.dtype)
+        X = as_model_input(X, model.dtype)
 
         def loss_grad(x):
             for p, (a, b) in zip(params, spans):

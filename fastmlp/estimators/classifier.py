@@ -169,7 +169,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     def _validation_score(self, model, X_val, y_val, sw_val):
         """Accuracy (every label right, for multilabel) of predict's decisions."""
-        P = self._activate(model.forward(X_val))
+        P = self._activate(model._forward(X_val))   # checked and converted once per fit
         if self.out_activation_ == "softmax":
             hit = np.argmax(P, axis=1) == y_val
         else:

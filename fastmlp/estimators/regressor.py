@@ -102,7 +102,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
 
     def _validation_score(self, model, X_val, y_val, sw_val):
         """R² of the predictions, NaN when they are not finite (as sklearn)."""
-        pred = self._activate(model.forward(X_val))
+        pred = self._activate(model._forward(X_val))   # checked and converted once per fit
         if not np.isfinite(pred).all():
             return np.nan
         return float(r2_score(y_val, pred, sample_weight=sw_val))
