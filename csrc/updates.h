@@ -1,8 +1,8 @@
 /* In-place optimiser updates over flat arrays, float and double.
  *
  * Design: these loops are memory-bound and vectorise; the package is built for the baseline
- * x86-64 ISA (no -march=native), so on x86-64 with GCC/Clang each loop is compiled twice,
- * for AVX-512, for AVX2 and for the baseline, and the loader picks one at run time
+ * x86-64 ISA (no -march=native), so on x86-64 with GCC/Clang each loop is compiled three
+ * times, for AVX-512, for AVX2 and for the baseline, and the loader picks one at run time
  * (target_clones).  The build turns FMA contraction off (-ffp-contract=off): a fused
  * multiply-add would round differently from the NumPy reference and from the other clones.
  * Shapes: every array has n elements.  g = dW + wd2 * W (wd2 = 2 * weight_decay).

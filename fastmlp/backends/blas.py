@@ -1,8 +1,8 @@
 """GEMM providers: the BLAS libraries the fused training steps call, found at run time.
 
 Design: a `Provider` is one BLAS library as the compiled steps see it -- the addresses of
-its Fortran-ABI sgemm and dgemm (32-bit integers), and of its thread-count
-setter and getter -- plus what to print about it (file, version, the kernel it runs).  The
+its Fortran-ABI sgemm and dgemm (32-bit integers), and its thread-count setter and getter
+(ctypes functions) -- plus what to print about it (file, version, the kernel it runs).  The
 steps take these addresses when they are built (no build-time link), so more providers can
 stand behind the same `_gemm`.  Two are known:
 
@@ -57,8 +57,6 @@ class Provider:
             if self.version:   # "OpenBLAS 0.3.30 DYNAMIC_ARCH ..." -> "0.3.30"
                 words = self.version.split()
                 self.version = words[1] if len(words) > 1 else self.version
-        self.set_threads_address = _address(self._set)
-        self.get_threads_address = _address(self._get)
 
     def threads(self):
         """The pool's thread count now (1 when the library does not say)."""

@@ -205,7 +205,6 @@ def format_activations(acts):
     return "\n".join(lines)
 
 
-
 def format_step(results):
     lines = [f"{'case':<18}{'contender':<20}{'µs/step':>9}  {'× floor [IQR]':<19}"
              f"{'vs numpy':>10}{'vs torch':>10}{'vs sklearn':>11}{'GFLOP/s':>9}"]
