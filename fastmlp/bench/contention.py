@@ -67,21 +67,15 @@ def fit_closure(who, epochs, seed=0):
     if who != "torch":
         raise ValueError(f"unknown contender {who!r}; one of {CONTENDERS}")
     import torch
+
+    from .peers import _torch_net, torch_epochs
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64))
 
     def fit():
         torch.manual_seed(seed)
-        net = torch.nn.Sequential(torch.nn.Linear(64, CASE["hidden"]), torch.nn.ReLU(),
-                                  torch.nn.Linear(CASE["hidden"], 10))
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
-        loss_fn, bs, n = torch.nn.CrossEntropyLoss(), CASE["batch_size"], X.shape[0]
-        for _ in range(epochs):
-            perm = torch.randperm(n)
-            for s in range(0, n, bs):
-                idx = perm[s:s + bs]
-                opt.zero_grad(set_to_none=True)
-                loss_fn(net(Xt[idx]), yt[idx]).backward()
-                opt.step()
+        net = _torch_net(torch, X.shape[1], CASE["hidden"], 10)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)   # sklearn's alpha
+        torch_epochs(torch, net, opt, Xt, yt, epochs, CASE["batch_size"])
         with torch.inference_mode():
             return float((net(Xt).argmax(1) == yt).float().mean())
     return fit

@@ -23,6 +23,20 @@ def _torch_net(torch, d, h, c, init=None):
     return net
 
 
+def torch_epochs(torch, net, optim, X, y, epochs, batch_size, generator=None):
+    """`epochs` epochs of shuffled mini-batch training of `net` with `optim` on the tensors X,
+    y (cross-entropy), the loop a PyTorch user writes; the time-to-accuracy and the
+    trainings-at-once contenders."""
+    loss_fn, n = torch.nn.CrossEntropyLoss(), X.shape[0]
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=generator)
+        for s in range(0, n, batch_size):
+            idx = perm[s:s + batch_size]
+            optim.zero_grad(set_to_none=True)
+            loss_fn(net(X[idx]), y[idx]).backward()
+            optim.step()
+
+
 def _torch_optimizer(torch, opt, params, lr=None):
     cfg = _config(opt, lr)
     if opt == "sgd":

@@ -8,7 +8,7 @@ import numpy as np
 from ..model import MLP
 from ..trainer import Trainer
 from .cases import Unavailable
-from .peers import _sklearn_mlp, _torch_net, _torch_optimizer, need
+from .peers import _sklearn_mlp, _torch_net, _torch_optimizer, need, torch_epochs
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,18 +72,10 @@ def _torch_tta(data, sizes, epochs, seed):
     init = MLP(sizes, seed=seed, backend="numpy")
     net = _torch_net(torch, *sizes, init=list(zip(init.weights, init.biases)))
     optim = _torch_optimizer(torch, "adam", net.parameters())
-    loss_fn = torch.nn.CrossEntropyLoss()
     X, y = torch.from_numpy(Xtr), torch.from_numpy(ytr)
     gen = torch.Generator().manual_seed(seed)
-    n, bs = X.shape[0], RECIPE["batch_size"]
     t0 = time.perf_counter()
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        for s in range(0, n, bs):
-            idx = perm[s:s + bs]
-            optim.zero_grad(set_to_none=True)
-            loss_fn(net(X[idx]), y[idx]).backward()
-            optim.step()
+    torch_epochs(torch, net, optim, X, y, epochs, RECIPE["batch_size"], gen)
     seconds = time.perf_counter() - t0
     with torch.inference_mode():
         pred = net(torch.from_numpy(Xte)).argmax(dim=1).numpy()
