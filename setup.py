@@ -62,7 +62,7 @@ extensions = [
         ["csrc/kernels.pyx"],
         include_dirs=[np.get_include(), "csrc"],
         depends=["csrc/updates.h", "csrc/step_loops.h", "csrc/sparse_loops.h",
-                 "csrc/pool.h", "csrc/train_step.pxi"],
+                 "csrc/pool.h", "csrc/post.h", "csrc/bf16.h", "csrc/train_step.pxi"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
@@ -72,7 +72,7 @@ extensions = [
 # fastmlp's own threads for the fused steps' large GEMMs (plain C, no Cython)
 # (and the optimiser updates of updates.h that its jobs may carry: the same flags as above)
 pool = Extension("fastmlp.backends._pool", ["csrc/pool.c"], include_dirs=["csrc"],
-                 depends=["csrc/pool.h", "csrc/updates.h"],
+                 depends=["csrc/pool.h", "csrc/post.h", "csrc/bf16.h", "csrc/updates.h"],
                  extra_compile_args=[a for a in compile_args if a != "-fopenmp"],
                  extra_link_args=["-pthread"])
 

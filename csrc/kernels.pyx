@@ -31,7 +31,7 @@ name = "cython"
 
 from cython.parallel cimport prange
 from libc.math cimport exp, expf, fabs, log, log1p, pow, sqrt, sqrtf, NAN
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint16_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
@@ -108,6 +108,11 @@ cdef void _blas_gemm(char ta, char tb, int m, int n, int k, floating alpha,
         dgemm(&ta, &tb, &m, &n, &k, &alpha, <double*>A, &lda, <double*>B, &ldb, &beta, C, &ldc)
 
 
+cdef extern from "bf16.h" nogil:
+    # float32 -> bfloat16 bits, round to nearest even (AVX-512/AVX2 clones); see bf16.h
+    void to_bf16_f32(uint16_t* out, const float* x, Py_ssize_t n)
+
+
 cdef extern from "step_loops.h" nogil:
     # the passes around the GEMMs (AVX2 clone where the CPU has it); see step_loops.h
     void bias_act_f32(float* out, const float* b, Py_ssize_t N, Py_ssize_t H, int act)
@@ -118,6 +123,10 @@ cdef extern from "step_loops.h" nogil:
                          double* acc, float* out)
     void mask_colsum_f64(double* D, const double* A, Py_ssize_t N, Py_ssize_t H, int act,
                          double* acc, double* out)
+    void bias_act_bf16(float* out, const float* b, Py_ssize_t N, Py_ssize_t H, int act,
+                       uint16_t* out16)
+    void mask_colsum_bf16(float* D, const float* A, Py_ssize_t N, Py_ssize_t H, int act,
+                          double* acc, float* out, uint16_t* D16)
     enum:
         ACT_IDENTITY "FASTMLP_IDENTITY"
 
@@ -659,6 +668,18 @@ def adam_update(W, dW, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
         _adam_update[float](_flat(W), dW.reshape(-1), _flat(m), _flat(v),
                             step, lr, beta1, beta2, eps, weight_decay)
     return W
+
+
+def to_bf16(x, out):
+    """out = x rounded to bfloat16 (uint16 bits; round to nearest even, NaN stays NaN).
+    x float32, out uint16, one shape.  Returns out."""
+    cdef const float[::1] xv = x.reshape(-1)
+    cdef uint16_t[::1] ov = _flat(out)
+    cdef Py_ssize_t n = xv.shape[0]
+    if n:
+        with nogil:
+            to_bf16_f32(&ov[0], &xv[0], n)
+    return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@
 #define FM_SPIN_NS 200000   /* 200 us of spinning between a step's GEMMs, then sleep */
 
 #include "pool.h"
-#include "updates.h"
+#include "post.h"
 
 /* The block counter: generation (24 bits) | blocks of the job (8 bits) | next block (32
  * bits).  A worker learns the job's size from the counter itself and touches the job only
@@ -65,21 +65,6 @@ static struct {
 static pthread_once_t P_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t fm_job_lock = PTHREAD_MUTEX_INITIALIZER;
 
-#define FM_DEFINE_POST(T, SUFFIX)                                                              \
-static void fm_post_##SUFFIX(const fm_post *q, ptrdiff_t off, ptrdiff_t n, const T *G) {     \
-    T *P = (T *)q->P + off, *s1 = (T *)q->s1 + off, *s2 = (T *)q->s2 + off;                  \
-    T lr = (T)q->lr, wd2 = (T)q->wd2, b1 = (T)q->b1, b2 = (T)q->b2;                         \
-    G += off;                                                                                 \
-    if (q->kind == FM_POST_SGD)                                                               \
-        sgd_plain_##SUFFIX(P, G, n, lr, wd2);                                                 \
-    else if (q->kind == FM_POST_ADAM)                                                         \
-        adam_##SUFFIX(P, G, s1, s2, n, lr, b1, b2, (T)1 - b1, (T)1 - b2, (T)q->c1,            \
-                      (T)q->c2, (T)q->eps, wd2);                                              \
-    else                                                                                      \
-        sgd_momentum_##SUFFIX(P, G, s1, n, lr, wd2, (T)q->mu, q->kind == FM_POST_NESTEROV);  \
-}
-FM_DEFINE_POST(float, f32)
-FM_DEFINE_POST(double, f64)
 
 /* The update `post` on the block C[m0 : m0+m, n0 : n0+n] (column-major, leading dimension
  * ldc): one run of elements per column, or one run in all when the block spans whole columns
@@ -231,6 +216,36 @@ void fm_gemm(fm_job *j) {
     pthread_mutex_unlock(&fm_job_lock);
 }
 
+/* ------------------------------------------------------------------------ oneDNN's GEMMs
+ * fastmlp.backends.onednn opens libdnnl at run time (no build-time link) and hands its two
+ * row-major GEMMs here (set_dnnl); these adapters give them fm_gemm_fn's Fortran signature,
+ * so the fused steps call oneDNN's fp32 GEMM and its bf16 one (A and B uint16_t bfloat16, C
+ * float32) exactly as they call a BLAS provider's sgemm.  oneDNN threads them itself (TBB). */
+typedef int (*fm_dnnl_fn)(char, char, int64_t, int64_t, int64_t, float, const void *, int64_t,
+                          const void *, int64_t, float, float *, int64_t);
+static fm_dnnl_fn fm_dnnl_sgemm_f, fm_dnnl_bf16_f;
+
+static void fm_dnnl_call(fm_dnnl_fn f, const char *ta, const char *tb, const int *m,
+                         const int *n, const int *k, const void *alpha, const void *A,
+                         const int *lda, const void *B, const int *ldb, const void *beta,
+                         void *C, const int *ldc) {
+    /* column-major C (m, n) = op(A) op(B) is row-major Cᵀ (n, m) = op(B)ᵀ op(A)ᵀ */
+    f(*tb, *ta, *n, *m, *k, *(const float *)alpha, B, *ldb, A, *lda, *(const float *)beta,
+      (float *)C, *ldc);
+}
+
+static void fm_sgemm_dnnl(char *ta, char *tb, int *m, int *n, int *k, void *alpha,
+                          const void *A, int *lda, const void *B, int *ldb, void *beta,
+                          void *C, int *ldc) {
+    fm_dnnl_call(fm_dnnl_sgemm_f, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+static void fm_gemm_bf16(char *ta, char *tb, int *m, int *n, int *k, void *alpha,
+                         const void *A, int *lda, const void *B, int *ldb, void *beta,
+                         void *C, int *ldc) {
+    fm_dnnl_call(fm_dnnl_bf16_f, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* ------------------------------------------------------------------------ the module */
 
 static PyObject *gemm_address(PyObject *self, PyObject *noargs) {
@@ -242,6 +257,24 @@ static PyObject *workers(PyObject *self, PyObject *noargs) {
     (void)self; (void)noargs;
     pthread_once(&P_once, fm_start);
     return PyLong_FromLong(P.n_workers);
+}
+
+static PyObject *set_dnnl(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *s, *b;
+    if (!PyArg_ParseTuple(args, "OO", &s, &b))
+        return NULL;
+    void *ps = PyLong_AsVoidPtr(s), *pb = PyLong_AsVoidPtr(b);
+    if (PyErr_Occurred())
+        return NULL;
+    if (ps == NULL || pb == NULL) {
+        PyErr_SetString(PyExc_ValueError, "set_dnnl: null function address");
+        return NULL;
+    }
+    fm_dnnl_sgemm_f = (fm_dnnl_fn)ps;
+    fm_dnnl_bf16_f = (fm_dnnl_fn)pb;
+    return Py_BuildValue("(NN)", PyLong_FromVoidPtr((void *)fm_sgemm_dnnl),
+                         PyLong_FromVoidPtr((void *)fm_gemm_bf16));
 }
 
 static PyObject *stats(PyObject *self, PyObject *noargs) {
@@ -271,22 +304,26 @@ static PyObject *job_layout(PyObject *self, PyObject *noargs) {
 static PyObject *post_layout(PyObject *self, PyObject *noargs) {
     (void)self; (void)noargs;
     return Py_BuildValue(
-        "{s:n,s:n,s:n,s:n,s:n,s:n}", "size", (Py_ssize_t)sizeof(fm_post),
+        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n}", "size", (Py_ssize_t)sizeof(fm_post),
         "kind", (Py_ssize_t)offsetof(fm_post, kind), "P", (Py_ssize_t)offsetof(fm_post, P),
         "s1", (Py_ssize_t)offsetof(fm_post, s1), "s2", (Py_ssize_t)offsetof(fm_post, s2),
-        "lr", (Py_ssize_t)offsetof(fm_post, lr));
+        "lr", (Py_ssize_t)offsetof(fm_post, lr), "P16", (Py_ssize_t)offsetof(fm_post, P16));
 }
 
 static PyMethodDef methods[] = {
     {"gemm_address", gemm_address, METH_NOARGS,
      "Address of fm_gemm(fm_job*): a GEMM cut into column blocks on the pool's threads."},
+    {"set_dnnl", set_dnnl, METH_VARARGS,
+     "set_dnnl(sgemm, gemm_bf16bf16f32): oneDNN's row-major GEMMs (addresses); returns the "
+     "addresses of their Fortran-signature adapters (fp32, bf16)."},
     {"workers", workers, METH_NOARGS, "The pool's worker threads (started on first use)."},
     {"stats", stats, METH_NOARGS,
      "Counters since import: GEMMs given to the pool ('jobs'), those shared with its workers "
      "('shared'), blocks its workers computed ('worker_blocks')."},
     {"job_layout", job_layout, METH_NOARGS, "Byte offsets of fm_job's fields, and its size."},
     {"post_layout", post_layout, METH_NOARGS,
-     "Byte offsets of fm_post's fields (lr then wd2, mu, b1, b2, c1, c2, eps as doubles), "
+     "Byte offsets of fm_post's fields (lr then wd2, mu, b1, b2, c1, c2, eps as doubles, "
+     "then P16), "
      "and its size."},
     {NULL, NULL, 0, NULL}};
 

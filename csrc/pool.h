@@ -14,13 +14,16 @@ typedef void (*fm_gemm_fn)(char *, char *, int *, int *, int *, void *, const vo
  * still in its cache (updates.h; g = C + wd2 * P).  P, s1 (velocity, or Adam's m) and s2
  * (Adam's v) are laid out as C; the scalars are rounded to the GEMM's type as the steps
  * round them (ob1 = 1 - b1 and ob2 = 1 - b2 in that type). */
-/* the kinds: fastmlp.backends.contract's OPT_* codes (train_step.pxi checks) */
+/* P16 (bf16 step; NULL otherwise): a bfloat16 copy of P (uint16_t, laid out as C), written
+ * as P is (post.h).
+ * the kinds: fastmlp.backends.contract's OPT_* codes (train_step.pxi checks) */
 enum { FM_POST_SGD = 0, FM_POST_MOMENTUM = 1, FM_POST_NESTEROV = 2, FM_POST_ADAM = 3 };
 
 typedef struct {
     int kind;                 /* FM_POST_* */
     void *P, *s1, *s2;
     double lr, wd2, mu, b1, b2, c1, c2, eps;
+    void *P16;
 } fm_post;
 
 typedef struct {

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include "bf16.h"
 #include "updates.h"   /* FASTMLP_CLONES */
 
 enum { FASTMLP_IDENTITY = 0, FASTMLP_RELU = 1, FASTMLP_TANH = 2, FASTMLP_LOGISTIC = 3 };
@@ -116,5 +117,31 @@ FASTMLP_CLONES static void mask_colsum_##SUFFIX(T *restrict D, const T *restrict
 
 FASTMLP_DEFINE_STEP_LOOPS(float, f32, fastmlp_logisticf, fastmlp_tanhf)
 FASTMLP_DEFINE_STEP_LOOPS(double, f64, fastmlp_logistic, tanh)
+
+/* The bf16 step's two passes (float32 only): bias_act_f32 and mask_colsum_f32, each row then
+ * also written as bfloat16 (bf16.h) to out16 / D16 (N, H) while it is in L1 -- the operands
+ * of the next GEMMs, with no pass of their own.  The column sums are of the float32 rows. */
+static void bias_act_bf16(float *out, const float *b, ptrdiff_t N, ptrdiff_t H, int act,
+                          uint16_t *out16) {
+    for (ptrdiff_t i = 0; i < N; i++) {
+        bias_act_f32(out + i * H, b, 1, H, act);
+        to_bf16_f32(out16 + i * H, out + i * H, H);
+    }
+}
+
+FASTMLP_CLONES static void mask_colsum_bf16(float *restrict D, const float *restrict A,
+                                            ptrdiff_t N, ptrdiff_t H, int act,
+                                            double *restrict acc, float *restrict out,
+                                            uint16_t *restrict D16) {
+    for (ptrdiff_t j = 0; j < H; j++) acc[j] = 0;
+    for (ptrdiff_t i = 0; i < N; i++) {
+        float *restrict row = D + i * H;
+        uint16_t *restrict row16 = D16 + i * H;
+        act_backward_row_f32(row, A + i * H, H, act);
+        for (ptrdiff_t j = 0; j < H; j++) acc[j] += (double)row[j];
+        for (ptrdiff_t j = 0; j < H; j++) row16[j] = fastmlp_bf16(row[j]);
+    }
+    for (ptrdiff_t j = 0; j < H; j++) out[j] = (float)acc[j];
+}
 
 #endif

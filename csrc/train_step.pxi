@@ -25,6 +25,15 @@
 #   its weight gradient goes to dweights[0] and the update loop follows.
 # * A non-finite loss returns before the backward pass: nothing is updated.
 #
+# * precision="bf16" (float32 only): every GEMM takes bfloat16 operands and accumulates in
+#   float32 (oneDNN's gemm_bf16bf16f32 through fastmlp.backends.onednn, on oneDNN's threads).
+#   The bf16 operands are written by passes the step already makes (contract.BF16Buffers):
+#   the update writes W's bf16 copy as it writes W (post.h), the bias + activation pass the
+#   activations' and the loss / activation-backward pass the deltas' (step_loops.h); a
+#   uint16 X is taken as bf16 as it is (the Trainer converts the training set once per fit),
+#   a float32 one is converted into the step's buffer.  Plain SGD then GEMMs into dW too.
+#   Weights, optimiser state, biases, the loss and every sum stay float32.
+#
 # Order inside a layer's backward: dX = δ·Wᵀ first (it needs W before its update), then the
 # weight GEMM/update, then the bias update.  Float32 and float64 share `_run` (fused type).
 
@@ -32,10 +41,12 @@ from libc.stdlib cimport calloc, free
 from libc.math cimport isfinite
 
 from fastmlp.backends import contract as _contract
+from fastmlp.backends import onednn as _onednn
 from fastmlp.backends.blas import gemm_pool as _gemm_pool, get_provider as _get_provider
 from fastmlp.backends.csr import CSR as _CSR
 
 _check_batch = _contract.check_batch
+_U16 = np.dtype(np.uint16)
 
 # the arrays are validated by contract.step_layout and the batch by contract.check_batch,
 # which the Numba step shares; these kinds are the values step_layout returns
@@ -67,6 +78,9 @@ cdef struct _Layer:
     void* sW2      # Adam v of W
     void* sb1
     void* sb2
+    void* W16      # bf16 step: (fan_in, fan_out) bfloat16 copy of W; NULL otherwise
+    void* A16      # (n_max, fan_out) bfloat16 copy of act (hidden layers)
+    void* D16      # (n_max, fan_out) bfloat16 delta: the gradient w.r.t. act's pre-activation
 
 # the GEMM provider's functions (fastmlp.backends.blas: Fortran ABI, addresses at run time)
 ctypedef void (*_gemm_f)(char*, char*, int*, int*, int*, void*, const void*, int*, const void*,
@@ -90,9 +104,15 @@ cdef extern from "pool.h" nogil:
         void* s1
         void* s2
         double lr, wd2, mu, b1, b2, c1, c2, eps
+        void* P16
     ctypedef void (*fm_gemm_entry)(fm_job*) noexcept nogil
     enum:
         FM_POST_SGD, FM_POST_MOMENTUM, FM_POST_NESTEROV, FM_POST_ADAM
+
+cdef extern from "post.h" nogil:
+    # the update a GEMM carries, run after a GEMM the step makes alone (pool.c runs it per block)
+    void fm_post_f32(const fm_post* q, Py_ssize_t off, Py_ssize_t n, const float* G)
+    void fm_post_f64(const fm_post* q, Py_ssize_t off, Py_ssize_t n, const double* G)
 
 if (FM_POST_SGD, FM_POST_MOMENTUM, FM_POST_NESTEROV, FM_POST_ADAM) != (
         OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM):
@@ -110,23 +130,28 @@ cdef struct _Plan:
     int chunks     # blocks a GEMM of at least min_flops is cut into (the pool's threads)
     int use_workers          # whether the pool's workers take part (TrainStep.set_threads)
     double min_flops
+    bint bf16      # precision="bf16": every GEMM is gemm16 on bfloat16 operands
+    _gemm_f gemm16           # oneDNN's gemm_bf16bf16f32 with the Fortran signature
+    void* X16      # (n_max, D_0) bfloat16 batch converted from a float32 X
 
 
 cdef void _gemm(_Plan* p, char ta, char tb, int m, int n, int k, floating alpha,
-                const floating* A, int lda, const floating* B, int ldb, floating beta,
+                const void* A, int lda, const void* B, int ldb, floating beta,
                 floating* C, int ldc, const fm_post* post) noexcept nogil:
     """Column-major C = alpha·op(A)·op(B) + beta·C (all of m, n, k >= 1) through the step's
     GEMM provider, then the update `post` (NULL: none) with C as its gradient (ldc = m): a
     GEMM of at least min_flops is cut into p.chunks blocks for fastmlp's threads (pool.c,
-    each block updated after its GEMM), a smaller one is one call and one update."""
+    each block updated after its GEMM), a smaller one is one call and one update.  A bf16
+    step's GEMMs (A, B bfloat16) are one call of gemm16 each, threaded by oneDNN."""
     cdef fm_job job
-    if p.pool == NULL or 2.0 * m * n * k < p.min_flops:
-        p.gemm(&ta, &tb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc)
+    cdef _gemm_f f = p.gemm16 if p.bf16 else p.gemm
+    if p.bf16 or p.pool == NULL or 2.0 * m * n * k < p.min_flops:
+        f(&ta, &tb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc)
         if post != NULL:
-            _update(post.kind, <floating*>post.P, C, <floating*>post.s1, <floating*>post.s2,
-                    <Py_ssize_t>m * n, <floating>post.lr, <floating>post.wd2,
-                    <floating>post.mu, <floating>post.b1, <floating>post.b2,
-                    <floating>post.c1, <floating>post.c2, <floating>post.eps)
+            if floating is float:
+                fm_post_f32(post, 0, <Py_ssize_t>m * n, C)
+            else:
+                fm_post_f64(post, 0, <Py_ssize_t>m * n, C)
         return
     job.gemm, job.ta, job.tb = p.gemm, ta, tb
     job.m, job.n, job.k, job.lda, job.ldb, job.ldc = m, n, k, lda, ldb, ldc
@@ -169,12 +194,18 @@ cdef double _loss(int out, const floating* Z, const int64_t* labels, const float
     return _output_loss(out, Z, labels, Y, dZ, sw, m, C, False)
 
 
+cdef inline const void* _op(_Plan* p, const void* full, const void* half) noexcept nogil:
+    """A GEMM operand: its bfloat16 copy `half` in a bf16 step, else `full`."""
+    return half if p.bf16 else full
+
+
 cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64_t* Xind,
-                 const int64_t* Xptr, const int64_t* y, const floating* Y,
+                 const int64_t* Xptr, const uint16_t* X16, const int64_t* y, const floating* Y,
                  const floating* sw, int m, double lr_d, double step, double wd,
                  double eps_d) noexcept nogil:
     """One training step on the batch X (m, D) -- dense, or when Xptr is not NULL the CSR
-    Xdata, Xind, Xptr (sparse_loops.h) -- with labels y (m,) (softmax output) or target values
+    Xdata, Xind, Xptr (sparse_loops.h); X16 its bfloat16 copy in a bf16 step (X is then not
+    read) -- with labels y (m,) (softmax output) or target values
     Y (m, C) (the others), optional weights sw (m,); returns the batch's loss (before the
     update); a non-finite loss returns before anything changes; -1 (a loss is never
     negative) when a label is outside [0, C), -2 when a column index of a sparse X is outside
@@ -182,6 +213,7 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
     cdef int i, last = p.n_layers - 1, fi, fo
     cdef _Layer* L
     cdef const floating* a = X
+    cdef const uint16_t* a16 = X16
     cdef floating* delta
     cdef floating* W
     cdef floating lr = <floating>lr_d, wd2 = <floating>(2 * wd), mu = <floating>p.mu
@@ -195,6 +227,7 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
     cdef fm_post post
     post.kind, post.lr, post.wd2, post.mu, post.eps = p.kind, lr_d, 2 * wd, p.mu, eps_d
     post.b1, post.b2, post.c1, post.c2 = p.b1, p.b2, 1.0 - pow(p.b1, step), 1.0 - pow(p.b2, step)
+    post.P16 = NULL
 
     # forward: act_i = f(a · W_i + b_i) (the last layer stays linear)
     for i in range(p.n_layers):
@@ -205,11 +238,15 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
                 return -2
         else:
             # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major
-            _gemm(p, c'N', c'N', L.fan_out, m, L.fan_in, one, <floating*>L.W, L.fan_out,
-                  a, L.fan_in, zero, <floating*>L.act, L.fan_out, NULL)
-        _bias_act(<floating*>L.act, <floating*>L.b, m, L.fan_out,
-                  p.activation if i < last else ACT_IDENTITY)
-        a = <floating*>L.act
+            _gemm(p, c'N', c'N', L.fan_out, m, L.fan_in, one, _op(p, L.W, L.W16), L.fan_out,
+                  _op(p, a, a16), L.fan_in, zero, <floating*>L.act, L.fan_out, NULL)
+        if p.bf16 and i < last:   # and the activations' bf16 copy, row by row
+            bias_act_bf16(<float*>L.act, <float*>L.b, m, L.fan_out, p.activation,
+                          <uint16_t*>L.A16)
+        else:
+            _bias_act(<floating*>L.act, <floating*>L.b, m, L.fan_out,
+                      p.activation if i < last else ACT_IDENTITY)
+        a, a16 = <floating*>L.act, <uint16_t*>L.A16
 
     # loss and dZ
     loss = _loss(p.output, Z, y, Y, dZ, sw, m, C)
@@ -218,29 +255,39 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
 
     # backward, last layer first
     delta = dZ
-    _mask_colsum(delta, <floating*>NULL, m, C, ACT_IDENTITY, p.acc, <floating*>p.L[last].db)
+    if p.bf16:   # and dZ's bf16 copy
+        mask_colsum_bf16(<float*>dZ, NULL, m, C, ACT_IDENTITY, p.acc, <float*>p.L[last].db,
+                         <uint16_t*>p.L[last].D16)
+    else:
+        _mask_colsum(delta, <floating*>NULL, m, C, ACT_IDENTITY, p.acc,
+                     <floating*>p.L[last].db)
     for i in range(last, -1, -1):
         L = &p.L[i]
         fi, fo, W = L.fan_in, L.fan_out, <floating*>L.W
         a = <const floating*>p.L[i - 1].act if i > 0 else X
+        a16 = <const uint16_t*>p.L[i - 1].A16 if i > 0 else X16
         if i > 0:
             # dXᵀ (fi, m) = W (fi, fo) · δᵀ (fo, m); then the activation backward and the bias
-            # gradient of layer i-1 in one pass
-            _gemm(p, c'T', c'N', fi, m, fo, one, W, fo, delta, fo, zero,
-                  <floating*>L.dX, fi, NULL)
-            _mask_colsum(<floating*>L.dX, a, m, fi, p.activation, p.acc,
-                         <floating*>p.L[i - 1].db)
+            # gradient of layer i-1 in one pass (and, bf16, the delta's bf16 copy)
+            _gemm(p, c'T', c'N', fi, m, fo, one, _op(p, W, L.W16), fo, _op(p, delta, L.D16),
+                  fo, zero, <floating*>L.dX, fi, NULL)
+            if p.bf16:
+                mask_colsum_bf16(<float*>L.dX, <float*>a, m, fi, p.activation, p.acc,
+                                 <float*>p.L[i - 1].db, <uint16_t*>p.L[i - 1].D16)
+            else:
+                _mask_colsum(<floating*>L.dX, a, m, fi, p.activation, p.acc,
+                             <floating*>p.L[i - 1].db)
         # weight gradient Xᵀδ as dWᵀ (fo, fi) = δᵀ (fo, m) · a (m, fi), fused with the update
         if i == 0 and Xptr != NULL:   # a sparse input: dW = Xᵀδ scattered by rows, the loops
             _csr_weight_grad(delta, Xdata, Xind, Xptr, m, fi, fo, <floating*>L.dW)
             _update(p.kind, W, <floating*>L.dW, <floating*>L.sW1, <floating*>L.sW2,
                     <Py_ssize_t>fi * fo, lr, wd2, mu, b1, b2, c1, c2, eps)
-        elif p.kind == OPT_SGD:
+        elif p.kind == OPT_SGD and not p.bf16:
             _gemm(p, c'N', c'T', fo, fi, m, -lr, delta, fo, a, fi, 1 - wd2 * lr, W, fo, NULL)
-        else:   # dW, and the update of W (block by block on fastmlp's threads)
-            post.P, post.s1, post.s2 = W, L.sW1, L.sW2
-            _gemm(p, c'N', c'T', fo, fi, m, one, delta, fo, a, fi, zero, <floating*>L.dW, fo,
-                  &post)
+        else:   # dW, and the update of W (block by block on fastmlp's threads; bf16: and W16)
+            post.P, post.s1, post.s2, post.P16 = W, L.sW1, L.sW2, L.W16
+            _gemm(p, c'N', c'T', fo, fi, m, one, _op(p, delta, L.D16), fo, _op(p, a, a16), fi,
+                  zero, <floating*>L.dW, fo, &post)
         _update(p.kind, <floating*>L.b, <floating*>L.db, <floating*>L.sb1, <floating*>L.sb2,
                 fo, lr, zero, mu, b1, b2, c1, c2, eps)
         delta = <floating*>L.dX
@@ -257,7 +304,7 @@ cdef class TrainStep:
 
     TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
               momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu',
-              output='softmax', gemm='auto')
+              output='softmax', gemm='auto', precision=None)
 
     weights[i] (D_i, D_i+1), biases[i] (D_i+1,), dweights/dbiases the same shapes; acts[i]
     (n_max, D_i+1); deltas[i] (n_max, D_i) for i >= 1 (deltas[0] is ignored); dZ (n_max, C);
@@ -265,15 +312,19 @@ cdef class TrainStep:
     an (m, v) pair (Adam).  All C-contiguous, one dtype.  `run(X, y, sample_weight, lr, step,
     weight_decay=0.0, eps=1e-8)` trains on X (m, D_0) (dense, or a
     fastmlp.backends.csr.CSR), y (m,) int64 labels (softmax) or (m, C) values, with
-    m <= n_max, and returns the loss.
+    m <= n_max, and returns the loss.  precision="bf16" (float32 arrays, oneDNN installed):
+    bfloat16 GEMM operands, X float32 or uint16 bfloat16 bits; `sync()` re-reads W into
+    its bf16 copy after the weights were changed outside the step.
     """
     cdef _Plan p
     cdef bint f64
     cdef object _layout
     cdef list _params
     cdef list _keep
+    cdef object _bf16
     cdef readonly object dtype
     cdef readonly object provider
+    cdef readonly object precision
 
     def __cinit__(self):
         self.p.L = NULL
@@ -285,14 +336,18 @@ cdef class TrainStep:
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
-                 output="softmax", gemm="auto"):
+                 output="softmax", gemm="auto", precision=None):
         cdef int i, nl
         cdef _Layer* L
         cdef size_t gemm_f, pool_f
         self.provider = pv = _get_provider(gemm)
         lay = self._layout = _contract.step_layout(
             weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
-            nesterov, activation, output)
+            nesterov, activation, output, precision)
+        self.precision = precision
+        if lay.bf16:
+            self.p.gemm16 = <_gemm_f><size_t>_onednn.load().gemm_bf16   # ImportError: extra
+            self._bf16 = _contract.bf16_buffers(lay)
         layers, nl = lay.layers, len(lay.layers)
         self.dtype, self.f64 = lay.dtype, lay.dtype == _F64
         self.p.kind, self.p.n_layers, self.p.n_max = lay.kind, nl, lay.n_max
@@ -316,7 +371,21 @@ cdef class TrainStep:
             L.W, L.b, L.dW, L.db = _ptr(rec[2]), _ptr(rec[3]), _ptr(rec[4]), _ptr(rec[5])
             L.act, L.dX = _ptr(rec[6]), _ptr(rec[7])
             L.sW1, L.sW2, L.sb1, L.sb2 = _ptr(rec[8]), _ptr(rec[9]), _ptr(rec[10]), _ptr(rec[11])
+            if lay.bf16:
+                b16 = self._bf16
+                L.W16, L.D16 = _ptr(b16.W16[i].ctypes.data), _ptr(b16.D16[i].ctypes.data)
+                L.A16 = _ptr(b16.A16[i].ctypes.data) if i < nl - 1 else NULL
         self.p.dZ = _ptr(lay.dZ)
+        if lay.bf16:
+            self.p.bf16, self.p.X16 = True, _ptr(self._bf16.X16.ctypes.data)
+            self.sync()
+
+    def sync(self):
+        """Re-read the weights into their bfloat16 copies (a bf16 step keeps them in step as
+        it updates W; call this after changing W outside the step).  A no-op otherwise."""
+        if self.p.bf16:
+            for W, W16 in zip(self._params, self._bf16.W16):
+                to_bf16(W, W16)
 
     def set_threads(self, n):
         """From now on GEMMs of at least contract.MIN_GEMM_FLOPS run on up to n of fastmlp's
@@ -353,6 +422,8 @@ cdef class TrainStep:
         cdef const double* swd_p = NULL
         cdef const float* Yf_p = NULL
         cdef const double* Yd_p = NULL
+        cdef const uint16_t[:, ::1] X16
+        cdef const uint16_t* X16_p = NULL
         cdef double loss
         if self.f64:
             if sparse:
@@ -368,12 +439,17 @@ cdef class TrainStep:
                 swd = sample_weight
                 swd_p = &swd[0]
             with nogil:
-                loss = _run[double](&self.p, Xd_p, Xd_p, ind_p, ptr_p, y_p, Yd_p, swd_p, m, lr,
-                                    step, weight_decay, eps)
+                loss = _run[double](&self.p, Xd_p, Xd_p, ind_p, ptr_p, NULL, y_p, Yd_p, swd_p,
+                                    m, lr, step, weight_decay, eps)
         else:
             if sparse:
                 dataf = X.data
                 Xf_p = &dataf[0] if dataf.shape[0] else NULL
+            elif self.p.bf16:   # bf16 bits as they are, or a float32 X converted
+                if X.dtype != _U16:
+                    X = to_bf16(X, self._bf16.X16[:m])
+                X16 = X
+                X16_p = &X16[0, 0]
             else:
                 Xf = X
                 Xf_p = &Xf[0, 0]
@@ -384,8 +460,8 @@ cdef class TrainStep:
                 swf = sample_weight
                 swf_p = &swf[0]
             with nogil:
-                loss = _run[float](&self.p, Xf_p, Xf_p, ind_p, ptr_p, y_p, Yf_p, swf_p, m, lr,
-                                   step, weight_decay, eps)
+                loss = _run[float](&self.p, Xf_p, Xf_p, ind_p, ptr_p, X16_p, y_p, Yf_p, swf_p,
+                                   m, lr, step, weight_decay, eps)
         if loss == -1:
             raise ValueError("TrainStep.run: labels must be in [0, n_classes)")
         if loss == -2:

@@ -57,13 +57,16 @@ KERNELS = (
     Kernel("adam_update", ("W", "dW", "m", "v", "step", "lr", "beta1=0.9", "beta2=0.999",
                            "eps=1e-8", "weight_decay=0.0"),
            "W, dW, m, v: one shape, any rank", ("W", "m", "v"), "W"),
+    Kernel("to_bf16", ("x", "out"), "x float32, out uint16: one shape, any rank", ("out",),
+           "out"),
 )
 KERNEL_NAMES = tuple(k.name for k in KERNELS)
 
 # TrainStep(*TRAIN_STEP_PARAMS) and its run(*TRAIN_STEP_RUN_PARAMS); shapes in docs/kernels.md
 TRAIN_STEP_PARAMS = ("weights", "biases", "dweights", "dbiases", "acts", "deltas", "dZ",
                      "state", "optimizer", "momentum=0.0", "nesterov=False", "beta1=0.9",
-                     "beta2=0.999", "activation='relu'", "output='softmax'", "gemm='auto'")
+                     "beta2=0.999", "activation='relu'", "output='softmax'", "gemm='auto'",
+                     "precision=None")
 TRAIN_STEP_RUN_PARAMS = ("X", "y", "sample_weight", "lr", "step", "weight_decay=0.0",
                          "eps=1e-8")
 
@@ -98,6 +101,9 @@ def step_gemms(layer_sizes, m, sparse=False):
 # optimizer kinds of the fused TrainSteps (csrc/train_step.pxi has the same enum)
 OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM = 0, 1, 2, 3
 OPTIMIZERS = ("sgd", "adam")
+# what the fused steps' GEMMs take: None, the model's dtype; "bf16", bfloat16 operands
+# accumulated in float32 (a float32 model; oneDNN, fastmlp.backends.onednn)
+PRECISIONS = (None, "bf16")
 
 # hidden activations and output layers, in the order of their codes (the compiled kernels
 # take the code; csrc/kernels.pyx and numba/kernels.py use the same numbers)
@@ -169,16 +175,52 @@ class Layout(NamedTuple):
     n_max: int
     layers: list         # per layer (fan_in, fan_out, W, b, dW, db, act, dX, sW1, sW2, sb1, sb2)
     dZ: int              # address of dZ (n_max, C)
+    bf16: bool = False   # precision="bf16"
+
+
+def check_precision(precision, dtype):
+    """precision (contract.PRECISIONS) for a model of `dtype`: ValueError for an unknown one,
+    TypeError when bf16 is asked of a model that is not float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
+    if precision == "bf16" and np.dtype(dtype) != np.float32:
+        raise TypeError(f"precision='bf16' trains a float32 model (bf16 products, float32 "
+                        f"weights and sums); this one is {np.dtype(dtype)}")
+    return precision
+
+
+class BF16Buffers(NamedTuple):
+    """The bf16 step's own uint16 (bfloat16) copies, written by the passes that write their
+    float32 originals: W16[i] (D_i, D_i+1) of the weights (by the update), A16[i] (n_max,
+    D_i+1) of the hidden activations (by the bias + activation pass; None for the output
+    layer), D16[i] (n_max, D_i+1) of the deltas, the gradients w.r.t. layer i's
+    pre-activation (by the loss pass or the activation backward), X16 (n_max, D_0) of a
+    float32 batch (run() converts one; a uint16 batch is used as it is)."""
+    W16: list
+    A16: list
+    D16: list
+    X16: np.ndarray
+
+
+def bf16_buffers(layout):
+    """Allocate the BF16Buffers of a bf16 step's `layout` (contents undefined)."""
+    n, layers = layout.n_max, layout.layers
+    last = len(layers) - 1
+    return BF16Buffers([np.empty((r[0], r[1]), np.uint16) for r in layers],
+                       [np.empty((n, r[1]), np.uint16) if i < last else None
+                        for i, r in enumerate(layers)],
+                       [np.empty((n, r[1]), np.uint16) for r in layers],
+                       np.empty((n, layers[0][0]), np.uint16))
 
 
 def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
-                momentum, nesterov, activation="relu", output="softmax"):
+                momentum, nesterov, activation="relu", output="softmax", precision=None):
     """Validate the arrays of a fused `TrainStep` (shapes as in docs/kernels.md) and return
     their `Layout`: the optimizer kind, activation and output codes, dtype, n_max, and per
     layer the tuple (fan_in, fan_out, W, b, dW, db, act, dX, sW1, sW2, sb1, sb2) of sizes and
     data addresses (0 where unused: dX of layer 0, the state slots plain SGD or momentum does
-    not have).  Raises TypeError/ValueError naming the argument.  Shared by the Cython and
-    Numba steps."""
+    not have), and whether the step is bf16 (`check_precision`).  Raises TypeError/ValueError
+    naming the argument.  Shared by the Cython and Numba steps."""
     nl = len(weights)
     if nl < 1 or not all(len(s) == nl for s in (biases, dweights, dbiases, acts, deltas)):
         raise ValueError("TrainStep: weights, biases, dweights, dbiases, acts and deltas "
@@ -190,6 +232,7 @@ def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, opt
     dt = weights[0].dtype if isinstance(weights[0], np.ndarray) else None
     if dt != np.float32 and dt != np.float64:
         raise TypeError(f"TrainStep: weights must be float32 or float64, got {dt}")
+    check_precision(precision, dt)
     n = acts[0].shape[0] if isinstance(acts[0], np.ndarray) and acts[0].ndim else 0
     if n < 1:
         raise ValueError("TrainStep: acts[0] must be an array with at least one row")
@@ -220,7 +263,7 @@ def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, opt
                 rec += [_address(s, f"state[{slot}]", shape, dt), 0]
         layers.append(tuple(rec))
     dZ_address = _address(dZ, "dZ", (n, weights[-1].shape[1]), dt)
-    return Layout(kind, act_code, out_code, dt, n, layers, dZ_address)
+    return Layout(kind, act_code, out_code, dt, n, layers, dZ_address, precision == "bf16")
 
 
 def same_arrays(mine, weights, biases):
@@ -239,7 +282,8 @@ def same_arrays(mine, weights, biases):
 
 def check_batch(X, y, sample_weight, layout):
     """The batch of a fused `TrainStep.run` built on `layout`: X (m, n_features) of its
-    dtype (a C-contiguous array, or a CSR with int64 indices and indptr (m+1,)), y (m,)
+    dtype (a C-contiguous array, or a CSR with int64 indices and indptr (m+1,); a bf16 step
+    takes a dense X, float32 or uint16 bfloat16 bits), y (m,)
     int64 labels (softmax output) or (m, n_outputs) C-contiguous values of its dtype,
     sample_weight None or (m,) of its dtype, 1 <= m <= n_max (a dense X's contiguity is the
     caller's to check).  Returns m; raises ValueError/TypeError naming the argument."""
@@ -250,8 +294,12 @@ def check_batch(X, y, sample_weight, layout):
         raise ValueError(f"TrainStep.run: batch of {m} rows, expected 1 to {n_max}")
     if X.shape != (m, n_features):
         raise ValueError(f"TrainStep.run: X has shape {X.shape}, expected ({m}, {n_features})")
-    if X.dtype != dtype:
-        raise TypeError(f"TrainStep.run: X has dtype {X.dtype}, expected {dtype}")
+    if layout.bf16 and isinstance(X, CSR):
+        raise TypeError("TrainStep.run: a bf16 step takes a dense X (precision='bf16' does "
+                        "not train on sparse input)")
+    if X.dtype != dtype and not (layout.bf16 and X.dtype == np.uint16):
+        raise TypeError(f"TrainStep.run: X has dtype {X.dtype}, expected {dtype}"
+                        + (" or uint16 (bfloat16 bits)" if layout.bf16 else ""))
     if isinstance(X, CSR):   # the kernels check the column indices and offsets they read
         for name, a in (("indices", X.indices), ("indptr", X.indptr)):
             if a.dtype != np.int64 or a.ndim != 1 or not a.flags.c_contiguous:

@@ -16,8 +16,8 @@ import types
 import numpy as np
 
 from .csr import issparse
-from .contract import (KERNEL_NAMES, OPTIMIZERS, OUTPUT_LOSS, activation_code, output_code,
-                       same_arrays)
+from .contract import (KERNEL_NAMES, OPTIMIZERS, OUTPUT_LOSS, activation_code,
+                       check_precision, output_code, same_arrays)
 
 name = "numpy"
 
@@ -239,6 +239,46 @@ def adam_update(W, dW, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
     return W
 
 
+def to_bf16(x, out):
+    """out = x rounded to bfloat16, as its uint16 bits: round to nearest even (finite values
+    past the largest bf16 become inf), a NaN stays a quiet NaN of the same sign.
+
+    x float32 (any shape), out uint16 of the same shape, written in place and returned."""
+    u = np.asarray(x, np.float32).view(np.uint32)
+    rounded = ((u.astype(np.uint64) + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    quiet = ((u >> 16) | 0x40).astype(np.uint16)
+    out[...] = np.where((u & 0x7FFFFFFF) > 0x7F800000, quiet, rounded)
+    return out
+
+
+def from_bf16(h):
+    """The float32 values of bfloat16 bits h (uint16, any shape): exact."""
+    return (np.asarray(h, np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def round_bf16(x):
+    """x (float32) rounded to the nearest bfloat16, as float32: from_bf16(to_bf16(x))."""
+    x = np.ascontiguousarray(x, np.float32)
+    return from_bf16(to_bf16(x, np.empty(x.shape, np.uint16)))
+
+
+def _bf16_kernels(k):
+    """The kernels of `k` with the products of a bf16 step: each GEMM's two operands rounded
+    to bfloat16 (round_bf16), the product and everything else in float32.  A product of two
+    bf16 values is exact in float32, so the result is a float32 GEMM's (to its summation
+    order), which is what oneDNN's gemm_bf16bf16f32 computes.  The bias gradient is the
+    column sum of the unrounded delta, as in the compiled steps."""
+    def linear_forward(X, W, b, out, activation="identity"):
+        return k.linear_forward(round_bf16(X), round_bf16(W), b, out, activation)
+
+    def linear_backward(dY, X, W, dW, db, dX=None):
+        k.linear_backward(round_bf16(dY), round_bf16(X), round_bf16(W), dW, db, dX)
+        np.sum(dY, axis=0, out=db)
+        return dW
+    return types.SimpleNamespace(**{**vars(k), "linear_forward": linear_forward,
+                                    "linear_backward": linear_backward})
+
+
 # --------------------------------------------------------------------------- composition
 
 def forward(k, weights, biases, X, acts, activation="relu"):
@@ -296,19 +336,25 @@ def update(k, params, grads, state, n_weights, optimizer, lr, step, momentum=0.0
 class TrainStep:
     """TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
     momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu', output='softmax',
-    gemm='auto', *, kernels=None): one whole training step (docs/kernels.md) as the kernel
-    calls it stands for -- `forward`, the loss, `backward`, `update` -- with this module's
-    kernels, or those of `kernels`.  `gemm` is the compiled steps' GEMM provider: the
-    reference's products are NumPy's, and `set_threads` leaves every pool alone."""
+    gemm='auto', precision=None, *, kernels=None): one whole training step (docs/kernels.md)
+    as the kernel calls it stands for -- `forward`, the loss, `backward`, `update` -- with
+    this module's kernels, or those of `kernels`.  `gemm` is the compiled steps' GEMM
+    provider: the reference's products are NumPy's, and `set_threads` leaves every pool
+    alone.  precision="bf16" (a float32 model) rounds every product's operands to bfloat16
+    (`_bf16_kernels`): the emulation the compiled bf16 steps are held to; X may then be
+    float32 or uint16 bfloat16 bits."""
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
-                 output="softmax", gemm="auto", *, kernels=None):
+                 output="softmax", gemm="auto", precision=None, *, kernels=None):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"TrainStep: unknown optimizer {optimizer!r}")
         activation_code(activation), output_code(output)   # known names, or ValueError
         self.activation, self.output = activation, output
+        self.bf16 = check_precision(precision, weights[0].dtype) == "bf16"
         self.k = _OWN if kernels is None else kernels
+        if self.bf16:
+            self.k = _bf16_kernels(self.k)
         self.weights, self.biases = list(weights), list(biases)
         self.dweights, self.dbiases = list(dweights), list(dbiases)
         self.acts, self.deltas, self.dZ, self.state = list(acts), list(deltas), dZ, list(state)
@@ -322,11 +368,17 @@ class TrainStep:
         """True if `weights + biases` are the very arrays this step was built on."""
         return same_arrays(self.weights + self.biases, weights, biases)
 
+    def sync(self):
+        """A no-op: the reference rounds the weights at every product (the compiled bf16
+        steps re-read their bf16 copies of the weights here)."""
+
     def run(self, X, y, sample_weight, lr, step, weight_decay=0.0, eps=1e-8):
         """Train on X (m, D), targets y (m,) or (m, K), optional sample_weight (m,); returns
         the batch's loss before the update (non-finite: nothing was updated).  `step` >= 1
         counts updates."""
         k, m = self.k, X.shape[0]
+        if self.bf16 and getattr(X, "dtype", None) == np.uint16:
+            X = from_bf16(X)
         if not 1 <= m <= self.n_max:
             raise ValueError(f"TrainStep.run: batch of {m} rows, expected 1 to {self.n_max}")
         acts, dZ = [a[:m] for a in self.acts], self.dZ[:m]

@@ -72,8 +72,9 @@ _jit = njit(**JIT_OPTIONS)
 _JOB_LAYOUT = {"size": 96, "gemm": 0, "ta": 8, "tb": 9, "m": 12, "n": 16, "k": 20, "lda": 24,
                "ldb": 28, "ldc": 32, "itemsize": 36, "chunks": 40, "use_workers": 44,
                "alpha": 48, "A": 56, "B": 64, "beta": 72, "C": 80, "post": 88}
-# and its fm_post (the update a GEMM carries): lr, wd2, mu, b1, b2, c1, c2, eps float64s
-_POST_LAYOUT = {"size": 96, "kind": 0, "P": 8, "s1": 16, "s2": 24, "lr": 32}
+# and its fm_post (the update a GEMM carries): lr, wd2, mu, b1, b2, c1, c2, eps float64s,
+# then P16 (the bf16 step's copy of P; 0 otherwise)
+_POST_LAYOUT = {"size": 104, "kind": 0, "P": 8, "s1": 16, "s2": 24, "lr": 32, "P16": 96}
 
 
 def _pool_layout():

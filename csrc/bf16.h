@@ -1,0 +1,32 @@
+/* bfloat16: float32 -> bfloat16 conversion (round to nearest even, NaN stays a quiet NaN of
+ * the same sign), and the loops of the bf16 fused step that write a bf16 copy of what they
+ * have just written in float32, while the row or tile is still in L1.
+ *
+ * Design: a bf16 value is the high 16 bits of a float32, stored as uint16_t.  Rounding adds
+ * 0x7FFF plus the lowest kept bit and drops the low 16 bits; finite values that round past
+ * the largest bf16 become inf, as IEEE rounding says.  The loop is compiled like updates.h's
+ * (AVX-512, AVX2, baseline; target_clones) and GCC vectorises it: the select is branch-free.
+ * fastmlp.backends.reference.to_bf16 is the same rounding in NumPy, the oracle.
+ * Shapes: x and out have n elements.
+ */
+#ifndef FASTMLP_BF16_H
+#define FASTMLP_BF16_H
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include "updates.h"   /* FASTMLP_CLONES */
+
+static inline uint16_t fastmlp_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    uint32_t quiet = (u >> 16) | 0x40u;
+    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? quiet : rounded);
+}
+
+FASTMLP_CLONES static void to_bf16_f32(uint16_t *restrict out, const float *restrict x,
+                                       ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = fastmlp_bf16(x[i]);
+}
+
+#endif
