@@ -199,3 +199,17 @@ class CheckedBackend:
         eps = check_number("eps", eps, low=0.0, low_inclusive=False)
         weight_decay = check_number("weight_decay", weight_decay, low=0.0)
         return self.raw.adam_update(W, dW, m, v, step, lr, beta1, beta2, eps, weight_decay)
+
+    def to_bf16(self, x, out):
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+            raise TypeError(f"x must be a float32 numpy.ndarray, got "
+                            f"{getattr(x, 'dtype', type(x).__name__)}")
+        if not x.flags.c_contiguous:
+            raise ValueError("x must be C-contiguous (use np.ascontiguousarray)")
+        if not isinstance(out, np.ndarray) or out.dtype != np.uint16:
+            raise TypeError(f"out must be a uint16 numpy.ndarray (bfloat16 bits), got "
+                            f"{getattr(out, 'dtype', type(out).__name__)}")
+        check_shape("out", out, x.shape)
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError("out must be C-contiguous and writeable")
+        return self.raw.to_bf16(x, out)
