@@ -129,6 +129,9 @@ def build_parser():
     t.add_argument("--batch-size", type=_positive_int, default=128)
     t.add_argument("--backend", choices=("auto", "numpy", "numba", "cython"), default="auto")
     t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    t.add_argument("--precision", choices=("full", "bf16"), default="full",
+                   help="bf16: the training step's products in bfloat16, accumulated in "
+                        "float32 (float32 models; pip install \"fastmlp[onednn]\")")
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--validation-fraction", type=_finite_float, default=0.1,
                    help="share of the training set held out for validation (0.1)")
@@ -197,7 +200,8 @@ def _trainer(a, model, validation):
     trainer = fastmlp.Trainer(
         model, optimizer=a.optimizer, lr=lr, momentum=a.momentum if a.optimizer == "sgd" else 0,
         weight_decay=a.weight_decay, batch_size=a.batch_size, epochs=a.epochs,
-        lr_schedule=schedule, seed=a.seed, early_stopping=es, verbose=not a.quiet)
+        lr_schedule=schedule, seed=a.seed, early_stopping=es, verbose=not a.quiet,
+        precision=None if a.precision == "full" else a.precision)
     return trainer, lr
 
 
@@ -236,7 +240,8 @@ def cmd_train(a):
     say = _say(a)
     say(f"fastmlp {fastmlp.__version__}: {a.dataset} {Xt.shape[0]} train / "
         f"{0 if Xv is None else Xv.shape[0]} validation / {Xte.shape[0]} test, "
-        f"layers {sizes}, {a.optimizer} lr={lr:g}, backend {model.backend.name}, {a.dtype}")
+        f"layers {sizes}, {a.optimizer} lr={lr:g}, backend {model.backend.name}, {a.dtype}"
+        + (f", {a.precision} products" if a.precision != "full" else ""))
     interrupted, seconds = _fit(trainer, Xt, yt, Xv, yv, say)
     hist = trainer.history
     acc = model.score(Xte, yte)
@@ -250,6 +255,7 @@ def cmd_train(a):
     if a.json:
         print(json.dumps({"dataset": a.dataset, "layer_sizes": list(sizes),
                           "backend": model.backend.name, "dtype": a.dtype,
+                          "precision": a.precision,
                           "optimizer": a.optimizer, "lr": lr, "epochs_run": len(hist),
                           "interrupted": interrupted, "test_accuracy": acc,
                           "train_seconds": seconds, "history": hist.as_dict(),
@@ -313,6 +319,22 @@ def cmd_info(a):
         print(f"threadpool: {pool.get('internal_api')} {pool.get('version')} "
               f"({pool.get('user_api')}, {pool.get('num_threads')} threads) "
               f"{os.path.basename(pool.get('filepath', ''))}")
+    from fastmlp.backends import blas, onednn
+    for name in blas.PROVIDERS:
+        p = blas._try(name)
+        print(f"GEMM library: {p.describe() if p else name + ' (not installed)'}")
+    cpu = onednn.cpu_bf16()
+    print(f"CPU bf16 instructions: {', '.join(cpu) if cpu else 'none'}")
+    try:
+        engine = onednn.load()
+    except ImportError as e:
+        print(f"GEMM library: onednn (not available: {e})")
+        precisions = "full (float32, float64)"
+    else:
+        print(f"GEMM library: {engine.describe()}")
+        precisions = "full (float32, float64), bf16" + (
+            "" if cpu else " (emulated by oneDNN on this CPU: correct, but slow)")
+    print(f"precisions: {precisions}")
     return 0
 
 

@@ -16,8 +16,9 @@ import weakref
 
 import numpy as np
 
-from .backends import reference
+from .backends import onednn, reference
 from .backends import validation as V
+from .backends.contract import check_precision
 from .backends.csr import CSR, batch_capacity
 from .history import History
 from .model import MLP, r2_score
@@ -81,6 +82,11 @@ class Trainer:
         (fastmlp.threads): never more than the user's limit (OPENBLAS_NUM_THREADS, a
         threadpoolctl limit, the CPU affinity, ...), and with "auto" only while no other
         work is running on those cores; the pool's count is restored after every epoch.
+    precision: None (default), the model's dtype in every product; or "bf16" (a float32
+        model, `pip install "fastmlp[onednn]"`): every GEMM of the fused step takes bfloat16
+        operands and accumulates in float32 (oneDNN), while the weights, optimizer state,
+        biases and the loss stay float32.  `fit` converts a dense training set to bf16 once;
+        `fit_epoch` also takes X as bf16 bits (uint16, from `bf16_input`).  Dense X only.
     snapshot_every: steps between copies of the parameters taken right after a finite loss.
         When the loss turns NaN/inf and the current weights are finite they are kept; when
         they are not, the latest copy is restored: with 1 that is exactly the last finite
@@ -90,7 +96,8 @@ class Trainer:
     def __init__(self, model, optimizer="sgd", lr=0.01, momentum=0.0, nesterov=False,
                  beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, batch_size=128,
                  epochs=10, lr_schedule=None, shuffle=True, seed=None, early_stopping=None,
-                 callbacks=(), verbose=False, snapshot_every=10, threads="auto"):
+                 callbacks=(), verbose=False, snapshot_every=10, threads="auto",
+                 precision=None):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a fastmlp.MLP, got {type(model).__name__}")
         if optimizer not in ("sgd", "adam"):
@@ -128,6 +135,9 @@ class Trainer:
         self.snapshot_every = V.check_number("snapshot_every", snapshot_every, low=1,
                                              integer=True)
         self.threads = check_threads(threads)
+        self.precision = check_precision(precision, model.dtype)
+        if self.precision == "bf16":
+            onednn.load()   # ImportError naming the extra, now rather than at the first step
         self._policy = None
         self._steered = _Steered(self)
         self.history = History()
@@ -209,7 +219,8 @@ class Trainer:
         (built once, rebuilt only when one of them is replaced)."""
         m, plan = self.model, self._plan
         raw = m.backend.raw
-        hyper = (self.optimizer, self.momentum, self.nesterov, self.beta1, self.beta2)
+        hyper = (self.optimizer, self.momentum, self.nesterov, self.beta1, self.beta2,
+                 self.precision)
         key = self._plan_key
         if (plan is not None and key[0] is self._ws and key[1] is raw and key[2] is self._state
                 and key[3] == hyper and plan.uses(m.weights, m.biases)):
@@ -219,7 +230,8 @@ class Trainer:
                                    ws.deltas, ws.dZ, self._state, self.optimizer,
                                    momentum=self.momentum, nesterov=self.nesterov,
                                    beta1=self.beta1, beta2=self.beta2,
-                                   activation=m.activation, output=m.output)
+                                   activation=m.activation, output=m.output,
+                                   **({"precision": "bf16"} if self.precision else {}))
         self._plan_key = (self._ws, raw, self._state, hyper)
         return self._plan
 
@@ -259,6 +271,7 @@ class Trainer:
         if restored:
             for dst, src in zip(params, self._snapshot):
                 np.copyto(dst, src)
+            self._plan.sync()
         raise TrainingDivergedError(
             f"training loss became {loss} at step {self.t + 1} (lr={self.current_lr:g}); "
             + (f"the weights had become non-finite and were reset to those before step "
@@ -273,10 +286,27 @@ class Trainer:
         X = V.check_X(X_batch, m.n_features, m.dtype, name="X_batch")
         y = m.check_targets(y_batch, X.shape[0], name="y_batch")
         self._ensure_state()
+        self._dense_for_bf16(X)
         ws = self._workspace(X.shape[0], 0 if isinstance(X, CSR) else None)
         wd, eps = self.batch_hyperparameters(X.shape[0], self.t + 1)
+        self._train_step().sync()   # the weights may have changed since the last step
         with self._steered:
             return self._step(ws, X, y, None, wd, eps)
+
+    # ---- bf16 --------------------------------------------------------------------------------
+    def _dense_for_bf16(self, X):
+        if self.precision == "bf16" and isinstance(X, CSR):
+            raise TypeError("precision='bf16' trains on dense input; this X is sparse "
+                            "(densify it, or train it in full precision)")
+
+    def bf16_input(self, X):
+        """X (N, D), checked, as the bf16 step reads it: its bfloat16 bits (uint16 (N, D),
+        rounded to nearest even), converted once for many epochs.  X itself when precision is
+        not "bf16" or X is bf16 already."""
+        if self.precision != "bf16" or X.dtype == np.uint16:
+            return X
+        self._dense_for_bf16(X)
+        return self.model.backend.raw.to_bf16(X, np.empty(X.shape, np.uint16))
 
     # ---- epochs ------------------------------------------------------------------------------
     def fit_epoch(self, X, y, sample_weight=None, *, order=None, lr=None, check_input=True):
@@ -293,8 +323,11 @@ class Trainer:
             (C-contiguous arrays of the model's dtype, int64 labels in range, weights of the
             model's dtype): skips a pass over X.  A batch whose weights sum to 0 is skipped."""
         m = self.model
+        bits = self.precision == "bf16" and getattr(X, "dtype", None) == np.uint16
+        if bits and (X.ndim != 2 or X.shape[1] != m.n_features or not X.flags.c_contiguous):
+            raise ValueError(f"X: bf16 bits must be a C-contiguous (N, {m.n_features}) array")
         if check_input:
-            X = V.check_X(X, m.n_features, m.dtype)
+            X = X if bits else V.check_X(X, m.n_features, m.dtype)
             y = m.check_targets(y, X.shape[0])
             if sample_weight is not None:
                 sample_weight = V.check_sample_weight(sample_weight, X.shape[0], m.dtype)
@@ -316,9 +349,12 @@ class Trainer:
         """fit_epoch on checked arrays; `bar` a tqdm bar or None."""
         m = self.model
         self._ensure_state()
+        self._dense_for_bf16(X)
         n, bs = X.shape[0], min(self.batch_size, X.shape[0])
         sparse = isinstance(X, CSR)
         ws_full = self._workspace(bs, self._capacity(X, bs) if sparse else None)
+        self._train_step().sync()   # the weights may have changed since the last epoch
+        xbuf = ws_full.X if X.dtype != np.uint16 else self._bf16_batch(ws_full.n, X.shape[1])
         if sparse and order is None:   # a sparse batch is always gathered: rows in order
             order = self._in_order(n)
         if sw is not None and (getattr(self, "_sw_buf", None) is None
@@ -328,13 +364,23 @@ class Trainer:
         with self._steered as steered:
             for s in range(0, n, bs):
                 steered.recheck()
-                loss_sum, correct = self._batch(X, y, sw, order, ws_full, s, min(n, s + bs),
-                                                sparse, classify, loss_sum, correct, bar)
+                loss_sum, correct = self._batch(X, y, sw, order, ws_full, xbuf, s,
+                                                min(n, s + bs), sparse, classify, loss_sum,
+                                                correct, bar)
         return loss_sum / n, (correct / n if classify else None)
 
-    def _batch(self, X, y, sw, order, ws_full, s, e, sparse, classify, loss_sum, correct, bar):
+    def _bf16_batch(self, n, d):
+        """A (n, d) uint16 buffer for mini-batches of bf16 bits, kept while it fits."""
+        buf = getattr(self, "_x16", None)
+        if buf is None or buf.shape != (n, d):
+            self._x16 = buf = np.empty((n, d), np.uint16)
+        return buf
+
+    def _batch(self, X, y, sw, order, ws_full, xbuf, s, e, sparse, classify, loss_sum,
+               correct, bar):
         """One mini-batch, rows s..e-1 (of `order` when given), for _epoch: gathered into the
-        workspace, one step; returns the running (loss_sum, correct)."""
+        workspace (X's rows into xbuf: the workspace's, or the bf16 bits' buffer), one step;
+        returns the running (loss_sum, correct)."""
         m = self.model
         ws = ws_full.rows(e - s)
         if order is not None:
@@ -346,7 +392,7 @@ class Trainer:
                     raise RuntimeError("a sparse mini-batch did not fit its buffer: X "
                                        "changed during the epoch")
             else:
-                Xb = np.take(X, idx, axis=0, out=ws.X)
+                Xb = np.take(X, idx, axis=0, out=xbuf[: e - s])
             yb = np.take(y, idx, axis=0, out=ws.y)
             swb = None if sw is None else np.take(sw, idx, out=self._sw_buf[: e - s])
         else:
@@ -393,6 +439,7 @@ class Trainer:
         m = self.model
         X = V.check_X(X, m.n_features, m.dtype)
         y = m.check_targets(y, X.shape[0])
+        X = self.bf16_input(X)   # bf16: the training set's bits, once per fit
         sw = None if sample_weight is None else \
             V.check_sample_weight(sample_weight, X.shape[0], m.dtype)
         if (X_val is None) != (y_val is None):
@@ -446,6 +493,7 @@ class Trainer:
         if es is not None and es.restore_best and best_params is not None:
             for dst, src in zip(m.weights + m.biases, best_params):
                 np.copyto(dst, src)
+            self._plan.sync()
         return hist
 
     def evaluate(self, X, y):

@@ -59,7 +59,7 @@ def _library(dist, filename):
         raise ImportError(f"{dist} is not installed ({EXTRA})") from None
     for f in files:
         if f.name == filename:
-            path = str(f.locate())
+            path = os.path.realpath(f.locate())
             if os.path.exists(path):
                 return path
     raise ImportError(f"{dist} does not provide {filename} ({EXTRA})")

@@ -53,6 +53,12 @@ PARAMETERS_DOC = """hidden_layer_sizes : array-like of shape (n_layers - 2,) or 
         worker limits, CPU affinity); "auto" gives them back while other work runs.  The
         result does not depend on it.  lbfgs runs the backend's kernels on the process's own
         BLAS threads.
+    precision : None or "bf16", default=None
+        None: every product in the parameters' dtype.  "bf16" (sgd/adam; needs
+        `pip install "fastmlp[onednn]"`): the fused step's GEMMs take bfloat16 operands and
+        accumulate in float32; parameters, optimizer state and the loss stay float32, the
+        training set is converted once per fit, and predictions run in float32.  The model is
+        float32 (dtype=None then means float32; dtype="float64" is refused).  Dense X only.
     dtype : None, "float32" or "float64" (or the numpy type), default=None
         Precision of the parameters and of every computation; None: X's dtype when it is
         float32 or float64, else float64 (as scikit-learn)."""
@@ -103,6 +109,7 @@ class BaseMLP(SolversMixin, BaseEstimator):
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "backend": [StrOptions({"auto", "numpy", "numba", "cython"})],
         "threads": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "precision": [None, StrOptions({"bf16"})],
         "dtype": [None, StrOptions({"float32", "float64"}), Options(type, set(_FLOATS)),
                   Options(np.dtype, {np.dtype(t) for t in _FLOATS})],
     }
@@ -127,6 +134,14 @@ class BaseMLP(SolversMixin, BaseEstimator):
         """sklearn's validate_data; X in the parameters' dtype: `dtype`, or else X's own when
         it is float32 or float64, else float64 (as scikit-learn)."""
         dtype = _FLOATS[::-1] if self.dtype is None else np.dtype(self.dtype)
+        if self.precision == "bf16":
+            if self.dtype is not None and np.dtype(self.dtype) != np.float32:
+                raise ValueError(f"precision='bf16' trains a float32 model; dtype="
+                                 f"{self.dtype!r} asks for {np.dtype(self.dtype)}")
+            if self.solver not in STOCHASTIC:
+                raise ValueError("precision='bf16' is for the 'sgd' and 'adam' solvers; "
+                                 f"solver={self.solver!r} runs in full precision")
+            dtype = np.float32
         return validate_data(self, X, y, dtype=dtype, order="C", multi_output=True,
                              accept_sparse=("csr", "csc"), reset=reset, **kwargs)
 

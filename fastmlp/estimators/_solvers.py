@@ -100,7 +100,7 @@ class SolversMixin:
                              nesterov=bool(sgd and self.nesterovs_momentum and mom > 0),
                              beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon,
                              batch_size=batch_size, epochs=1, shuffle=False,
-                             threads=self.threads)
+                             threads=self.threads, precision=self.precision)
         kind = (self.solver, mom > 0, model.dtype.name,
                 tuple(p.shape for p in model.weights + model.biases))
         saved = self.__dict__.get("_opt_state")
@@ -151,6 +151,7 @@ class SolversMixin:
         # converted once, not per epoch (the validation score runs every epoch)
         X, X_val = as_model_input(X, model.dtype), as_model_input(X_val, model.dtype)
         tr = self._make_trainer(model, self._batch_size(n), fresh=not incremental)
+        X = tr.bf16_input(X)   # precision="bf16": the training set's bf16 bits, once
         sample_idx, diverged = np.arange(n), False
         try:
             self.n_iter_ = 0
