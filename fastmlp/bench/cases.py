@@ -290,11 +290,12 @@ def _config(opt, lr=None):
 
 
 def fastmlp_trainer(backend, opt, n, h, d=D, c=C, dtype=np.float32, seed=0, lr=None,
-                    activation="relu", threads="auto"):
+                    activation="relu", threads="auto", precision=None):
     """(trainer, X, y) for a d-h-c MLP on `backend` with optimizer `opt` ('sgd' or 'adam'),
     after one public step (state, workspace and compiled kernels are ready)."""
     model = MLP((d, h, c), dtype=dtype, seed=seed, backend=backend, activation=activation)
-    trainer = Trainer(model, batch_size=n, seed=seed, threads=threads, **_config(opt, lr))
+    trainer = Trainer(model, batch_size=n, seed=seed, threads=threads, precision=precision,
+                      **_config(opt, lr))
     X, y = batch(n, d, c, dtype, seed)
     trainer.step(X, y)
     return trainer, X, y
@@ -327,15 +328,16 @@ def fastmlp_step(backend, opt, n, h, public=False, dtype=np.float32, seed=0, lr=
 
 
 def fastmlp_steps(backend, opt, n, h, steps, threads="auto", dtype=np.float32, seed=0,
-                  lr=STEP_LR):
+                  lr=STEP_LR, precision=None):
     """`steps` optimizer steps of a 784-h-10 net on a fixed batch, as `fit` runs them: the
     Trainer's thread policy steers the GEMM provider for the call (fastmlp.threads: the
     provider's pool at 1 thread, the step's large GEMMs on fastmlp's threads), so one call is
-    a slice of an epoch.  Returns a closure; one call has been made."""
+    a slice of an epoch; precision="bf16" takes the batch as bf16 bits, as `fit` gathers it.
+    Returns a closure; one call has been made."""
     trainer, X, y = fastmlp_trainer(backend, opt, n, h, dtype=dtype, seed=seed, lr=lr,
-                                    threads=threads)
+                                    threads=threads, precision=precision)
     ws = _filled_workspace(trainer, X, y)
-    one = functools.partial(trainer._step, ws, ws.X, ws.y)
+    one = functools.partial(trainer._step, ws, trainer.bf16_input(ws.X), ws.y)
 
     def run():
         with trainer._steered:

@@ -23,17 +23,24 @@ def _torch_net(torch, d, h, c, init=None):
     return net
 
 
-def torch_epochs(torch, net, optim, X, y, epochs, batch_size, generator=None):
+def torch_epochs(torch, net, optim, X, y, epochs, batch_size, generator=None,
+                 autocast=False):
     """`epochs` epochs of shuffled mini-batch training of `net` with `optim` on the tensors X,
     y (cross-entropy), the loop a PyTorch user writes; the time-to-accuracy and the
-    trainings-at-once contenders."""
+    trainings-at-once contenders.  autocast: the forward pass and loss under
+    torch.autocast("cpu", bfloat16), PyTorch's bf16 mixed precision."""
+    import contextlib
     loss_fn, n = torch.nn.CrossEntropyLoss(), X.shape[0]
+    mixed = (functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16) if autocast
+             else contextlib.nullcontext)
     for _ in range(epochs):
         perm = torch.randperm(n, generator=generator)
         for s in range(0, n, batch_size):
             idx = perm[s:s + batch_size]
             optim.zero_grad(set_to_none=True)
-            loss_fn(net(X[idx]), y[idx]).backward()
+            with mixed():
+                loss = loss_fn(net(X[idx]), y[idx])
+            loss.backward()
             optim.step()
 
 

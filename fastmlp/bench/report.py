@@ -9,7 +9,8 @@ each, and prints ratios measured in that same run: absolute times on a shared ma
 ratios taken round by round do not.
 
 The groups: step_group.py (train step, breakdown, activations), inference.py, fits.py (time
-to accuracy, sparse input, estimator overhead), crossover.py, contention.py; timing:
+to accuracy, sparse input, estimator overhead), crossover.py, contention.py, bf16.py (the
+bf16 step and Fashion-MNIST against float32 and PyTorch autocast); timing:
 timing.py (docs/benchmarks.md, Methodology).
 """
 import argparse
@@ -20,6 +21,7 @@ import time
 
 import numpy as np
 
+from . import bf16 as BF
 from . import cases as B
 from . import contention as CT
 from . import crossover as XO
@@ -71,6 +73,8 @@ def parse_args(argv):
                    help="skip the TF-IDF-like sparse problem against scikit-learn")
     p.add_argument("--no-crossover", action="store_true",
                    help="skip the GEMM sizes at which fastmlp's second thread pays")
+    p.add_argument("--no-bf16", action="store_true",
+                   help="skip the bf16 group (oneDNN; skipped anyway when not installed)")
     p.add_argument("--no-contention", action="store_true",
                    help="skip 2 and 4 trainings at once (fastmlp, scikit-learn, PyTorch)")
     p.add_argument("--contention-epochs", type=int, metavar="E",
@@ -179,6 +183,8 @@ def main(argv=None):
     est = [] if a.no_estimator else run_estimator(a, say)
     sparse = [] if a.no_sparse else run_sparse(a, say)
     ttas = [] if a.no_tta else run_tta(a, say)
+    half = {} if a.no_bf16 else BF.run_bf16(a, say)
+    half_targets = BF.evaluate(half) if half else []
     xo = [] if a.no_crossover else XO.crossover(rounds=max(5, a.repeat), say=say)
     ct = {} if a.no_contention else CT.contention(epochs=a.contention_epochs,
                                                   solo_runs=2 if a.quick else 3, say=say)
@@ -225,6 +231,12 @@ def main(argv=None):
         print(f"\nTime to accuracy: D-{tta.RECIPE['hidden']}-10, Adam lr {tta.RECIPE['lr']:g}, "
               f"batch {tta.RECIPE['batch_size']}, seed 0; training wall time, one run each")
         print(format_tta(ttas))
+    if half:
+        print(f"\nbf16: the fused step with precision='bf16' (bfloat16 GEMM operands, float32 "
+              f"accumulation, oneDNN) ÷ the same step in float32, 784-H-10, interleaved; "
+              f"µs/step medians over {a.repeat} rounds, ratio median [IQR] over rounds")
+        print(BF.format_bf16(half))
+        print("\n".join(t["line"] for t in half_targets))
     if xo:
         from ..backends.contract import MIN_GEMM_FLOPS
         print("\nCrossover: one float32 GEMM through fastmlp's pool, the caller alone against "
@@ -250,12 +262,13 @@ def main(argv=None):
                        "targets": targets + inf_targets, "breakdown": bd, "inference": inf,
                        "activations": acts, "estimator": est, "sparse": sparse, "tta": ttas,
                        "contention": ct, "contention_targets": ct_targets, "crossover": xo,
+                       "bf16": half, "bf16_targets": half_targets,
                        "floor_libraries": libs, "seconds": seconds,
                        "foreign_cpus": foreign}, f, indent=1)
     if a.plot:
         plot(a.plot, step, ttas)
     failed = any(t["status"] == "FAIL"
-                 for t in targets + inf_targets + acts + est + ct_targets)
+                 for t in targets + inf_targets + acts + est + ct_targets + half_targets)
     return 1 if mismatches or (a.strict and failed) else 0
 
 

@@ -30,13 +30,14 @@ RECIPE = dict(hidden=256, lr=1e-3, batch_size=128)   # Adam, as in the issue
 TTA_EPOCHS = {"fashion-mnist": 10, "digits": 30}
 
 
-def time_to_accuracy(contender, data, epochs, seed=0):
+def time_to_accuracy(contender, data, epochs, seed=0, precision=None):
     """Train a D-256-10 net with Adam (lr 1e-3, batch 128) and measure it.
 
     Parameters
     ----------
     contender : a fastmlp backend name, "torch" or "sklearn".  PyTorch starts from fastmlp's
         initial weights for `seed`; scikit-learn uses its own (Glorot) initialisation.
+    precision : None, or "bf16": fastmlp's Trainer(precision="bf16"), PyTorch's bf16 autocast
     data : (X_train (n, D) float32, y_train (n,) int64, X_test, y_test)
     epochs : int
 
@@ -47,7 +48,7 @@ def time_to_accuracy(contender, data, epochs, seed=0):
     Xtr, ytr, Xte, yte = data
     sizes = (Xtr.shape[1], RECIPE["hidden"], int(ytr.max()) + 1)
     if contender == "torch":
-        return _torch_tta(data, sizes, epochs, seed)
+        return _torch_tta(data, sizes, epochs, seed, autocast=precision == "bf16")
     if contender == "sklearn":
         clf = _sklearn_mlp("adam", RECIPE["hidden"], RECIPE["batch_size"], epochs, seed)
         with warnings.catch_warnings():
@@ -58,14 +59,15 @@ def time_to_accuracy(contender, data, epochs, seed=0):
         return {"seconds": seconds, "accuracy": float(clf.score(Xte, yte))}
     model = MLP(sizes, seed=seed, backend=contender)
     trainer = Trainer(model, optimizer="adam", lr=RECIPE["lr"],
-                      batch_size=RECIPE["batch_size"], epochs=epochs, seed=seed)
+                      batch_size=RECIPE["batch_size"], epochs=epochs, seed=seed,
+                      precision=precision)
     t0 = time.perf_counter()
     trainer.fit(Xtr, ytr)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "accuracy": model.score(Xte, yte)}
 
 
-def _torch_tta(data, sizes, epochs, seed):
+def _torch_tta(data, sizes, epochs, seed, autocast=False):
     torch = need("torch")
     Xtr, ytr, Xte, yte = data
     torch.manual_seed(seed)
@@ -75,7 +77,7 @@ def _torch_tta(data, sizes, epochs, seed):
     X, y = torch.from_numpy(Xtr), torch.from_numpy(ytr)
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
-    torch_epochs(torch, net, optim, X, y, epochs, RECIPE["batch_size"], gen)
+    torch_epochs(torch, net, optim, X, y, epochs, RECIPE["batch_size"], gen, autocast)
     seconds = time.perf_counter() - t0
     with torch.inference_mode():
         pred = net(torch.from_numpy(Xte)).argmax(dim=1).numpy()
