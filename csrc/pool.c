@@ -55,6 +55,10 @@ static struct {
     _Atomic uint64_t next;
     _Atomic int done;         /* blocks finished in the current job */
     _Atomic int sleeping;     /* workers asleep on cv */
+    _Atomic int quiet;        /* the current job is an update alone (gemm NULL): workers sleep
+                               * right after it instead of spinning, since the next GEMM is
+                               * oneDNN's, on its own threads, which a spinning worker would
+                               * slow down */
     fm_job *_Atomic job;
     int n_workers;
     /* counters for tests and the benchmark (stats()): GEMMs given to fm_gemm, those shared
@@ -109,8 +113,9 @@ static void fm_block(const fm_job *j, int c, int chunks) {
     }
     if (m <= 0 || n <= 0)
         return;
-    j->gemm(&ta, &tb, &m, &n, &k, (void *)j->alpha, A, &lda, B, &ldb, (void *)j->beta, C,
-            &ldc);
+    if (j->gemm != NULL)   /* NULL: C is computed already; the job is its update alone */
+        j->gemm(&ta, &tb, &m, &n, &k, (void *)j->alpha, A, &lda, B, &ldb, (void *)j->beta, C,
+                &ldc);
     if (j->post != NULL)
         fm_post_block(j, m0, m, n0, n);
 }
@@ -142,11 +147,12 @@ static int64_t fm_now_ns(void) {
 static void *fm_worker(void *arg) {
     (void)arg;
     uint64_t seen = FM_GEN(atomic_load(&P.next));
+    int64_t spin = FM_SPIN_NS;
     for (;;) {
         uint64_t cur = atomic_load(&P.next);
         int64_t t0 = fm_now_ns();
         while (FM_GEN(cur) == seen) {   /* spin a while: a step's next GEMM comes soon */
-            if (fm_now_ns() - t0 > FM_SPIN_NS) {
+            if (fm_now_ns() - t0 >= spin) {
                 pthread_mutex_lock(&P.mu);
                 atomic_fetch_add(&P.sleeping, 1);
                 while (FM_GEN(atomic_load(&P.next)) == seen)
@@ -159,6 +165,7 @@ static void *fm_worker(void *arg) {
         }
         seen = FM_GEN(cur);
         fm_take(cur, 1);
+        spin = atomic_load(&P.quiet) ? 0 : FM_SPIN_NS;
     }
     return NULL;
 }
@@ -200,6 +207,7 @@ void fm_gemm(fm_job *j) {
     }
     atomic_fetch_add_explicit(&P.shared, 1, memory_order_relaxed);
     atomic_store(&P.done, 0);
+    atomic_store(&P.quiet, j->gemm == NULL);
     atomic_store(&P.job, j);
     uint64_t cur = ((FM_GEN(atomic_load(&P.next)) + 1) << 40) | ((uint64_t)chunks << 32);
     atomic_store(&P.next, cur);   /* publishes the job */

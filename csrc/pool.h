@@ -27,7 +27,8 @@ typedef struct {
 } fm_post;
 
 typedef struct {
-    fm_gemm_fn gemm;          /* the provider's Fortran sgemm or dgemm */
+    fm_gemm_fn gemm;          /* the provider's Fortran sgemm or dgemm; NULL: C is computed
+                               * already, the blocks run `post` alone (a bf16 step's update) */
     char ta, tb;              /* 'N' or 'T' */
     int m, n, k, lda, ldb, ldc;
     int itemsize;             /* 4 or 8 */

@@ -142,18 +142,24 @@ cdef void _gemm(_Plan* p, char ta, char tb, int m, int n, int k, floating alpha,
     GEMM provider, then the update `post` (NULL: none) with C as its gradient (ldc = m): a
     GEMM of at least min_flops is cut into p.chunks blocks for fastmlp's threads (pool.c,
     each block updated after its GEMM), a smaller one is one call and one update.  A bf16
-    step's GEMMs (A, B bfloat16) are one call of gemm16 each, threaded by oneDNN."""
+    step's GEMMs (A, B bfloat16) are one call of gemm16 each, threaded by oneDNN; a large
+    one's update then goes to fastmlp's threads alone, block by block."""
     cdef fm_job job
     cdef _gemm_f f = p.gemm16 if p.bf16 else p.gemm
-    if p.bf16 or p.pool == NULL or 2.0 * m * n * k < p.min_flops:
+    cdef bint small = p.pool == NULL or 2.0 * m * n * k < p.min_flops
+    if p.bf16 or small:
         f(&ta, &tb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc)
-        if post != NULL:
+        if post == NULL:
+            return
+        if small or not p.use_workers:
             if floating is float:
                 fm_post_f32(post, 0, <Py_ssize_t>m * n, C)
             else:
                 fm_post_f64(post, 0, <Py_ssize_t>m * n, C)
-        return
-    job.gemm, job.ta, job.tb = p.gemm, ta, tb
+            return
+    # to fastmlp's threads: the GEMM cut into blocks, each updated after its GEMM; or (a bf16
+    # step, whose GEMM oneDNN made on its own threads) the update alone, cut into blocks
+    job.gemm, job.ta, job.tb = (NULL if p.bf16 else p.gemm), ta, tb
     job.m, job.n, job.k, job.lda, job.ldb, job.ldc = m, n, k, lda, ldb, ldc
     job.itemsize, job.chunks, job.use_workers = sizeof(floating), p.chunks, p.use_workers
     job.alpha, job.A, job.B, job.beta, job.C, job.post = &alpha, A, B, &beta, C, post

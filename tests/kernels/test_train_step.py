@@ -8,6 +8,7 @@ import scipy.sparse
 from helpers import check_against_reference, train_step_arrays, train_steps
 
 import fastmlp
+from fastmlp.backends import onednn
 from fastmlp.backends.contract import ACTIVATIONS, OUTPUTS
 from fastmlp.backends.csr import CSR, as_csr
 
@@ -269,9 +270,12 @@ def test_train_step_every_gemm_provider(compiled_backend, dtype, gemm):
 @pytest.mark.parametrize("net", [((784, 256, 10), 128, 128), ((100, 300, 10), 64, 64)],
                          ids=["mnist", "wide"])
 @pytest.mark.parametrize("opt", ["sgd-wd", "momentum", "nesterov-wd", "adam"])
-def test_train_step_result_does_not_depend_on_threads(compiled_backend, net, opt):
+@pytest.mark.parametrize("precision", [None, "bf16"], ids=["fp32", "bf16"])
+def test_train_step_result_does_not_depend_on_threads(compiled_backend, net, opt, precision):
     """set_threads(1) and set_threads(2): the same bits (the blocks, and so the blocks each
-    thread updates, are fixed by shape)."""
+    thread updates, are fixed by shape; a bf16 step's update goes to the threads alone)."""
+    if precision and not onednn.available():
+        pytest.skip(f"oneDNN is not installed ({onednn.EXTRA})")
     sizes, n_max, m = net
     optimizer, hyper = STEP_OPTS[opt]
     runs = []
@@ -287,7 +291,7 @@ def test_train_step_result_does_not_depend_on_threads(compiled_backend, net, opt
         built = {k: v for k, v in hyper.items() if k != "weight_decay"}
         step = compiled_backend.raw.TrainStep(W, b, arrays[4:6], arrays[6:8], arrays[8:10],
                                               [None, arrays[10]], arrays[11], state, optimizer,
-                                              **built)
+                                              precision=precision, **built)
         step.set_threads(threads)
         for t in range(1, 4):
             step.run(X, y, None, 0.05, t, hyper.get("weight_decay", 0.0))
