@@ -3,10 +3,13 @@ optimizer and shape so each table compares like with like.
 
 Contenders: the GEMM floor (the step's five products alone; `floor-scipy` through SciPy's
 cython_blas, `floor-numpy` through np.matmul, `floor-openblas` through the scipy-openblas32
-library the fused steps call; the header prints each library, version and kernel),
+library the fused steps call, `floor-onednn` through oneDNN's sgemm when the onednn extra is
+installed; the header prints each library, version and kernel),
 fastmlp's `_step` per backend (the hot loop of `fit`: batch already in the workspace, no
 validation), the same as `fit` runs it (`-epoch`: 16 steps per call under the thread
-policy; its time is per 16 steps), the public `step(X, y)` (`-public`), PyTorch CPU and
+policy; its time is per 16 steps), the same with precision="bf16" (`-bf16`: bfloat16 GEMM
+operands through oneDNN; skipped without the extra), the public `step(X, y)` (`-public`),
+PyTorch CPU and
 scikit-learn's `partial_fit` when installed.  Before timing, one
 step of each fastmlp backend and peer is held to the NumPy reference's step from the same
 parameters (`fastmlp.bench.cases.check_step`).  pytest-benchmark times the contenders one after the
@@ -19,8 +22,9 @@ import pytest
 from fastmlp.bench import cases as B
 from fastmlp.bench import peers as P
 
-CONTENDERS = ("floor-scipy", "floor-numpy", "floor-openblas", "numpy", "numba", "cython",
-              "numba-epoch", "cython-epoch", "numba-public", "cython-public", "torch", "sklearn")
+CONTENDERS = ("floor-scipy", "floor-numpy", "floor-openblas", "floor-onednn", "numpy", "numba",
+              "cython", "numba-epoch", "cython-epoch", "numba-bf16", "cython-bf16",
+              "numba-public", "cython-public", "torch", "sklearn")
 EPOCH_STEPS = 16
 SETTLE = 0.15   # seconds for the previous benchmark's BLAS threads to stop spinning
 
@@ -34,8 +38,12 @@ def contender(name, opt, n, h):
     if name == "sklearn":
         return P.sklearn_step(opt, n, h)
     backend, _, kind = name.partition("-")
-    if kind == "epoch":
-        return B.fastmlp_steps(backend, opt, n, h, EPOCH_STEPS)
+    if kind in ("epoch", "bf16"):
+        precision = "bf16" if kind == "bf16" else None
+        try:
+            return B.fastmlp_steps(backend, opt, n, h, EPOCH_STEPS, precision=precision)
+        except ImportError as exc:   # precision="bf16" without the onednn extra
+            raise B.Unavailable(str(exc)) from None
     return B.fastmlp_step(backend, opt, n, h, public=kind == "public")
 
 
@@ -55,7 +63,7 @@ def test_step(benchmark, require_backend, build, record_rate, smoke, opt, n, h, 
         fn()
     benchmark(fn)
     benchmark.extra_info["excludes validation"] = name in ("numpy", "numba", "cython")
-    steps = EPOCH_STEPS if name.endswith("-epoch") else 1
+    steps = EPOCH_STEPS if name.endswith(("-epoch", "-bf16")) else 1
     benchmark.extra_info["steps per call"] = steps
     record_rate("GFLOP/s", steps * B.step_flops(n, h))
 

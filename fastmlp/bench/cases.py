@@ -140,7 +140,7 @@ def _provider_floor(prods, provider, dtype):
     return functools.partial(lambda keep: calls(fn, *keep[1:]), keep)
 
 
-FLOOR_LIBRARIES = ("scipy", "numpy", "openblas")
+FLOOR_LIBRARIES = ("scipy", "numpy", "openblas", "onednn")
 
 
 def gemm_floor(n, h, d=D, c=C, dtype=np.float32, blas="scipy", seed=0):
@@ -154,7 +154,9 @@ def gemm_floor(n, h, d=D, c=C, dtype=np.float32, blas="scipy", seed=0):
         five np.matmul calls, into NumPy's own bundled OpenBLAS; "openblas": five calls of
         the scipy-openblas32 wheel's sgemm by address (fastmlp.backends.blas, the library
         the fused steps call), from one Numba-compiled function.  Each library runs with its
-        own thread count (OpenBLAS keeps small GEMMs on one thread itself).
+        own thread count (OpenBLAS keeps small GEMMs on one thread itself); "onednn": five
+        calls of oneDNN's dnnl_sgemm (float32 only, on its TBB threads) by address, when the
+        onednn extra is installed.
 
     Returns
     -------
@@ -175,6 +177,15 @@ def gemm_floor(n, h, d=D, c=C, dtype=np.float32, blas="scipy", seed=0):
         except (ValueError, RuntimeError, OSError) as exc:
             raise Unavailable(f"no scipy-openblas32 provider: {exc}") from None
         floor = _provider_floor(prods, provider, dtype)
+    elif blas == "onednn":
+        from ..backends import onednn
+        try:
+            engine = onednn.load()
+        except ImportError as exc:
+            raise Unavailable(str(exc)) from None
+        if np.dtype(dtype) != np.float32:
+            raise Unavailable("oneDNN has no float64 GEMM")
+        floor = _provider_floor(prods, engine, dtype)
     else:
         raise ValueError(f"blas must be one of {FLOOR_LIBRARIES}, got {blas!r}")
     floor()
@@ -212,6 +223,11 @@ def floor_libraries():
         out["openblas"] = get_provider("openblas").describe()
     except (ValueError, RuntimeError, OSError) as exc:
         out["openblas"] = f"unavailable: {exc}"
+    from ..backends import onednn
+    try:
+        out["onednn"] = onednn.load().describe()
+    except ImportError as exc:
+        out["onednn"] = f"unavailable: {exc}"
     return out
 
 

@@ -15,7 +15,7 @@ from .timing import interleave, ratio, sequence, times, turn
 
 # one floor per fp32 GEMM library found (cases.gemm_floor); ratios are to the fastest
 FLOORS = {"scipy": "floor (scipy BLAS)", "numpy": "floor (np.matmul)",
-          "openblas": "floor (openblas32)"}
+          "openblas": "floor (openblas32)", "onednn": "floor (onednn sgemm)"}
 
 
 FLOOR = "fastest floor"
