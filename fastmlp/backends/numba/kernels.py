@@ -22,6 +22,10 @@ Design
   time: one specialisation each).  `sgd_update` / `adam_update` are small Python wrappers
   that pick the serial kernel or, at or above the parallel threshold, a `prange` kernel
   (`config.parallel_min_size`: the thread policy lives in config.py).
+* `to_bf16` rounds float32 to bfloat16 bits (uint16) with integer operations on the uint32
+  view of x, branch-free so LLVM vectorises it: csrc/bf16.h's rounding exactly
+  (reference.to_bf16 is the oracle).  The bf16 TrainStep (train_step.py) reuses `_to_bf16`
+  and `_bf16_bits`.
 """
 import math
 import sys
@@ -516,6 +520,45 @@ def adam_update(W, dW, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
     _adam_parallel(W.reshape(-1), dW.reshape(-1), m.reshape(-1), v.reshape(-1), step, lr,
                    beta1, beta2, eps, weight_decay)
     return W
+
+
+# --------------------------------------------------------------------------- bfloat16
+# A bf16 value is the high half of a float32, kept as uint16 bits (csrc/bf16.h).  Rounding
+# adds 0x7FFF plus the lowest kept bit and drops the low 16 bits (round to nearest even;
+# finite values past the largest bf16 become inf); a NaN keeps its sign and top mantissa bits
+# and is made quiet.  Only NaNs can wrap past 32 bits, and they take the other branch.  Numba
+# widens integer arithmetic to 64 bits; each result is cast back to uint32 so LLVM keeps
+# 32-bit lanes (twice the elements per vector of the widened form).
+
+_U32 = np.uint32
+
+
+@_jit_inline
+def _bf16_bits(u):
+    # u: the bits of a float32 (uint32); returns its bfloat16 bits (uint16)
+    rounded = _U32(_U32(u + _U32(0x7FFF)) + (_U32(u >> _U32(16)) & _U32(1))) >> _U32(16)
+    quiet = _U32(u >> _U32(16)) | _U32(0x40)
+    return np.uint16(quiet if _U32(u & _U32(0x7FFFFFFF)) > _U32(0x7F800000) else rounded)
+
+
+@_jit
+def _to_bf16(x, out):
+    """out = x rounded to bfloat16 bits, element by element (flat views of any rank)."""
+    # x (...) float32 IN, C-contiguous; out (...) uint16 OUT, C-contiguous, x's size
+    u = x.reshape(-1).view(np.uint32)
+    o = out.reshape(-1)
+    for i in range(o.shape[0]):
+        o[i] = _bf16_bits(u[i])
+
+
+def to_bf16(x, out):
+    """out = x rounded to bfloat16, as its uint16 bits: round to nearest even (finite values
+    past the largest bf16 become inf), a NaN stays a quiet NaN of the same sign.
+
+    x float32 (any shape, C-contiguous), out uint16 of the same shape, written in place.
+    Returns out."""
+    _to_bf16(x, out)
+    return out
 
 
 config.stamp_caches(globals(), config, sys.modules[__name__])

@@ -12,6 +12,17 @@ Design
   dweights followed by the element-wise update, which a GEMM on fastmlp's threads carries
   with it (csrc/pool.h's fm_post: each thread updates the block it computed, with
   csrc/updates.h's loops, the ones the Cython step runs).  Biases: the loops, weight decay 0.
+* precision="bf16" (float32 only), as train_step.pxi: every GEMM takes bfloat16 operands and
+  accumulates in float32, one call each of oneDNN's gemm_bf16bf16f32 (fastmlp.backends.onednn
+  `gemm_bf16`, the Fortran sgemm signature, called by `_fcall` like the provider's; oneDNN
+  threads it, fastmlp's pool is not used).  The bf16 operands (contract.BF16Buffers, their
+  addresses in the plan) are written by passes the step already makes: the update writes
+  W16 as it writes W, tile by tile (`_post_update`, csrc/post.h), `_bias_act_bf16` the
+  activations' and `_mask_colsum_bf16` the deltas' copies (step_loops.h; the bias gradients
+  are the sums of the float32 deltas); a float32 X is converted into the step's buffer
+  inside `_run`, a uint16 X is used as it is.  Plain SGD then GEMMs into dweights too.
+  Weights, optimiser state, biases, the loss and every sum stay float32; `sync()` re-reads
+  W into W16 (at construction, and after W was changed outside the step).
 * BLAS with alpha/beta: `np.dot` in Numba has neither, so the kernel calls the GEMM
   provider's (fastmlp.backends.blas) Fortran sgemm/dgemm, and fastmlp's thread pool
   (csrc/pool.c), through addresses kept in the plan and called by `_fcall` (Fortran
@@ -38,7 +49,7 @@ Design
   Ctrl-C cannot surface as SystemError (see kernels.py).
 * The bias + activation pass, the activation backward, the losses and the per-element
   optimizer steps are kernels.py's own (`_bias_act`, `_act_backward_row`, the `*_grad` losses,
-  `_csr_forward`, `_sgd_step`, `_sgd_momentum_step`, `_adam_step`), so
+  `_csr_forward`, `_sgd_step`, `_sgd_momentum_step`, `_adam_step`, `_to_bf16`), so
   each formula is written once.
   This module imports kernels.py, never the other way; the package's __init__ puts both
   under one name.  Numba keys its on-disk cache on this file only; `config.stamp_caches`
@@ -54,16 +65,18 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from .. import onednn as _onednn
 from ..blas import gemm_pool, get_provider
 from ..contract import (MIN_GEMM_FLOPS, OPT_ADAM, OPT_NESTEROV, OPT_SGD, OUTPUTS,
-                        check_batch, same_arrays, step_layout)
+                        bf16_buffers, check_batch, same_arrays, step_layout)
 from ..csr import CSR
 from . import config
 from . import kernels as _kernels
 from .config import JIT_OPTIONS
-from .kernels import (ACT_CODES, _act_backward_row, _adam_step, _bias_act, _csr_forward,
-                      _csr_weight_grad, _sgd_momentum_step, _sgd_step, logistic_xent_grad,
-                      poisson_grad, softmax_xent_grad, squared_error_grad)
+from .kernels import (ACT_CODES, _act_backward_row, _adam_step, _bf16_bits, _bias_act,
+                      _csr_forward, _csr_weight_grad, _sgd_momentum_step, _sgd_step,
+                      _to_bf16, logistic_xent_grad, poisson_grad, softmax_xent_grad,
+                      squared_error_grad, to_bf16)
 
 _jit = njit(**JIT_OPTIONS)
 
@@ -95,16 +108,22 @@ def _pool_layout():
 # plan header (int64 entries): _FN is the hidden activation's code, _OUT the output's; _GEMMF
 # the address of the provider's gemm of the step's dtype; _POOL of
 # fastmlp's GEMM threads (fm_gemm; 0: none), _CHUNKS the blocks a GEMM of at least
-# _MINFLOPS flops is cut into, _WORKERS whether the pool's workers take part
+# _MINFLOPS flops is cut into, _WORKERS whether the pool's workers take part; _BF16 1 for a
+# bf16 step (every GEMM is _GEMM16, oneDNN's gemm_bf16bf16f32 with the Fortran signature, on
+# bfloat16 operands), _X16 the address of its (n_max, D_0) bf16 batch buffer (0 otherwise)
 _NL, _NMAX, _KIND, _DZ, _ACC, _SCRATCH, _HYPER, _FN, _OUT = range(9)
 _GEMMF, _POOL, _CHUNKS, _WORKERS, _MINFLOPS = range(9, 14)
-_HEAD = 14
+_BF16, _GEMM16, _X16 = range(14, 17)
+_HEAD = 17
 _IDENTITY = ACT_CODES["identity"]
 _OUT_LOGISTIC, _OUT_IDENTITY = OUTPUTS.index("logistic"), OUTPUTS.index("identity")
 # per-layer record (at _HEAD + i * _REC): fan_in, fan_out, then addresses (0 = unused), in the
-# order of the tuples of contract.step_layout
+# order of the tuples of contract.step_layout, then the bf16 step's copies
+# (contract.BF16Buffers; 0 otherwise): W16 (fan_in, fan_out) of W, A16 (n_max, fan_out) of
+# act (hidden layers), D16 (n_max, fan_out) of the delta w.r.t. act's pre-activation
 _FI, _FO, _W, _B, _DW, _DB, _ACT, _DX, _SW1, _SW2, _SB1, _SB2 = range(12)
-_REC = 12
+_W16, _A16, _D16 = range(12, 15)
+_REC = 15
 # hyper-parameters (float64 buffer)
 _MU, _B1, _B2 = range(3)
 # scratch bytes: the BLAS scalar arguments, passed by address
@@ -115,7 +134,9 @@ _JOB = 48                    # an fm_job (csrc/pool.h) for fastmlp's GEMM thread
 _J_GEMM, _J_TA, _J_M, _J_ALPHA, _J_SIZE = _pool_layout()   # byte offsets of its fields
 _POST = _JOB + _J_SIZE       # the fm_post of the weight updates, then
 _SCRATCH_BYTES = _POST + _POST_LAYOUT["size"]
-_P_KIND, _P_PTRS, _P_LR = (_POST_LAYOUT[f] for f in ("kind", "P", "lr"))
+_P_KIND, _P_PTRS, _P_LR, _P_P16 = (_POST_LAYOUT[f] for f in ("kind", "P", "lr", "P16"))
+# a bf16 update converts W to W16 tile by tile, the tile just updated still in L1 (post.h)
+_POST_TILE = 2048
 
 
 # --------------------------------------------------------------------------- BLAS
@@ -161,11 +182,13 @@ def _gemm(plan, scr, ab, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, p
     ta/tb are _CH_N or _CH_T, A/B/C addresses; scr: the scratch's address, ab (2,): its
     alpha/beta slots in the arrays' dtype.  A GEMM of at least plan[_MINFLOPS] flops is cut
     into plan[_CHUNKS] blocks for fastmlp's threads (csrc/pool.c: an fm_job in the scratch,
-    each block updated after its GEMM), a smaller one is one call and one update."""
+    each block updated after its GEMM), a smaller one is one call and one update.  A bf16
+    step's GEMMs (A, B bfloat16) are one call of plan[_GEMM16] each, threaded by oneDNN."""
     ab[0] = alpha
     ab[1] = beta
     a = scr + _ALPHA
-    if plan[_POOL] != 0 and 2 * m * n * k >= plan[_MINFLOPS]:
+    bf16 = plan[_BF16] != 0
+    if not bf16 and plan[_POOL] != 0 and 2 * m * n * k >= plan[_MINFLOPS]:
         job = scr + _JOB
         _view(job + _J_GEMM, 1, np.int64)[0] = plan[_GEMMF]
         chars = _view(job + _J_TA, 2, np.uint8)
@@ -182,9 +205,10 @@ def _gemm(plan, scr, ab, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, p
     iv = _view(scr + _INTS, 6, np.int32)
     iv[0], iv[1], iv[2], iv[3], iv[4], iv[5] = m, n, k, lda, ldb, ldc
     i = scr + _INTS
-    _fcall(plan[_GEMMF], (_ptr(scr + ta), _ptr(scr + tb), _ptr(i), _ptr(i + 4), _ptr(i + 8),
-                          _ptr(a), _ptr(A), _ptr(i + 12), _ptr(B), _ptr(i + 16),
-                          _ptr(a + ab.itemsize), _ptr(C), _ptr(i + 20)))
+    _fcall(plan[_GEMM16] if bf16 else plan[_GEMMF],
+           (_ptr(scr + ta), _ptr(scr + tb), _ptr(i), _ptr(i + 4), _ptr(i + 8), _ptr(a),
+            _ptr(A), _ptr(i + 12), _ptr(B), _ptr(i + 16), _ptr(a + ab.itemsize), _ptr(C),
+            _ptr(i + 20)))
     if post != 0:
         _post_update(post, C, m * n, ab.dtype)
 
@@ -193,14 +217,28 @@ def _gemm(plan, scr, ab, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, p
 def _post_update(post, G, n, dt):
     """The update of the fm_post at address `post` over its parameter's n elements, with
     gradient G, on the caller (pool.c's fm_post_block does the same block by block); the
-    scalars are rounded to dt as pool.c rounds them."""
+    scalars are rounded to dt as pool.c rounds them.  With a P16 (bf16 step), P's bfloat16
+    copy is written as P is, tile by tile: _POST_TILE elements updated, then converted while
+    they are in L1 (csrc/post.h's fm_post_f32)."""
     t = dt.type
     kind = _view(post + _P_KIND, 1, np.int32)[0]
     ptrs = _view(post + _P_PTRS, 3, np.int64)
     h = _view(post + _P_LR, 8, np.float64)   # lr, wd2, mu, b1, b2, c1, c2, eps
+    p16 = _view(post + _P_P16, 1, np.int64)[0]
     b1, b2 = t(h[3]), t(h[4])
-    _update(kind, n, ptrs[0], G, ptrs[1], ptrs[2], dt, t(h[0]), t(h[1]), t(h[2]), b1,
-            t(1) - b1, b2, t(1) - b2, t(h[5]), t(h[6]), t(h[7]))
+    lr, wd2, mu, b1c, b2c, c1, c2, eps = (t(h[0]), t(h[1]), t(h[2]), t(1) - b1, t(1) - b2,
+                                          t(h[5]), t(h[6]), t(h[7]))
+    P, S1, S2 = ptrs[0], ptrs[1], ptrs[2]
+    if p16 == 0:
+        _update(kind, n, P, G, S1, S2, dt, lr, wd2, mu, b1, b1c, b2, b2c, c1, c2, eps)
+        return
+    size = _view(P, 1, dt).itemsize   # (a Numba dtype has no itemsize)
+    for t0 in range(0, n, _POST_TILE):
+        ln = min(_POST_TILE, n - t0)
+        off = t0 * size
+        _update(kind, ln, P + off, G + off, S1 + off if S1 != 0 else 0,
+                S2 + off if S2 != 0 else 0, dt, lr, wd2, mu, b1, b1c, b2, b2c, c1, c2, eps)
+        _to_bf16(_view(P + off, ln, dt), _view(p16 + t0 * 2, ln, np.uint16))
 
 
 # --------------------------------------------------------------------------- element-wise
@@ -219,6 +257,38 @@ def _mask_colsum(D, A, act, acc, out):
         _act_backward_row(row, A[i], act)
         for j in range(h):
             acc[j] += float(row[j])
+    for j in range(h):
+        out[j] = acc[j]
+
+
+@_jit
+def _bias_act_bf16(out, b, act, out16):
+    """kernels._bias_act, each row then also written as bfloat16 bits to out16 while it is in
+    L1: the bf16 step's activations, the operand of the next GEMMs (step_loops.h's
+    bias_act_bf16)."""
+    # out (m, H) IN/OUT float32, b (H,) IN, out16 (m, H) uint16 OUT
+    for i in range(out.shape[0]):
+        _bias_act(out[i:i + 1], b, act)
+        _to_bf16(out[i], out16[i])
+
+
+@_jit
+def _mask_colsum_bf16(D, A, act, acc, out, D16):
+    """_mask_colsum, each row of D then also written as bfloat16 bits to D16: the bf16 step's
+    delta, the operand of the next GEMMs; the column sums are of the float32 rows
+    (step_loops.h's mask_colsum_bf16)."""
+    # D (m, H) IN/OUT float32, A (m, H) IN (the activation's output), acc (H,) float64
+    # scratch, out (H,) OUT, D16 (m, H) uint16 OUT
+    n, h = D.shape
+    acc[:] = 0.0
+    for i in range(n):
+        row = D[i]
+        row16 = D16[i]
+        _act_backward_row(row, A[i], act)
+        for j in range(h):
+            acc[j] += float(row[j])
+        for j in range(h):
+            row16[j] = _bf16_bits(np.float32(row[j]).view(np.uint32))
     for j in range(h):
         out[j] = acc[j]
 
@@ -276,14 +346,15 @@ def _update(kind, n, P, G, S1, S2, dtype, lr, wd2, mu, b1, b1c, b2, b2c, c1, c2,
 # --------------------------------------------------------------------------- the step
 
 @_jit
-def _run(plan, X, data, indices, indptr, m, y, sw, lr, step, weight_decay, eps):
+def _run(plan, X, data, indices, indptr, x16, m, y, sw, lr, step, weight_decay, eps):
     """One training step on the batch of m rows -- X (m, D) dense, or (when indptr is not
     empty) the CSR data, indices, indptr -- with targets y (m,) or (m, C), sw (m,) or None,
     and the arrays of `plan`; returns the loss before the update (non-finite: nothing was
-    updated)."""
+    updated).  A bf16 step reads the batch as bfloat16: at address x16 (the caller's uint16
+    X, C-contiguous; X is then not read), or when x16 is 0 X converted into plan[_X16]."""
     # plan (_HEAD + n_layers * _REC,) int64 IN, X (m, D) IN (unused when sparse), data (nnz,),
-    # indices (nnz,) int64, indptr (m+1,) int64 IN (empty when dense), y (m,) or (m, C) IN,
-    # sw (m,) IN or None
+    # indices (nnz,) int64, indptr (m+1,) int64 IN (empty when dense), x16 address of an
+    # (m, D) uint16 batch or 0, y (m,) or (m, C) IN, sw (m,) IN or None
     sparse = indptr.shape[0] > 0
     if not sparse and not X.flags.c_contiguous:
         raise ValueError("TrainStep.run: X must be C-contiguous")
@@ -291,6 +362,7 @@ def _run(plan, X, data, indices, indptr, m, y, sw, lr, step, weight_decay, eps):
     t = dt.type
     nl, kind, scr, fn = plan[_NL], plan[_KIND], plan[_SCRATCH], plan[_FN]
     last = nl - 1
+    bf16 = plan[_BF16] != 0
     hyp = _view(plan[_HYPER], 3, np.float64)
     ab = _view(scr + _ALPHA, 2, dt)
     lr_, wd2, mu, eps_ = t(lr), t(2.0 * weight_decay), t(hyp[_MU]), t(eps)
@@ -306,10 +378,19 @@ def _run(plan, X, data, indices, indptr, m, y, sw, lr, step, weight_decay, eps):
     h = _view(post + _P_LR, 8, np.float64)
     h[0], h[1], h[2], h[3], h[4] = lr, 2.0 * weight_decay, hyp[_MU], hyp[_B1], hyp[_B2]
     h[5], h[6], h[7] = 1.0 - math.pow(hyp[_B1], step), 1.0 - math.pow(hyp[_B2], step), eps
+    p16 = _view(post + _P_P16, 1, np.int64)
+    p16[0] = 0
 
-    # forward: act_i = f(a · W_i + b_i) (the last layer stays linear)
+    # a bf16 step's batch: the caller's bf16 bits, or X converted into the step's buffer
     xa = np.int64(X.ctypes.data)
-    a = xa
+    xa16 = x16
+    if bf16 and x16 == 0:
+        d0 = plan[_HEAD + _FI]
+        xa16 = plan[_X16]
+        _to_bf16(_view(xa, m * d0, dt), _view(xa16, m * d0, np.uint16))
+
+    # forward: act_i = f(a · W_i + b_i) (the last layer stays linear); a16: a's bf16 copy
+    a, a16 = xa, xa16
     for i in range(nl):
         L = _HEAD + i * _REC
         fi, fo, act = plan[L + _FI], plan[L + _FO], plan[L + _ACT]
@@ -320,11 +401,16 @@ def _run(plan, X, data, indices, indptr, m, y, sw, lr, step, weight_decay, eps):
                                  "its indptr decreases")
         else:
             # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major
-            _gemm(plan, scr, ab, _CH_N, _CH_N, fo, m, fi, one, plan[L + _W], fo, a, fi, zero,
+            _gemm(plan, scr, ab, _CH_N, _CH_N, fo, m, fi, one,
+                  plan[L + _W16] if bf16 else plan[L + _W], fo, a16 if bf16 else a, fi, zero,
                   act, fo, 0)
-        _bias_act(_view(act, (m, fo), dt), _view(plan[L + _B], fo, dt),
-                  fn if i < last else _IDENTITY)
-        a = act
+        if bf16 and i < last:   # and the activations' bf16 copy, row by row
+            _bias_act_bf16(_view(act, (m, fo), dt), _view(plan[L + _B], fo, dt), fn,
+                           _view(plan[L + _A16], (m, fo), np.uint16))
+        else:
+            _bias_act(_view(act, (m, fo), dt), _view(plan[L + _B], fo, dt),
+                      fn if i < last else _IDENTITY)
+        a, a16 = act, plan[L + _A16]
 
     # loss and dZ
     L = _HEAD + last * _REC
@@ -336,36 +422,48 @@ def _run(plan, X, data, indices, indptr, m, y, sw, lr, step, weight_decay, eps):
         return loss
 
     # backward, last layer first
-    _mask_colsum(dZv, dZv, _IDENTITY, _view(plan[_ACC], C, np.float64),
-                 _view(plan[L + _DB], C, dt))
+    if bf16:   # and dZ's bf16 copy
+        _mask_colsum_bf16(dZv, dZv, _IDENTITY, _view(plan[_ACC], C, np.float64),
+                          _view(plan[L + _DB], C, dt), _view(plan[L + _D16], (m, C), np.uint16))
+    else:
+        _mask_colsum(dZv, dZv, _IDENTITY, _view(plan[_ACC], C, np.float64),
+                     _view(plan[L + _DB], C, dt))
     delta = dZ
     for i in range(last, -1, -1):
         L = _HEAD + i * _REC
         fi, fo, W = plan[L + _FI], plan[L + _FO], plan[L + _W]
         if i > 0:
             P = L - _REC
-            a = plan[P + _ACT]
+            a, a16 = plan[P + _ACT], plan[P + _A16]
             dX = plan[L + _DX]
             # dXᵀ (fi, m) = W (fi, fo) · δᵀ (fo, m); then the activation backward and the bias
-            # gradient of layer i-1 in one pass
-            _gemm(plan, scr, ab, _CH_T, _CH_N, fi, m, fo, one, W, fo, delta, fo, zero, dX,
-                  fi, 0)
-            _mask_colsum(_view(dX, (m, fi), dt), _view(a, (m, fi), dt), fn,
-                         _view(plan[_ACC], fi, np.float64), _view(plan[P + _DB], fi, dt))
+            # gradient of layer i-1 in one pass (and, bf16, the delta's bf16 copy)
+            _gemm(plan, scr, ab, _CH_T, _CH_N, fi, m, fo, one,
+                  plan[L + _W16] if bf16 else W, fo, plan[L + _D16] if bf16 else delta, fo,
+                  zero, dX, fi, 0)
+            if bf16:
+                _mask_colsum_bf16(_view(dX, (m, fi), dt), _view(a, (m, fi), dt), fn,
+                                  _view(plan[_ACC], fi, np.float64),
+                                  _view(plan[P + _DB], fi, dt),
+                                  _view(plan[P + _D16], (m, fi), np.uint16))
+            else:
+                _mask_colsum(_view(dX, (m, fi), dt), _view(a, (m, fi), dt), fn,
+                             _view(plan[_ACC], fi, np.float64), _view(plan[P + _DB], fi, dt))
         else:
-            a = xa
+            a, a16 = xa, xa16
         # weight gradient inpᵀδ as dWᵀ (fo, fi) = δᵀ (fo, m) · inp (m, fi), fused with the update
         if i == 0 and sparse:   # a sparse input: dW = Xᵀδ scattered by rows, then the loops
             _csr_weight_grad(_view(delta, (m, fo), dt), data, indices, indptr,
                              _view(plan[L + _DW], (fi, fo), dt))
             _update(kind, fi * fo, W, plan[L + _DW], plan[L + _SW1], plan[L + _SW2], dt, lr_,
                     wd2, mu, b1, b1c, b2, b2c, c1, c2, eps_)
-        elif kind == OPT_SGD:
+        elif kind == OPT_SGD and not bf16:
             _gemm(plan, scr, ab, _CH_N, _CH_T, fo, fi, m, -lr_, delta, fo, a, fi,
                   one - wd2 * lr_, W, fo, 0)
-        else:   # dW, and the update of W (block by block on fastmlp's threads)
-            ptrs[0], ptrs[1], ptrs[2] = W, plan[L + _SW1], plan[L + _SW2]
-            _gemm(plan, scr, ab, _CH_N, _CH_T, fo, fi, m, one, delta, fo, a, fi, zero,
+        else:   # dW, and the update of W (block by block on fastmlp's threads; bf16: and W16)
+            ptrs[0], ptrs[1], ptrs[2], p16[0] = W, plan[L + _SW1], plan[L + _SW2], plan[L + _W16]
+            _gemm(plan, scr, ab, _CH_N, _CH_T, fo, fi, m, one,
+                  plan[L + _D16] if bf16 else delta, fo, a16 if bf16 else a, fi, zero,
                   plan[L + _DW], fo, post)
         _update(kind, fo, plan[L + _B], plan[L + _DB], plan[L + _SB1], plan[L + _SB2], dt,
                 lr_, zero, mu, b1, b1c, b2, b2c, c1, c2, eps_)
@@ -378,7 +476,7 @@ class TrainStep:
 
     TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
               momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu',
-              output='softmax', gemm='auto')
+              output='softmax', gemm='auto', precision=None)
 
     weights[i] (D_i, D_i+1), biases[i] (D_i+1,), dweights/dbiases the same shapes; acts[i]
     (n_max, D_i+1); deltas[i] (n_max, D_i) for i >= 1 (deltas[0] is ignored); dZ (n_max, C);
@@ -386,16 +484,23 @@ class TrainStep:
     an (m, v) pair (Adam).  All C-contiguous and writeable, one dtype (float32 or float64).
     `run(X, y, sample_weight, lr, step, weight_decay=0.0, eps=1e-8)` trains on X (m, D_0),
     y (m,) int64 labels (softmax) or (m, C) values, with 1 <= m <= n_max, and returns the
-    loss.
+    loss.  precision="bf16" (float32 arrays, oneDNN installed): bfloat16 GEMM operands, X
+    float32 or uint16 bfloat16 bits; `sync()` re-reads W into its bf16 copy after the weights
+    were changed outside the step.
     """
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
-                 output="softmax", gemm="auto"):
+                 output="softmax", gemm="auto", precision=None):
         self.provider = get_provider(gemm)
         lay = self._layout = step_layout(
             weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
-            nesterov, activation, output)
+            nesterov, activation, output, precision)
+        self.precision = precision
+        gemm16, self._bf16 = 0, None
+        if lay.bf16:
+            gemm16 = _onednn.load().gemm_bf16   # ImportError naming the extra
+            self._bf16 = bf16_buffers(lay)
         layers, n, nl = lay.layers, lay.n_max, len(lay.layers)
         self.dtype, self.n_max = lay.dtype, n
         self._hyper = np.array([momentum, beta1, beta2], np.float64)
@@ -411,7 +516,16 @@ class TrainStep:
             pv.sgemm if f32 else pv.dgemm, pool, chunks, 0, MIN_GEMM_FLOPS)
         plan[[_ACC, _SCRATCH, _HYPER]] = (self._acc.ctypes.data, self._scratch.ctypes.data,
                                           self._hyper.ctypes.data)
-        plan[_HEAD:] = np.array(layers, np.int64).reshape(-1)
+        records = np.zeros((nl, _REC), np.int64)
+        records[:, :_W16] = np.array(layers, np.int64)
+        if lay.bf16:
+            b16 = self._bf16
+            plan[[_BF16, _GEMM16, _X16]] = 1, gemm16, b16.X16.ctypes.data
+            for i in range(nl):
+                records[i, [_W16, _D16]] = b16.W16[i].ctypes.data, b16.D16[i].ctypes.data
+                if i < nl - 1:
+                    records[i, _A16] = b16.A16[i].ctypes.data
+        plan[_HEAD:] = records.reshape(-1)
         self._plan = plan
         self._params = list(weights) + list(biases)
         # what _run is given for the input it does not have: a dense X for a sparse batch,
@@ -420,6 +534,14 @@ class TrainStep:
         self._no_index = np.zeros(0, np.int64)
         # the arrays whose addresses the plan holds stay alive as long as the step
         self._keep = [weights, biases, dweights, dbiases, acts, deltas, dZ, state]
+        self.sync()
+
+    def sync(self):
+        """Re-read the weights into their bfloat16 copies (a bf16 step keeps them in step as
+        it updates W; call this after changing W outside the step).  A no-op otherwise."""
+        if self._bf16 is not None:
+            for W, W16 in zip(self._params, self._bf16.W16):
+                to_bf16(W, W16)
 
     def set_threads(self, n):
         """From now on GEMMs of at least contract.MIN_GEMM_FLOPS run on up to n of fastmlp's
@@ -437,12 +559,19 @@ class TrainStep:
         int64 labels or (m, C) values, optional sample_weight (m,); returns the batch's loss
         before the update (NaN/inf: nothing was updated).  `step` (>= 1)
         is the optimiser step number (Adam's bias correction); the loss penalised is
-        weight_decay·Σ‖W‖², eps is Adam's."""
+        weight_decay·Σ‖W‖², eps is Adam's.  A bf16 step takes X float32 (converted into its
+        buffer) or uint16 (bfloat16 bits, used as they are)."""
         m = check_batch(X, y, sample_weight, self._layout)
         if isinstance(X, CSR):
-            return _run(self._plan, self._no_X, X.data, X.indices, X.indptr, m, y,
+            return _run(self._plan, self._no_X, X.data, X.indices, X.indptr, 0, m, y,
                         sample_weight, lr, step, weight_decay, eps)
-        return _run(self._plan, X, self._no_X[0], self._no_index, self._no_index, m, y,
+        if X.dtype == np.uint16:   # bf16 bits (check_batch took them for a bf16 step only)
+            if not X.flags.c_contiguous:
+                raise ValueError("TrainStep.run: X must be C-contiguous")
+            return _run(self._plan, self._no_X, self._no_X[0], self._no_index,
+                        self._no_index, X.ctypes.data, m, y, sample_weight, lr, step,
+                        weight_decay, eps)
+        return _run(self._plan, X, self._no_X[0], self._no_index, self._no_index, 0, m, y,
                     sample_weight, lr, step, weight_decay, eps)
 
 
