@@ -151,7 +151,7 @@ cdef void _gemm(_Plan* p, char ta, char tb, int m, int n, int k, floating alpha,
         f(&ta, &tb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc)
         if post == NULL:
             return
-        if small or not p.use_workers:
+        if small:
             if floating is float:
                 fm_post_f32(post, 0, <Py_ssize_t>m * n, C)
             else:

@@ -3,7 +3,7 @@ the names of the contract; compile settings and the thread policy are in config.
 from .kernels import (activation_backward, adam_update, csr_gather_rows,  # noqa: F401
                       csr_linear_backward, csr_linear_forward, linear_backward, linear_forward,
                       logistic_xent_grad, poisson_grad, sgd_update, softmax_xent_grad,
-                      squared_error_grad)
+                      squared_error_grad, to_bf16)
 from .train_step import TrainStep  # noqa: F401
 
 name = "numba"

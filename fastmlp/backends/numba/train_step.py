@@ -183,14 +183,24 @@ def _gemm(plan, scr, ab, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, p
     alpha/beta slots in the arrays' dtype.  A GEMM of at least plan[_MINFLOPS] flops is cut
     into plan[_CHUNKS] blocks for fastmlp's threads (csrc/pool.c: an fm_job in the scratch,
     each block updated after its GEMM), a smaller one is one call and one update.  A bf16
-    step's GEMMs (A, B bfloat16) are one call of plan[_GEMM16] each, threaded by oneDNN."""
+    step's GEMMs (A, B bfloat16) are one call of plan[_GEMM16] each, threaded by oneDNN; a
+    large one's update then goes to fastmlp's threads alone (an fm_job whose gemm is 0)."""
     ab[0] = alpha
     ab[1] = beta
     a = scr + _ALPHA
     bf16 = plan[_BF16] != 0
-    if not bf16 and plan[_POOL] != 0 and 2 * m * n * k >= plan[_MINFLOPS]:
+    pooled = plan[_POOL] != 0 and 2 * m * n * k >= plan[_MINFLOPS]
+    if bf16:
+        _gemm_call(plan[_GEMM16], scr, ta, tb, m, n, k, a, A, lda, B, ldb, a + ab.itemsize,
+                   C, ldc)
+        if post == 0:
+            return
+        if not pooled:
+            _post_update(post, C, m * n, ab.dtype)
+            return
+    if pooled:
         job = scr + _JOB
-        _view(job + _J_GEMM, 1, np.int64)[0] = plan[_GEMMF]
+        _view(job + _J_GEMM, 1, np.int64)[0] = 0 if bf16 else plan[_GEMMF]
         chars = _view(job + _J_TA, 2, np.uint8)
         chars[0] = 78 if ta == _CH_N else 84   # b"N", b"T"
         chars[1] = 78 if tb == _CH_N else 84
@@ -202,15 +212,22 @@ def _gemm(plan, scr, ab, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, p
         ptrs[5] = post
         _fcall(plan[_POOL], (_ptr(job),))
         return
+    _gemm_call(plan[_GEMMF], scr, ta, tb, m, n, k, a, A, lda, B, ldb, a + ab.itemsize, C,
+               ldc)
+    if post != 0:
+        _post_update(post, C, m * n, ab.dtype)
+
+
+@_jit
+def _gemm_call(f, scr, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+    """One call of the Fortran-signature GEMM at address f, its integer arguments written
+    into the scratch's slots (alpha, beta: addresses)."""
     iv = _view(scr + _INTS, 6, np.int32)
     iv[0], iv[1], iv[2], iv[3], iv[4], iv[5] = m, n, k, lda, ldb, ldc
     i = scr + _INTS
-    _fcall(plan[_GEMM16] if bf16 else plan[_GEMMF],
-           (_ptr(scr + ta), _ptr(scr + tb), _ptr(i), _ptr(i + 4), _ptr(i + 8), _ptr(a),
-            _ptr(A), _ptr(i + 12), _ptr(B), _ptr(i + 16), _ptr(a + ab.itemsize), _ptr(C),
-            _ptr(i + 20)))
-    if post != 0:
-        _post_update(post, C, m * n, ab.dtype)
+    _fcall(f, (_ptr(scr + ta), _ptr(scr + tb), _ptr(i), _ptr(i + 4), _ptr(i + 8), _ptr(alpha),
+               _ptr(A), _ptr(i + 12), _ptr(B), _ptr(i + 16), _ptr(beta), _ptr(C),
+               _ptr(i + 20)))
 
 
 @_jit
