@@ -17,11 +17,14 @@
 #include "updates.h"   /* FASTMLP_CLONES */
 
 static inline uint16_t fastmlp_bf16(float x) {
+    /* 32-bit lanes and masks, narrowed once at the end: written as a select of two 16-bit
+     * results, GCC packed and unpacked 16-bit lanes inside the loop (200 704 floats: 47 us
+     * against 37 us for this form, on this AVX-512 machine) */
     uint32_t u;
     memcpy(&u, &x, sizeof u);
-    uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    uint32_t quiet = (u >> 16) | 0x40u;
-    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? quiet : rounded);
+    uint32_t nan = 0u - (uint32_t)((u & 0x7FFFFFFFu) > 0x7F800000u);   /* all ones for NaN */
+    uint32_t bias = (0x7FFFu + ((u >> 16) & 1u)) & ~nan;
+    return (uint16_t)(((u + bias) >> 16) | (nan & 0x40u));
 }
 
 FASTMLP_CLONES static void to_bf16_f32(uint16_t *restrict out, const float *restrict x,
