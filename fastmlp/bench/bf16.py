@@ -6,10 +6,11 @@ Timing: timing.py (rounds, ratios taken in the same round); cases: cases.fastmlp
 Skipped, with the reason, when oneDNN is not installed (`pip install "fastmlp[onednn]"`).
 """
 import time
+import types
 
 import numpy as np
 
-from ..backends import onednn
+from ..backends import onednn, reference
 from . import cases as B
 from . import tta
 from .cases import COMPILED
@@ -35,8 +36,12 @@ def run_bf16(a, say):
         groups = [[(f"{b} {p}", B.fastmlp_steps(b, opt, n, h, STEPS_PER_CALL,
                                                  precision=None if p == "fp32" else p))
                    for p in ("fp32", "bf16")] for b in COMPILED]
-        best = interleave(groups, a.repeat, a.settle)
-        rows = {}
+        floors = [("fp32 floor", B.gemm_floor(n, h, blas="openblas")),
+                  ("bf16 floor", bf16_floor(n, h))]
+        best = interleave(groups + [[f] for f in floors], a.repeat, a.settle)
+        rows = {"floors": {"fp32_us": float(np.median(best["fp32 floor"])) * 1e6,
+                           "bf16_us": float(np.median(best["bf16 floor"])) * 1e6,
+                           "ratio": ratio(best, "bf16 floor", "fp32 floor")}}
         for b in COMPILED:
             rows[b] = {"fp32_us": float(np.median(best[f"{b} fp32"])) / STEPS_PER_CALL * 1e6,
                        "bf16_us": float(np.median(best[f"{b} bf16"])) / STEPS_PER_CALL * 1e6,
@@ -45,6 +50,24 @@ def run_bf16(a, say):
                              "backends": rows})
     out["tta"] = _tta(a, say)
     return out
+
+
+def bf16_floor(n, h, seed=0):
+    """The step's five products (cases.gemm_floor's) through oneDNN's gemm_bf16bf16f32 on
+    bfloat16 operands of the same layouts, float32 outputs: what the bf16 step's GEMMs take
+    alone.  Returns a closure; one call has been made."""
+    rng = np.random.default_rng(seed)
+
+    def half(a):   # random bf16 bits laid out as a (C- or F-contiguous)
+        x = rng.standard_normal(a.shape).astype(np.float32)
+        x = x if a.flags.c_contiguous else np.asfortranarray(x)
+        return reference.to_bf16(x, np.empty_like(x, dtype=np.uint16))
+    prods = [(half(A), half(Bm), out) for A, Bm, out in
+             B._floor_products(n, h, B.D, B.C, np.float32, seed).values()]
+    engine = types.SimpleNamespace(sgemm=onednn.load().gemm_bf16)
+    floor = B._provider_floor(prods, engine, np.float32)
+    floor()
+    return floor
 
 
 def _tta(a, say):
@@ -115,6 +138,8 @@ def format_bf16(res):
     if "skipped" in res:
         return f"skipped: {res['skipped']}"
     lines = [f"engine: {res['engine']}; CPU bf16: {', '.join(res['cpu_bf16']) or 'none'}",
+             "floors: the step's five GEMMs alone, through openblas32's sgemm (fp32 column) and "
+             "oneDNN's gemm_bf16bf16f32 (bf16 column): the ratio the GEMMs allow",
              f"{'case':<22}{'backend':<9}{'fp32 µs':>10}{'bf16 µs':>10}{'bf16 ÷ fp32':>24}"]
     for s in res["steps"]:
         for b, r in s["backends"].items():
