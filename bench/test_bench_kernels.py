@@ -15,7 +15,7 @@ import pytest
 from fastmlp.backends import BACKEND_NAMES, get_backend
 from fastmlp.backends.contract import KERNEL_NAMES
 from fastmlp.bench import cases as B
-from fastmlp.testing import Rel, check_against_reference
+from fastmlp.testing import Rel, Within, check_against_reference
 
 
 def kernel_case(kernel, n, h, dtype=np.float32, seed=0):
@@ -65,6 +65,9 @@ def kernel_case(kernel, n, h, dtype=np.float32, seed=0):
     if kernel == "sgd_update":
         kw = {"velocity": r(D, h), "momentum": 0.9}
         return (r(D, h), r(D, h), 0.01), kw, (0, "velocity"), ("GB/s", 5 * D * h * item)
+    if kernel == "to_bf16":   # the bf16 step's conversion of one (784, h) weight
+        x = rng.standard_normal((D, h)).astype(np.float32)
+        return (x, np.empty((D, h), np.uint16)), {}, (1,), ("GB/s", 6 * D * h)
     if kernel == "adam_update":
         args = (r(D, h), r(D, h), r(D, h), np.abs(r(D, h)), 3, 1e-3)
         return args, {}, (0, 2, 3), ("GB/s", 7 * D * h * item)
@@ -82,7 +85,7 @@ def check_kernel(backend, kernel, case):
     args, kwargs, outputs, _ = case
     check_against_reference(backend, kernel, args, kwargs, outputs=outputs,
                             returns="float" if kernel.endswith("_grad") else None,
-                            tol=Rel(B.TOL_EPS))
+                            tol=Within(0) if kernel == "to_bf16" else Rel(B.TOL_EPS))
 
 
 @pytest.mark.parametrize("backend", BACKEND_NAMES)
