@@ -1,6 +1,7 @@
 /* bfloat16: float32 -> bfloat16 conversion (round to nearest even, NaN stays a quiet NaN of
- * the same sign), and the loops of the bf16 fused step that write a bf16 copy of what they
- * have just written in float32, while the row or tile is still in L1.
+ * the same sign).  The bf16 fused step's passes call it on the row or tile they have just
+ * written in float32, while it is in L1 (step_loops.h bias_act_bf16 / mask_colsum_bf16,
+ * post.h fm_post_f32).
  *
  * Design: a bf16 value is the high 16 bits of a float32, stored as uint16_t.  Rounding adds
  * 0x7FFF plus the lowest kept bit and drops the low 16 bits; finite values that round past

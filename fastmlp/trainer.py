@@ -231,7 +231,7 @@ class Trainer:
                                    momentum=self.momentum, nesterov=self.nesterov,
                                    beta1=self.beta1, beta2=self.beta2,
                                    activation=m.activation, output=m.output,
-                                   **({"precision": "bf16"} if self.precision else {}))
+                                   precision=self.precision)
         self._plan_key = (self._ws, raw, self._state, hyper)
         return self._plan
 

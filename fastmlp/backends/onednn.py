@@ -67,8 +67,9 @@ def _library(dist, filename):
 
 def _open():
     from . import _pool
-    libs = [ctypes.CDLL(_library(d, f), mode=os.RTLD_LOCAL) for d, f in _LIBS]
-    dnnl, path = libs[-1], _library(*_LIBS[-1])
+    paths = [_library(d, f) for d, f in _LIBS]
+    libs = [ctypes.CDLL(p, mode=os.RTLD_LOCAL) for p in paths]
+    dnnl, path = libs[-1], paths[-1]
     sgemm, bf16 = (ctypes.cast(getattr(dnnl, n), ctypes.c_void_p).value
                    for n in ("dnnl_sgemm", "dnnl_gemm_bf16bf16f32"))
     get_version = dnnl.dnnl_version

@@ -24,8 +24,7 @@ Design
   (`config.parallel_min_size`: the thread policy lives in config.py).
 * `to_bf16` rounds float32 to bfloat16 bits (uint16) with integer operations on the uint32
   view of x, branch-free so LLVM vectorises it: csrc/bf16.h's rounding exactly
-  (reference.to_bf16 is the oracle).  The bf16 TrainStep (train_step.py) reuses `_to_bf16`
-  and `_bf16_bits`.
+  (reference.to_bf16 is the oracle).  The bf16 TrainStep (train_step.py) reuses `_to_bf16`.
 """
 import math
 import sys

@@ -73,7 +73,7 @@ from ..csr import CSR
 from . import config
 from . import kernels as _kernels
 from .config import JIT_OPTIONS
-from .kernels import (ACT_CODES, _act_backward_row, _adam_step, _bf16_bits, _bias_act,
+from .kernels import (ACT_CODES, _act_backward_row, _adam_step, _bias_act,
                       _csr_forward, _csr_weight_grad, _sgd_momentum_step, _sgd_step,
                       _to_bf16, logistic_xent_grad, poisson_grad, softmax_xent_grad,
                       squared_error_grad, to_bf16)
@@ -300,12 +300,10 @@ def _mask_colsum_bf16(D, A, act, acc, out, D16):
     acc[:] = 0.0
     for i in range(n):
         row = D[i]
-        row16 = D16[i]
         _act_backward_row(row, A[i], act)
         for j in range(h):
             acc[j] += float(row[j])
-        for j in range(h):
-            row16[j] = _bf16_bits(np.float32(row[j]).view(np.uint32))
+        _to_bf16(row, D16[i])
     for j in range(h):
         out[j] = acc[j]
 
