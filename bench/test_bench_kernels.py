@@ -68,6 +68,8 @@ def kernel_case(kernel, n, h, dtype=np.float32, seed=0):
     if kernel == "to_bf16":   # the bf16 step's conversion of one (784, h) weight
         x = rng.standard_normal((D, h)).astype(np.float32)
         return (x, np.empty((D, h), np.uint16)), {}, (1,), ("GB/s", 6 * D * h)
+    if kernel == "dropout":   # a hidden layer's (n, h) activations at p = 0.2
+        return (r(n, h), 0.2, 7, 3, 0), {}, (0,), ("GB/s", 2 * n * h * item)
     if kernel == "adam_update":
         args = (r(D, h), r(D, h), r(D, h), np.abs(r(D, h)), 3, 1e-3)
         return args, {}, (0, 2, 3), ("GB/s", 7 * D * h * item)
@@ -85,7 +87,8 @@ def check_kernel(backend, kernel, case):
     args, kwargs, outputs, _ = case
     check_against_reference(backend, kernel, args, kwargs, outputs=outputs,
                             returns="float" if kernel.endswith("_grad") else None,
-                            tol=Within(0) if kernel == "to_bf16" else Rel(B.TOL_EPS))
+                            tol=Within(0) if kernel in ("to_bf16", "dropout")
+                            else Rel(B.TOL_EPS))
 
 
 @pytest.mark.parametrize("backend", BACKEND_NAMES)

@@ -31,7 +31,7 @@ name = "cython"
 
 from cython.parallel cimport prange
 from libc.math cimport exp, expf, fabs, log, log1p, pow, sqrt, sqrtf, NAN
-from libc.stdint cimport int64_t, uint16_t
+from libc.stdint cimport int64_t, uint16_t, uint64_t
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
@@ -113,6 +113,37 @@ cdef extern from "bf16.h" nogil:
     void to_bf16_f32(uint16_t* out, const float* x, Py_ssize_t n)
 
 
+cdef extern from "dropout.h" nogil:
+    # inverted dropout's counter-based mask (contract.py, "dropout masks"); see dropout.h
+    ctypedef struct fm_drop_f32:
+        uint64_t stream, thr
+        float s, q
+    ctypedef struct fm_drop_f64:
+        uint64_t stream, thr
+        double s, q
+    uint64_t fm_dropout_stream(uint64_t seed, uint64_t step, uint64_t layer)
+    void dropout_f32(float* A, Py_ssize_t N, Py_ssize_t H, const fm_drop_f32* d)
+    void dropout_f64(double* A, Py_ssize_t N, Py_ssize_t H, const fm_drop_f64* d)
+
+
+cdef struct _Drop:
+    # one layer's dropout at one step: the mask's stream and threshold, and p (> 0)
+    uint64_t stream, thr
+    double p
+
+
+cdef inline fm_drop_f32 _drop_f32(const _Drop* d) noexcept nogil:
+    cdef fm_drop_f32 r
+    r.stream, r.thr, r.s, r.q = d.stream, d.thr, <float>(1.0 / (1.0 - d.p)), <float>(1.0 - d.p)
+    return r
+
+
+cdef inline fm_drop_f64 _drop_f64(const _Drop* d) noexcept nogil:
+    cdef fm_drop_f64 r
+    r.stream, r.thr, r.s, r.q = d.stream, d.thr, 1.0 / (1.0 - d.p), 1.0 - d.p
+    return r
+
+
 cdef extern from "step_loops.h" nogil:
     # the passes around the GEMMs (AVX2 clone where the CPU has it); see step_loops.h
     void bias_act_f32(float* out, const float* b, Py_ssize_t N, Py_ssize_t H, int act)
@@ -120,13 +151,17 @@ cdef extern from "step_loops.h" nogil:
     void act_backward_f32(float* D, const float* A, Py_ssize_t N, Py_ssize_t H, int act)
     void act_backward_f64(double* D, const double* A, Py_ssize_t N, Py_ssize_t H, int act)
     void mask_colsum_f32(float* D, const float* A, Py_ssize_t N, Py_ssize_t H, int act,
-                         double* acc, float* out)
+                         double* acc, float* out, const fm_drop_f32* d)
     void mask_colsum_f64(double* D, const double* A, Py_ssize_t N, Py_ssize_t H, int act,
-                         double* acc, double* out)
+                         double* acc, double* out, const fm_drop_f64* d)
+    void bias_act_drop_f32(float* out, const float* b, Py_ssize_t N, Py_ssize_t H, int act,
+                           const fm_drop_f32* d)
+    void bias_act_drop_f64(double* out, const double* b, Py_ssize_t N, Py_ssize_t H, int act,
+                           const fm_drop_f64* d)
     void bias_act_bf16(float* out, const float* b, Py_ssize_t N, Py_ssize_t H, int act,
-                       uint16_t* out16)
+                       uint16_t* out16, const fm_drop_f32* d)
     void mask_colsum_bf16(float* D, const float* A, Py_ssize_t N, Py_ssize_t H, int act,
-                          double* acc, float* out, uint16_t* D16)
+                          double* acc, float* out, uint16_t* D16, const fm_drop_f32* d)
     enum:
         ACT_IDENTITY "FASTMLP_IDENTITY"
 
@@ -140,13 +175,36 @@ cdef inline void _bias_act(floating* out, const floating* b, Py_ssize_t N, Py_ss
         bias_act_f64(out, b, N, H, act)
 
 
-cdef inline void _mask_colsum(floating* D, const floating* A, Py_ssize_t N, Py_ssize_t H,
-                              int act, double* acc, floating* out) noexcept nogil:
-    """out (H,) = column sums of D (N, H) (in double); first D *= f'(z) from A = f(z)."""
-    if floating is float:
-        mask_colsum_f32(D, A, N, H, act, acc, out)
+cdef inline void _bias_act_drop(floating* out, const floating* b, Py_ssize_t N,
+                                Py_ssize_t H, int act, const _Drop* d) noexcept nogil:
+    """_bias_act, then (d not NULL) each row through d's dropout while it is in L1."""
+    cdef fm_drop_f32 d32
+    cdef fm_drop_f64 d64
+    if d == NULL:
+        _bias_act(out, b, N, H, act)
+    elif floating is float:
+        d32 = _drop_f32(d)
+        bias_act_drop_f32(out, b, N, H, act, &d32)
     else:
-        mask_colsum_f64(D, A, N, H, act, acc, out)
+        d64 = _drop_f64(d)
+        bias_act_drop_f64(out, b, N, H, act, &d64)
+
+
+cdef inline void _mask_colsum(floating* D, const floating* A, Py_ssize_t N, Py_ssize_t H,
+                              int act, double* acc, floating* out,
+                              const _Drop* d) noexcept nogil:
+    """out (H,) = column sums of D (N, H) (in double); first D through d's dropout (d not
+    NULL; A is then the dropped-out output), then D *= f'(z) from A = f(z)."""
+    cdef fm_drop_f32 d32
+    cdef fm_drop_f64 d64
+    if floating is float:
+        if d != NULL:
+            d32 = _drop_f32(d)
+        mask_colsum_f32(D, A, N, H, act, acc, out, &d32 if d != NULL else NULL)
+    else:
+        if d != NULL:
+            d64 = _drop_f64(d)
+        mask_colsum_f64(D, A, N, H, act, acc, out, &d64 if d != NULL else NULL)
 
 
 cdef extern from "sparse_loops.h" nogil:
@@ -680,6 +738,31 @@ def to_bf16(x, out):
         with nogil:
             to_bf16_f32(&ov[0], &xv[0], n)
     return out
+
+
+def dropout(A, p, seed, step, layer):
+    """Inverted dropout in place: A / (1 - p) where the counter-based mask of (seed, step,
+    layer) keeps an entry, 0 where it drops it (dropout.h).  A (N, H) C-contiguous; p in
+    [0, 1).  Returns A."""
+    cdef float[:, ::1] Af
+    cdef double[:, ::1] Ad
+    cdef _Drop d
+    cdef fm_drop_f32 d32
+    cdef fm_drop_f64 d64
+    cdef Py_ssize_t N = A.shape[0], H = A.shape[1]
+    if not p > 0 or N == 0 or H == 0:
+        return A
+    d.stream = fm_dropout_stream(seed, step, layer)
+    d.thr, d.p = _contract.dropout_threshold(p), p
+    if A.dtype == _F64:
+        Ad, d64 = A, _drop_f64(&d)
+        with nogil:
+            dropout_f64(&Ad[0, 0], N, H, &d64)
+    else:
+        Af, d32 = A, _drop_f32(&d)
+        with nogil:
+            dropout_f32(&Af[0, 0], N, H, &d32)
+    return A
 
 
 # ---------------------------------------------------------------------------------------

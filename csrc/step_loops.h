@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <string.h>
 #include "bf16.h"
+#include "dropout.h"
 #include "updates.h"   /* FASTMLP_CLONES */
 
 enum { FASTMLP_IDENTITY = 0, FASTMLP_RELU = 1, FASTMLP_TANH = 2, FASTMLP_LOGISTIC = 3 };
@@ -79,37 +80,60 @@ FASTMLP_CLONES static void bias_act_##SUFFIX(T *restrict out, const T *restrict 
         }                                                                                     \
     }                                                                                         \
 }                                                                                             \
-/* one row: d (H,) *= f'(z), from the activation's output a = f(z) */                           \
+/* one row: d (H,) *= f'(z), from the activation's output f(z) = q·a (q = 1 - p after       \
+ * dropout, whose kept outputs are f(z)/q; 1 otherwise; ReLU needs only a's sign) */          \
 static inline void act_backward_row_##SUFFIX(T *restrict d, const T *restrict a,              \
-                                             ptrdiff_t H, int act) {                          \
+                                             ptrdiff_t H, int act, T q) {                     \
     if (act == FASTMLP_RELU) {                                                                \
         for (ptrdiff_t j = 0; j < H; j++) {                                                   \
             T r = d[j];                        /* loaded unconditionally: a select */         \
             d[j] = a[j] <= 0 ? (T)0 : r;                                                      \
         }                                                                                     \
     } else if (act == FASTMLP_TANH) {                                                         \
-        for (ptrdiff_t j = 0; j < H; j++) d[j] *= (T)1 - a[j] * a[j];                         \
+        for (ptrdiff_t j = 0; j < H; j++) {                                                   \
+            T t = a[j] * q;                                                                   \
+            d[j] *= (T)1 - t * t;                                                             \
+        }                                                                                     \
     } else if (act == FASTMLP_LOGISTIC) {                                                     \
-        for (ptrdiff_t j = 0; j < H; j++) d[j] *= a[j] * ((T)1 - a[j]);                       \
+        for (ptrdiff_t j = 0; j < H; j++) {                                                   \
+            T t = a[j] * q;                                                                   \
+            d[j] *= t * ((T)1 - t);                                                           \
+        }                                                                                     \
     }                                                                                         \
 }                                                                                             \
 /* D (N, H) *= f'(z) in place, A (N, H) the activation's output */                             \
 FASTMLP_CLONES static void act_backward_##SUFFIX(T *restrict D, const T *restrict A,          \
                                                  ptrdiff_t N, ptrdiff_t H, int act) {         \
-    for (ptrdiff_t i = 0; i < N; i++) act_backward_row_##SUFFIX(D + i * H, A + i * H, H, act); \
+    for (ptrdiff_t i = 0; i < N; i++)                                                         \
+        act_backward_row_##SUFFIX(D + i * H, A + i * H, H, act, (T)1);                        \
+}                                                                                             \
+/* bias_act, each row then through dropout d (dropout.h; NULL: none) while it is in L1 */     \
+static void bias_act_drop_##SUFFIX(T *out, const T *b, ptrdiff_t N, ptrdiff_t H, int act,     \
+                                   const fm_drop_##SUFFIX *d) {                               \
+    if (d == NULL) {                                                                          \
+        bias_act_##SUFFIX(out, b, N, H, act);                                                 \
+        return;                                                                               \
+    }                                                                                         \
+    for (ptrdiff_t i = 0; i < N; i++) {                                                       \
+        bias_act_##SUFFIX(out + i * H, b, 1, H, act);                                         \
+        dropout_row_##SUFFIX(out + i * H, H, (uint64_t)i * (uint64_t)H + 1, d);               \
+    }                                                                                         \
 }                                                                                             \
 /* out (H,) = column sums of D (N, H) in double; first D *= f'(z) in place (A the            \
- * activation's output; nothing for the identity): the activation backward and the bias      \
- * gradient in one pass */                                                                    \
+ * activation's output; nothing for the identity), after D goes through dropout d (NULL:     \
+ * none; A is then the dropped-out output): the activation backward and the bias gradient    \
+ * in one pass */                                                                             \
 FASTMLP_CLONES static void mask_colsum_##SUFFIX(T *restrict D, const T *restrict A,           \
                                                 ptrdiff_t N, ptrdiff_t H, int act,            \
-                                                double *restrict acc, T *restrict out) {      \
+                                                double *restrict acc, T *restrict out,        \
+                                                const fm_drop_##SUFFIX *d) {                  \
     for (ptrdiff_t j = 0; j < H; j++) acc[j] = 0;                                             \
     for (ptrdiff_t i = 0; i < N; i++) {                                                       \
         T *restrict row = D + i * H;                                                          \
         /* two loops over the row (in L1): GCC vectorises the derivative and a       */      \
         /* float-to-double sum apart, not together in one loop                       */      \
-        act_backward_row_##SUFFIX(row, A + i * H, H, act);                                    \
+        if (d != NULL) dropout_row_##SUFFIX(row, H, (uint64_t)i * (uint64_t)H + 1, d);        \
+        act_backward_row_##SUFFIX(row, A + i * H, H, act, d != NULL ? d->q : (T)1);           \
         for (ptrdiff_t j = 0; j < H; j++) acc[j] += (double)row[j];                           \
     }                                                                                         \
     for (ptrdiff_t j = 0; j < H; j++) out[j] = (T)acc[j];                                     \
@@ -120,11 +144,13 @@ FASTMLP_DEFINE_STEP_LOOPS(double, f64, fastmlp_logistic, tanh)
 
 /* The bf16 step's two passes (float32 only): bias_act_f32 and mask_colsum_f32, each row then
  * also written as bfloat16 (bf16.h) to out16 / D16 (N, H) while it is in L1 -- the operands
- * of the next GEMMs, with no pass of their own.  The column sums are of the float32 rows. */
+ * of the next GEMMs, with no pass of their own.  The column sums are of the float32 rows.
+ * Dropout d (NULL: none) as in bias_act_drop / mask_colsum, before the conversion. */
 static void bias_act_bf16(float *out, const float *b, ptrdiff_t N, ptrdiff_t H, int act,
-                          uint16_t *out16) {
+                          uint16_t *out16, const fm_drop_f32 *d) {
     for (ptrdiff_t i = 0; i < N; i++) {
         bias_act_f32(out + i * H, b, 1, H, act);
+        if (d != NULL) dropout_row_f32(out + i * H, H, (uint64_t)i * (uint64_t)H + 1, d);
         to_bf16_f32(out16 + i * H, out + i * H, H);
     }
 }
@@ -132,12 +158,13 @@ static void bias_act_bf16(float *out, const float *b, ptrdiff_t N, ptrdiff_t H, 
 FASTMLP_CLONES static void mask_colsum_bf16(float *restrict D, const float *restrict A,
                                             ptrdiff_t N, ptrdiff_t H, int act,
                                             double *restrict acc, float *restrict out,
-                                            uint16_t *restrict D16) {
+                                            uint16_t *restrict D16, const fm_drop_f32 *d) {
     for (ptrdiff_t j = 0; j < H; j++) acc[j] = 0;
     for (ptrdiff_t i = 0; i < N; i++) {
         float *restrict row = D + i * H;
         uint16_t *restrict row16 = D16 + i * H;
-        act_backward_row_f32(row, A + i * H, H, act);
+        if (d != NULL) dropout_row_f32(row, H, (uint64_t)i * (uint64_t)H + 1, d);
+        act_backward_row_f32(row, A + i * H, H, act, d != NULL ? d->q : 1.0f);
         for (ptrdiff_t j = 0; j < H; j++) acc[j] += (double)row[j];
         for (ptrdiff_t j = 0; j < H; j++) row16[j] = fastmlp_bf16(row[j]);
     }

@@ -21,6 +21,10 @@
 # * The bias and activation are one pass after a forward GEMM; the activation backward of a
 #   delta (ReLU's mask, 1 − H², H(1 − H)) and the column sums that are the previous layer's
 #   bias gradient are one pass after a backward one (step_loops.h).
+# * Dropout (contract.py, "dropout masks"; dropout.h) rides on those two passes: the bias +
+#   activation pass drops and scales each row of a hidden layer's output, the backward pass
+#   sends the delta through the same mask -- recomputed from (seed, step, layer, row, column),
+#   not stored -- before the activation's derivative.
 # * A sparse first layer (a CSR X) runs the loops of sparse_loops.h instead of its two GEMMs;
 #   its weight gradient goes to dweights[0] and the update loop follows.
 # * A non-finite loss returns before the backward pass: nothing is updated.
@@ -81,6 +85,7 @@ cdef struct _Layer:
     void* W16      # bf16 step: (fan_in, fan_out) bfloat16 copy of W; NULL otherwise
     void* A16      # (n_max, fan_out) bfloat16 copy of act (hidden layers)
     void* D16      # (n_max, fan_out) bfloat16 delta: the gradient w.r.t. act's pre-activation
+    _Drop drop     # dropout of act (hidden layers; drop.p = 0: none); stream set per step
 
 # the GEMM provider's functions (fastmlp.backends.blas: Fortran ABI, addresses at run time)
 ctypedef void (*_gemm_f)(char*, char*, int*, int*, int*, void*, const void*, int*, const void*,
@@ -133,6 +138,7 @@ cdef struct _Plan:
     bint bf16      # precision="bf16": every GEMM is gemm16 on bfloat16 operands
     _gemm_f gemm16           # oneDNN's gemm_bf16bf16f32 with the Fortran signature
     void* X16      # (n_max, D_0) bfloat16 batch converted from a float32 X
+    uint64_t seed  # the dropout masks' key (contract.py, "dropout masks")
 
 
 cdef void _gemm(_Plan* p, char ta, char tb, int m, int n, int k, floating alpha,
@@ -200,6 +206,11 @@ cdef double _loss(int out, const floating* Z, const int64_t* labels, const float
     return _output_loss(out, Z, labels, Y, dZ, sw, m, C, False)
 
 
+cdef inline const _Drop* _dropout(_Layer* L) noexcept nogil:
+    """Layer L's dropout for this step (its stream set by _run), or NULL if it has none."""
+    return &L.drop if L.drop.p > 0 else NULL
+
+
 cdef inline const void* _op(_Plan* p, const void* full, const void* half) noexcept nogil:
     """A GEMM operand: its bfloat16 copy `half` in a bf16 step, else `full`."""
     return half if p.bf16 else full
@@ -231,6 +242,7 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
     cdef floating* Z = <floating*>p.L[last].act
     cdef floating* dZ = <floating*>p.dZ
     cdef fm_post post
+    cdef fm_drop_f32 d32
     post.kind, post.lr, post.wd2, post.mu, post.eps = p.kind, lr_d, 2 * wd, p.mu, eps_d
     post.b1, post.b2, post.c1, post.c2 = p.b1, p.b2, 1.0 - pow(p.b1, step), 1.0 - pow(p.b2, step)
     post.P16 = NULL
@@ -246,12 +258,16 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
             # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major
             _gemm(p, c'N', c'N', L.fan_out, m, L.fan_in, one, _op(p, L.W, L.W16), L.fan_out,
                   _op(p, a, a16), L.fan_in, zero, <floating*>L.act, L.fan_out, NULL)
-        if p.bf16 and i < last:   # and the activations' bf16 copy, row by row
+        if L.drop.p > 0:   # this step's mask of the layer's output (dropout.h)
+            L.drop.stream = fm_dropout_stream(p.seed, <uint64_t>step, i)
+        if p.bf16 and i < last:   # (dropout and) the activations' bf16 copy, row by row
+            if L.drop.p > 0:
+                d32 = _drop_f32(&L.drop)
             bias_act_bf16(<float*>L.act, <float*>L.b, m, L.fan_out, p.activation,
-                          <uint16_t*>L.A16)
+                          <uint16_t*>L.A16, &d32 if L.drop.p > 0 else NULL)
         else:
-            _bias_act(<floating*>L.act, <floating*>L.b, m, L.fan_out,
-                      p.activation if i < last else ACT_IDENTITY)
+            _bias_act_drop(<floating*>L.act, <floating*>L.b, m, L.fan_out,
+                           p.activation if i < last else ACT_IDENTITY, _dropout(L))
         a, a16 = <floating*>L.act, <uint16_t*>L.A16
 
     # loss and dZ
@@ -263,10 +279,10 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
     delta = dZ
     if p.bf16:   # and dZ's bf16 copy
         mask_colsum_bf16(<float*>dZ, NULL, m, C, ACT_IDENTITY, p.acc, <float*>p.L[last].db,
-                         <uint16_t*>p.L[last].D16)
+                         <uint16_t*>p.L[last].D16, NULL)
     else:
         _mask_colsum(delta, <floating*>NULL, m, C, ACT_IDENTITY, p.acc,
-                     <floating*>p.L[last].db)
+                     <floating*>p.L[last].db, NULL)
     for i in range(last, -1, -1):
         L = &p.L[i]
         fi, fo, W = L.fan_in, L.fan_out, <floating*>L.W
@@ -277,12 +293,16 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
             # gradient of layer i-1 in one pass (and, bf16, the delta's bf16 copy)
             _gemm(p, c'T', c'N', fi, m, fo, one, _op(p, W, L.W16), fo, _op(p, delta, L.D16),
                   fo, zero, <floating*>L.dX, fi, NULL)
+            # (through layer i-1's dropout mask first, when it has one)
             if p.bf16:
+                if p.L[i - 1].drop.p > 0:
+                    d32 = _drop_f32(&p.L[i - 1].drop)
                 mask_colsum_bf16(<float*>L.dX, <float*>a, m, fi, p.activation, p.acc,
-                                 <float*>p.L[i - 1].db, <uint16_t*>p.L[i - 1].D16)
+                                 <float*>p.L[i - 1].db, <uint16_t*>p.L[i - 1].D16,
+                                 &d32 if p.L[i - 1].drop.p > 0 else NULL)
             else:
                 _mask_colsum(<floating*>L.dX, a, m, fi, p.activation, p.acc,
-                             <floating*>p.L[i - 1].db)
+                             <floating*>p.L[i - 1].db, _dropout(&p.L[i - 1]))
         # weight gradient Xᵀδ as dWᵀ (fo, fi) = δᵀ (fo, m) · a (m, fi), fused with the update
         if i == 0 and Xptr != NULL:   # a sparse input: dW = Xᵀδ scattered by rows, the loops
             _csr_weight_grad(delta, Xdata, Xind, Xptr, m, fi, fo, <floating*>L.dW)
@@ -310,12 +330,14 @@ cdef class TrainStep:
 
     TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
               momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu',
-              output='softmax', gemm='auto', precision=None)
+              output='softmax', gemm='auto', precision=None, dropout=0.0, dropout_seed=0)
 
     weights[i] (D_i, D_i+1), biases[i] (D_i+1,), dweights/dbiases the same shapes; acts[i]
     (n_max, D_i+1); deltas[i] (n_max, D_i) for i >= 1 (deltas[0] is ignored); dZ (n_max, C);
     state: per parameter (weights then biases) None (plain SGD), the velocity (momentum), or
-    an (m, v) pair (Adam).  All C-contiguous, one dtype.  `run(X, y, sample_weight, lr, step,
+    an (m, v) pair (Adam).  All C-contiguous, one dtype.  dropout: one probability or one
+    per hidden layer; the masks are keyed by (dropout_seed, run's step, layer, row, column)
+    (contract.py, "dropout masks").  `run(X, y, sample_weight, lr, step,
     weight_decay=0.0, eps=1e-8)` trains on X (m, D_0) (dense, or a
     fastmlp.backends.csr.CSR), y (m,) int64 labels (softmax) or (m, C) values, with
     m <= n_max, and returns the loss.  precision="bf16" (float32 arrays, oneDNN installed):
@@ -331,6 +353,7 @@ cdef class TrainStep:
     cdef readonly object dtype
     cdef readonly object provider
     cdef readonly object precision
+    cdef readonly tuple dropout
 
     def __cinit__(self):
         self.p.L = NULL
@@ -342,15 +365,17 @@ cdef class TrainStep:
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
-                 output="softmax", gemm="auto", precision=None):
+                 output="softmax", gemm="auto", precision=None, dropout=0.0, dropout_seed=0):
         cdef int i, nl
         cdef _Layer* L
         cdef size_t gemm_f, pool_f
         self.provider = pv = _get_provider(gemm)
         lay = self._layout = _contract.step_layout(
             weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
-            nesterov, activation, output, precision)
+            nesterov, activation, output, precision, dropout, dropout_seed)
         self.precision = precision
+        self.dropout = lay.dropout[:-1]
+        self.p.seed = lay.dropout_seed
         if lay.bf16:
             self.p.gemm16 = <_gemm_f><size_t>_onednn.load().gemm_bf16   # ImportError: extra
             self._bf16 = _contract.bf16_buffers(lay)
@@ -377,6 +402,7 @@ cdef class TrainStep:
             L.W, L.b, L.dW, L.db = _ptr(rec[2]), _ptr(rec[3]), _ptr(rec[4]), _ptr(rec[5])
             L.act, L.dX = _ptr(rec[6]), _ptr(rec[7])
             L.sW1, L.sW2, L.sb1, L.sb2 = _ptr(rec[8]), _ptr(rec[9]), _ptr(rec[10]), _ptr(rec[11])
+            L.drop.p, L.drop.thr = lay.dropout[i], _contract.dropout_threshold(lay.dropout[i])
             if lay.bf16:
                 b16 = self._bf16
                 L.W16, L.D16 = _ptr(b16.W16[i].ctypes.data), _ptr(b16.D16[i].ctypes.data)

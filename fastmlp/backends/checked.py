@@ -10,7 +10,7 @@ hot loop.
 """
 import numpy as np
 
-from .contract import activation_code
+from .contract import MAX_DROPOUT_LAYERS, activation_code, check_seed
 from .validation import (check_float_array, check_labels, check_number, check_sample_weight,
                          check_shape)
 
@@ -213,3 +213,17 @@ class CheckedBackend:
         if not out.flags.c_contiguous or not out.flags.writeable:
             raise ValueError("out must be C-contiguous and writeable")
         return self.raw.to_bf16(x, out)
+
+    def dropout(self, A, p, seed, step, layer):
+        check_float_array("A", A, 2, writeable=True)
+        p = check_number("p", p, low=0.0, high=1.0)
+        if p >= 1.0:
+            raise ValueError(f"p must be < 1 (the kept entries are scaled by 1 / (1 - p)), "
+                             f"got {p}")
+        seed = check_seed(seed, "seed")
+        step = check_number("step", step, low=0, integer=True)
+        layer = check_number("layer", layer, low=0, integer=True)
+        if step >= 1 << 48 or layer >= MAX_DROPOUT_LAYERS:
+            raise ValueError(f"step must be < 2**48 and layer < {MAX_DROPOUT_LAYERS}, got "
+                             f"{step}, {layer}")
+        return self.raw.dropout(A, p, seed, step, layer)

@@ -59,6 +59,8 @@ KERNELS = (
            "W, dW, m, v: one shape, any rank", ("W", "m", "v"), "W"),
     Kernel("to_bf16", ("x", "out"), "x float32, out uint16: one shape, any rank", ("out",),
            "out"),
+    Kernel("dropout", ("A", "p", "seed", "step", "layer"),
+           "A (N, H); p in [0, 1), seed, step, layer ints >= 0", ("A",), "A"),
 )
 KERNEL_NAMES = tuple(k.name for k in KERNELS)
 
@@ -66,7 +68,7 @@ KERNEL_NAMES = tuple(k.name for k in KERNELS)
 TRAIN_STEP_PARAMS = ("weights", "biases", "dweights", "dbiases", "acts", "deltas", "dZ",
                      "state", "optimizer", "momentum=0.0", "nesterov=False", "beta1=0.9",
                      "beta2=0.999", "activation='relu'", "output='softmax'", "gemm='auto'",
-                     "precision=None")
+                     "precision=None", "dropout=0.0", "dropout_seed=0")
 TRAIN_STEP_RUN_PARAMS = ("X", "y", "sample_weight", "lr", "step", "weight_decay=0.0",
                          "eps=1e-8")
 
@@ -104,6 +106,73 @@ OPTIMIZERS = ("sgd", "adam")
 # what the fused steps' GEMMs take: None, the model's dtype; "bf16", bfloat16 operands
 # accumulated in float32 (a float32 model; oneDNN, fastmlp.backends.onednn)
 PRECISIONS = (None, "bf16")
+
+# --------------------------------------------------------------------------- dropout masks
+# Inverted dropout draws its mask from a counter-based generator, so every backend draws the
+# same mask and a run is reproducible from its seed, with nothing stored between the forward
+# and the backward pass (which recomputes it).  Entry (r, j) of hidden layer `layer`'s
+# (N, H) activations at optimizer step `step` is kept when
+#     u = mix64(stream + (r·H + j + 1)·GOLDEN) >> 40      (SplitMix64's (r·H + j + 1)-th draw)
+#     stream = mix64(mix64(seed) ^ (step·2¹⁶ + layer))
+# satisfies u >= dropout_threshold(p) = round(p·2²⁴); arithmetic modulo 2⁶⁴.  A kept entry
+# is scaled by 1 / (1 - p), a dropped one set to 0 (csrc/dropout.h, numba/kernels.py
+# `_dropout_row` and reference.dropout are the three copies of this formula).
+GOLDEN = 0x9E3779B97F4A7C15
+MIX1, MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_U64 = (1 << 64) - 1
+DROPOUT_BITS = 24
+MAX_DROPOUT_LAYERS = 1 << 16
+
+
+def mix64(z):
+    """SplitMix64's finaliser of a Python int (taken modulo 2⁶⁴)."""
+    z &= _U64
+    z = ((z ^ (z >> 30)) * MIX1) & _U64
+    z = ((z ^ (z >> 27)) * MIX2) & _U64
+    return z ^ (z >> 31)
+
+
+def dropout_stream(seed, step, layer):
+    """The 64-bit key of one layer's mask at one step (see above)."""
+    return mix64(mix64(int(seed)) ^ (((int(step) << 16) | int(layer)) & _U64))
+
+
+def dropout_threshold(p):
+    """round(p·2²⁴): an entry is kept when its 24-bit draw is at least this."""
+    return int(round(float(p) * (1 << DROPOUT_BITS)))
+
+
+def check_dropout(dropout, n_hidden):
+    """The dropout probability of each of `n_hidden` hidden layers, as a tuple of floats in
+    [0, 1): from one number (every hidden layer) or a sequence of one per hidden layer.
+    ValueError/TypeError naming the problem otherwise."""
+    if dropout is None:
+        dropout = 0.0
+    if isinstance(dropout, (int, float, np.integer, np.floating)) and \
+            not isinstance(dropout, bool):
+        ps = (float(dropout),) * n_hidden
+    else:
+        try:
+            ps = tuple(float(p) for p in dropout)
+        except TypeError:
+            raise TypeError(f"dropout must be a number or a sequence of one per hidden layer, "
+                            f"got {dropout!r}") from None
+        if len(ps) != n_hidden:
+            raise ValueError(f"dropout needs one probability per hidden layer ({n_hidden}), "
+                             f"got {len(ps)}")
+    for p in ps:
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probabilities must be in [0, 1), got {p}")
+    return ps
+
+
+def check_seed(seed, name="dropout_seed"):
+    """An int in [0, 2⁶⁴) (the dropout mask's key), or ValueError."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or \
+            not 0 <= int(seed) <= _U64:
+        raise ValueError(f"{name} must be an int in [0, 2**64), got {seed!r}")
+    return int(seed)
+
 
 # hidden activations and output layers, in the order of their codes (the compiled kernels
 # take the code; csrc/kernels.pyx and numba/kernels.py use the same numbers)
@@ -176,6 +245,8 @@ class Layout(NamedTuple):
     layers: list         # per layer (fan_in, fan_out, W, b, dW, db, act, dX, sW1, sW2, sb1, sb2)
     dZ: int              # address of dZ (n_max, C)
     bf16: bool = False   # precision="bf16"
+    dropout: tuple = ()  # per layer the dropout probability of its output (0.0 for the last)
+    dropout_seed: int = 0
 
 
 def check_precision(precision, dtype):
@@ -214,13 +285,15 @@ def bf16_buffers(layout):
 
 
 def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
-                momentum, nesterov, activation="relu", output="softmax", precision=None):
+                momentum, nesterov, activation="relu", output="softmax", precision=None,
+                dropout=0.0, dropout_seed=0):
     """Validate the arrays of a fused `TrainStep` (shapes as in docs/kernels.md) and return
     their `Layout`: the optimizer kind, activation and output codes, dtype, n_max, and per
     layer the tuple (fan_in, fan_out, W, b, dW, db, act, dX, sW1, sW2, sb1, sb2) of sizes and
     data addresses (0 where unused: dX of layer 0, the state slots plain SGD or momentum does
-    not have), and whether the step is bf16 (`check_precision`).  Raises TypeError/ValueError
-    naming the argument.  Shared by the Cython and Numba steps."""
+    not have), whether the step is bf16 (`check_precision`), the dropout probability of
+    each layer's output (`check_dropout`; 0.0 for the output layer) and the mask's seed.
+    Raises TypeError/ValueError naming the argument.  Shared by the Cython and Numba steps."""
     nl = len(weights)
     if nl < 1 or not all(len(s) == nl for s in (biases, dweights, dbiases, acts, deltas)):
         raise ValueError("TrainStep: weights, biases, dweights, dbiases, acts and deltas "
@@ -233,6 +306,8 @@ def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, opt
     if dt != np.float32 and dt != np.float64:
         raise TypeError(f"TrainStep: weights must be float32 or float64, got {dt}")
     check_precision(precision, dt)
+    drop = check_dropout(dropout, nl - 1) + (0.0,)
+    dropout_seed = check_seed(dropout_seed)
     n = acts[0].shape[0] if isinstance(acts[0], np.ndarray) and acts[0].ndim else 0
     if n < 1:
         raise ValueError("TrainStep: acts[0] must be an array with at least one row")
@@ -263,7 +338,8 @@ def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, opt
                 rec += [_address(s, f"state[{slot}]", shape, dt), 0]
         layers.append(tuple(rec))
     dZ_address = _address(dZ, "dZ", (n, weights[-1].shape[1]), dt)
-    return Layout(kind, act_code, out_code, dt, n, layers, dZ_address, precision == "bf16")
+    return Layout(kind, act_code, out_code, dt, n, layers, dZ_address, precision == "bf16",
+                  drop, dropout_seed)
 
 
 def same_arrays(mine, weights, biases):

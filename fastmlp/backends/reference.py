@@ -16,8 +16,9 @@ import types
 import numpy as np
 
 from .csr import issparse
-from .contract import (KERNEL_NAMES, OPTIMIZERS, OUTPUT_LOSS, activation_code,
-                       check_precision, output_code, same_arrays)
+from .contract import (GOLDEN, KERNEL_NAMES, MIX1, MIX2, OPTIMIZERS, OUTPUT_LOSS,
+                       activation_code, check_dropout, check_precision, check_seed,
+                       dropout_stream, dropout_threshold, output_code, same_arrays)
 
 name = "numpy"
 
@@ -251,6 +252,32 @@ def to_bf16(x, out):
     return out
 
 
+def dropout_keep(shape, p, seed, step, layer):
+    """The mask (N, H) bool of the entries inverted dropout keeps in hidden layer `layer`'s
+    (N, H) activations at optimizer step `step` (contract.py, "dropout masks": SplitMix64
+    draws in uint64 arithmetic, which NumPy wraps modulo 2⁶⁴)."""
+    n, h = shape
+    u = np.uint64
+    z = np.arange(1, n * h + 1, dtype=u).reshape(n, h) * u(GOLDEN) + \
+        u(dropout_stream(seed, step, layer))
+    z = (z ^ (z >> u(30))) * u(MIX1)
+    z = (z ^ (z >> u(27))) * u(MIX2)
+    z ^= z >> u(31)
+    return (z >> u(40)) >= u(dropout_threshold(p))
+
+
+def dropout(A, p, seed, step, layer):
+    """Inverted dropout in place: A = A / (1 - p) where `dropout_keep` keeps an entry, 0
+    where it drops it (p = 0: A unchanged).  The same call on a delta is dropout's backward:
+    the gradient through the same mask and scale.
+
+    A (N, H), written in place and returned; p in [0, 1); seed, step, layer ints >= 0."""
+    if p > 0 and A.size:
+        keep = dropout_keep(A.shape, p, seed, step, layer)
+        A[...] = np.where(keep, A * A.dtype.type(1.0 / (1.0 - p)), 0)
+    return A
+
+
 def from_bf16(h):
     """The float32 values of bfloat16 bits h (uint16, any shape): exact."""
     return (np.asarray(h, np.uint16).astype(np.uint32) << 16).view(np.float32)
@@ -281,11 +308,12 @@ def _bf16_kernels(k):
 
 # --------------------------------------------------------------------------- composition
 
-def forward(k, weights, biases, X, acts, activation="relu"):
+def forward(k, weights, biases, X, acts, activation="relu", dropout=None):
     """The network's forward pass with the kernels of `k`: acts[i] = f(a·W_i + b_i), f the
     hidden `activation`, the last layer linear (the output's pre-activation, e.g. logits).
     X (m, D_0) dense, or a fastmlp.sparse.CSR; weights[i] (D_i, D_i+1), acts[i] (m, D_i+1).
-    Returns acts[-1]."""
+    dropout: None, or (ps, seed, step): hidden layer i's output then goes through
+    k.dropout(acts[i], ps[i], seed, step, i) (training).  Returns acts[-1]."""
     a, last = X, len(weights) - 1
     for i, (W, b) in enumerate(zip(weights, biases)):
         f = activation if i < last else "identity"
@@ -293,6 +321,8 @@ def forward(k, weights, biases, X, acts, activation="relu"):
             k.csr_linear_forward(a.data, a.indices, a.indptr, W, b, acts[i], f)
         else:
             k.linear_forward(a, W, b, acts[i], f)
+        if i < last and dropout is not None and dropout[0][i] > 0:
+            k.dropout(acts[i], dropout[0][i], dropout[1], dropout[2], i)
         a = acts[i]
     return a
 
@@ -303,10 +333,14 @@ def loss_grad(k, output, Z, y, dZ, sample_weight=None):
     return getattr(k, OUTPUT_LOSS[output])(Z, y, dZ, sample_weight)
 
 
-def backward(k, weights, X, acts, dZ, dweights, dbiases, deltas, activation="relu"):
+def backward(k, weights, X, acts, dZ, dweights, dbiases, deltas, activation="relu",
+             dropout=None):
     """Back-propagate dZ (m, C), the loss gradient w.r.t. the output's pre-activation, with
     the kernels of `k`: fills dweights / dbiases; deltas[i] (m, D_i), i >= 1, receive the
-    gradient w.r.t. layer i-1's pre-activation (through `activation`; deltas[0] is unused)."""
+    gradient w.r.t. layer i-1's pre-activation (through `activation`; deltas[0] is unused).
+    dropout: as `forward`'s (the same masks): the gradient w.r.t. a dropped-out layer's
+    output goes through k.dropout, then the activation's derivative is taken from the
+    output before dropout, acts[i]·(1 - p) (exact for ReLU's sign, which is used as is)."""
     delta = dZ
     for i in range(len(weights) - 1, -1, -1):
         inp = acts[i - 1] if i else X
@@ -317,6 +351,11 @@ def backward(k, weights, X, acts, dZ, dweights, dbiases, deltas, activation="rel
         else:
             k.linear_backward(delta, inp, weights[i], dweights[i], dbiases[i], dX)
         if i:
+            p = dropout[0][i - 1] if dropout is not None else 0.0
+            if p > 0:
+                k.dropout(dX, p, dropout[1], dropout[2], i - 1)
+                if activation in ("tanh", "logistic"):
+                    inp = inp * inp.dtype.type(1.0 - p)
             delta = k.activation_backward(dX, inp, activation)
 
 
@@ -336,17 +375,20 @@ def update(k, params, grads, state, n_weights, optimizer, lr, step, momentum=0.0
 class TrainStep:
     """TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
     momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu', output='softmax',
-    gemm='auto', precision=None, *, kernels=None): one whole training step (docs/kernels.md)
+    gemm='auto', precision=None, dropout=0.0, dropout_seed=0, *, kernels=None): one whole
+    training step (docs/kernels.md)
     as the kernel calls it stands for -- `forward`, the loss, `backward`, `update` -- with
     this module's kernels, or those of `kernels`.  `gemm` is the compiled steps' GEMM
     provider: the reference's products are NumPy's, and `set_threads` leaves every pool
     alone.  precision="bf16" (a float32 model) rounds every product's operands to bfloat16
     (`_bf16_kernels`): the emulation the compiled bf16 steps are held to; X may then be
-    float32 or uint16 bfloat16 bits."""
+    float32 or uint16 bfloat16 bits.  dropout: one probability, or one per hidden layer
+    (contract.check_dropout); run's `step` and dropout_seed key the masks (`dropout`)."""
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
-                 output="softmax", gemm="auto", precision=None, *, kernels=None):
+                 output="softmax", gemm="auto", precision=None, dropout=0.0, dropout_seed=0, *,
+                 kernels=None):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"TrainStep: unknown optimizer {optimizer!r}")
         activation_code(activation), output_code(output)   # known names, or ValueError
@@ -360,6 +402,9 @@ class TrainStep:
         self.acts, self.deltas, self.dZ, self.state = list(acts), list(deltas), dZ, list(state)
         self.hyper = dict(momentum=momentum, nesterov=nesterov, beta1=beta1, beta2=beta2)
         self.optimizer, self.n_max = optimizer, self.acts[0].shape[0]
+        self.dropout = check_dropout(dropout, len(self.weights) - 1)
+        self.dropout_seed = check_seed(dropout_seed)
+        self._drops = any(p > 0 for p in self.dropout)
 
     def set_threads(self, n):
         """A no-op: the reference steers no thread pool."""
@@ -383,12 +428,13 @@ class TrainStep:
             raise ValueError(f"TrainStep.run: batch of {m} rows, expected 1 to {self.n_max}")
         acts, dZ = [a[:m] for a in self.acts], self.dZ[:m]
         deltas = [None] + [d[:m] for d in self.deltas[1:]]
-        Z = forward(k, self.weights, self.biases, X, acts, self.activation)
+        drop = (self.dropout, self.dropout_seed, int(step)) if self._drops else None
+        Z = forward(k, self.weights, self.biases, X, acts, self.activation, drop)
         loss = loss_grad(k, self.output, Z, y, dZ, sample_weight)
         if not math.isfinite(loss):
             return loss
         backward(k, self.weights, X, acts, dZ, self.dweights, self.dbiases, deltas,
-                 self.activation)
+                 self.activation, drop)
         update(k, self.weights + self.biases, self.dweights + self.dbiases, self.state,
                len(self.weights), self.optimizer, lr, step, eps=eps,
                weight_decay=weight_decay, **self.hyper)

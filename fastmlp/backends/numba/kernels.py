@@ -32,7 +32,7 @@ import sys
 import numpy as np
 from numba import njit, prange
 
-from ..contract import ACTIVATIONS
+from ..contract import ACTIVATIONS, GOLDEN, MIX1, MIX2, dropout_threshold
 from . import config
 from .config import JIT_OPTIONS
 
@@ -119,20 +119,23 @@ def _bias_act(out, b, act):
 
 
 @_jit
-def _act_backward_row(d, a, act):
-    """d *= f'(z), taken from the output a = f(z): relu 1[a > 0], tanh 1 - a², logistic
-    a (1 - a), identity 1."""
-    # d (H,) IN/OUT, a (H,) IN
+def _act_backward_row(d, a, act, q):
+    """d *= f'(z), taken from the output f(z) = q·a (q = 1 - p after dropout, whose kept
+    outputs are f(z) / q; 1 otherwise): relu 1[a > 0], tanh 1 - (qa)², logistic
+    qa (1 - qa), identity 1."""
+    # d (H,) IN/OUT, a (H,) IN, q of d's dtype
     zero, one = d.dtype.type(0), d.dtype.type(1)
     if act == _RELU:
         for j in range(d.shape[0]):
             d[j] = zero if a[j] <= zero else d[j]
     elif act == _TANH:
         for j in range(d.shape[0]):
-            d[j] *= one - a[j] * a[j]
+            t = a[j] * q
+            d[j] *= one - t * t
     elif act == _LOGISTIC:
         for j in range(d.shape[0]):
-            d[j] *= a[j] * (one - a[j])
+            t = a[j] * q
+            d[j] *= t * (one - t)
 
 
 @_jit
@@ -157,8 +160,9 @@ def _linear_backward(dY, X, W, dW, db, dX):
 def _activation_backward(dH, H, act):
     """dH *= f'(z) in place, from the layer's output H = f(z)."""
     # dH (N,H) IN/OUT, H (N,H) IN
+    one = dH.dtype.type(1)
     for i in range(dH.shape[0]):
-        _act_backward_row(dH[i], H[i], act)
+        _act_backward_row(dH[i], H[i], act, one)
 
 
 @_jit
@@ -558,6 +562,58 @@ def to_bf16(x, out):
     Returns out."""
     _to_bf16(x, out)
     return out
+
+
+# --------------------------------------------------------------------------- dropout
+
+# inverted dropout's counter-based mask, csrc/dropout.h's formula (contract.py, "dropout
+# masks"): uint64 arithmetic throughout (a uint64 mixed with an int64 would become a float64)
+_U64 = np.uint64
+_GOLDEN, _MIX1, _MIX2 = _U64(GOLDEN), _U64(MIX1), _U64(MIX2)
+
+
+@_jit_inline
+def _mix64(z):
+    # z uint64: SplitMix64's finaliser
+    z = (z ^ (z >> _U64(30))) * _MIX1
+    z = (z ^ (z >> _U64(27))) * _MIX2
+    return z ^ (z >> _U64(31))
+
+
+@_jit
+def _dropout_stream(seed, step, layer):
+    """The key of one layer's mask at one optimizer step (seed, step, layer uint64)."""
+    return _mix64(_mix64(seed) ^ ((step << _U64(16)) | layer))
+
+
+@_jit
+def _dropout_row(x, first, stream, thr, s):
+    """x = x·s where the mask keeps an entry, 0 where it drops it: one row, whose first
+    entry has counter `first` (r·H + 1)."""
+    # x (H,) IN/OUT; first, stream, thr uint64; s of x's dtype
+    zero = x.dtype.type(0)
+    for j in range(x.shape[0]):
+        z = _mix64(stream + (first + _U64(j)) * _GOLDEN)
+        x[j] = x[j] * s if (z >> _U64(40)) >= thr else zero
+
+
+@_jit
+def _dropout(A, stream, thr, p):
+    """A (N, H) through the mask of (stream, thr), kept entries scaled by 1 / (1 - p)."""
+    s, h = A.dtype.type(1.0 / (1.0 - p)), A.shape[1]
+    for i in range(A.shape[0]):
+        _dropout_row(A[i], _U64(i) * _U64(h) + _U64(1), stream, thr, s)
+
+
+def dropout(A, p, seed, step, layer):
+    """Inverted dropout in place: A / (1 - p) where the counter-based mask of (seed, step,
+    layer) keeps an entry, 0 where it drops it.  A (N, H) C-contiguous; p in [0, 1).
+    Returns A."""
+    if p > 0 and A.size:
+        # the stream comes back boxed as a Python int: typed uint64 again, not int64
+        _dropout(A, _U64(_dropout_stream(_U64(seed), _U64(step), _U64(layer))),
+                 _U64(dropout_threshold(p)), float(p))
+    return A
 
 
 config.stamp_caches(globals(), config, sys.modules[__name__])

@@ -23,6 +23,10 @@ Design
   inside `_run`, a uint16 X is used as it is.  Plain SGD then GEMMs into dweights too.
   Weights, optimiser state, biases, the loss and every sum stay float32; `sync()` re-reads
   W into W16 (at construction, and after W was changed outside the step).
+* Dropout rides on the same two passes (`_bias_act_drop`, `_mask_colsum` and their bf16
+  forms; kernels.py `_dropout_row`, csrc/dropout.h's formula): the forward pass drops and
+  scales each row of a hidden layer's output, the backward pass sends the delta through the
+  same mask -- recomputed from (seed, step, layer, row, column) -- before the derivative.
 * BLAS with alpha/beta: `np.dot` in Numba has neither, so the kernel calls the GEMM
   provider's (fastmlp.backends.blas) Fortran sgemm/dgemm, and fastmlp's thread pool
   (csrc/pool.c), through addresses kept in the plan and called by `_fcall` (Fortran
@@ -68,14 +72,15 @@ from numba.extending import intrinsic, overload
 from .. import onednn as _onednn
 from ..blas import gemm_pool, get_provider
 from ..contract import (MIN_GEMM_FLOPS, OPT_ADAM, OPT_NESTEROV, OPT_SGD, OUTPUTS,
-                        bf16_buffers, check_batch, same_arrays, step_layout)
+                        bf16_buffers, check_batch, dropout_threshold, same_arrays,
+                        step_layout)
 from ..csr import CSR
 from . import config
 from . import kernels as _kernels
 from .config import JIT_OPTIONS
-from .kernels import (ACT_CODES, _act_backward_row, _adam_step, _bias_act,
-                      _csr_forward, _csr_weight_grad, _sgd_momentum_step, _sgd_step,
-                      _to_bf16, logistic_xent_grad, poisson_grad, softmax_xent_grad,
+from .kernels import (_U64, ACT_CODES, _act_backward_row, _adam_step, _bias_act,
+                      _csr_forward, _csr_weight_grad, _dropout_row, _dropout_stream,
+                      _sgd_momentum_step, _sgd_step, _to_bf16, logistic_xent_grad, poisson_grad, softmax_xent_grad,
                       squared_error_grad, to_bf16)
 
 _jit = njit(**JIT_OPTIONS)
@@ -114,7 +119,10 @@ def _pool_layout():
 _NL, _NMAX, _KIND, _DZ, _ACC, _SCRATCH, _HYPER, _FN, _OUT = range(9)
 _GEMMF, _POOL, _CHUNKS, _WORKERS, _MINFLOPS = range(9, 14)
 _BF16, _GEMM16, _X16 = range(14, 17)
-_HEAD = 17
+# dropout: _DROP the address of the (n_layers,) float64 probabilities of each layer's output
+# (0 for the last), _SEED of the (1,) uint64 key of the masks
+_DROP, _SEED = range(17, 19)
+_HEAD = 19
 _IDENTITY = ACT_CODES["identity"]
 _OUT_LOGISTIC, _OUT_IDENTITY = OUTPUTS.index("logistic"), OUTPUTS.index("identity")
 # per-layer record (at _HEAD + i * _REC): fan_in, fan_out, then addresses (0 = unused), in the
@@ -123,7 +131,8 @@ _OUT_LOGISTIC, _OUT_IDENTITY = OUTPUTS.index("logistic"), OUTPUTS.index("identit
 # act (hidden layers), D16 (n_max, fan_out) of the delta w.r.t. act's pre-activation
 _FI, _FO, _W, _B, _DW, _DB, _ACT, _DX, _SW1, _SW2, _SB1, _SB2 = range(12)
 _W16, _A16, _D16 = range(12, 15)
-_REC = 15
+_THR = 15   # the dropout threshold of act (contract.dropout_threshold)
+_REC = 16
 # hyper-parameters (float64 buffer)
 _MU, _B1, _B2 = range(3)
 # scratch bytes: the BLAS scalar arguments, passed by address
@@ -261,17 +270,35 @@ def _post_update(post, G, n, dt):
 # --------------------------------------------------------------------------- element-wise
 
 @_jit
-def _mask_colsum(D, A, act, acc, out):
-    """out = column sums of D, in float64; first D *= f'(z) in place, from the activation's
-    output A = f(z) (kernels._act_backward_row; nothing for the identity): the activation
-    backward and the previous layer's bias gradient in one pass over D."""
+def _bias_act_drop(out, b, act, stream, thr, p):
+    """kernels._bias_act, then (p > 0) each row through the dropout mask of (stream, thr)
+    while it is in L1 (step_loops.h's bias_act_drop)."""
+    # out (m, H) IN/OUT, b (H,) IN; stream, thr uint64, p float64
+    if p == 0.0:
+        _bias_act(out, b, act)
+        return
+    s, h = out.dtype.type(1.0 / (1.0 - p)), out.shape[1]
+    for i in range(out.shape[0]):
+        _bias_act(out[i:i + 1], b, act)
+        _dropout_row(out[i], _U64(i) * _U64(h) + _U64(1), stream, thr, s)
+
+
+@_jit
+def _mask_colsum(D, A, act, acc, out, stream, thr, p):
+    """out = column sums of D, in float64; first (p > 0) D through the dropout mask of
+    (stream, thr) -- A is then the dropped-out output, f(z) / (1 - p) where kept -- and D *=
+    f'(z) in place, from the activation's output (kernels._act_backward_row; nothing for the
+    identity): the activation backward and the previous layer's bias gradient in one pass."""
     # D (m, H) IN/OUT, A (m, H) IN (the activation's output), acc (H,) float64 scratch,
-    # out (H,) OUT
+    # out (H,) OUT; stream, thr uint64, p float64
     n, h = D.shape
+    s, q = D.dtype.type(1.0 / (1.0 - p)), D.dtype.type(1.0 - p)
     acc[:] = 0.0
     for i in range(n):
         row = D[i]
-        _act_backward_row(row, A[i], act)
+        if p > 0.0:
+            _dropout_row(row, _U64(i) * _U64(h) + _U64(1), stream, thr, s)
+        _act_backward_row(row, A[i], act, q)
         for j in range(h):
             acc[j] += float(row[j])
     for j in range(h):
@@ -279,28 +306,34 @@ def _mask_colsum(D, A, act, acc, out):
 
 
 @_jit
-def _bias_act_bf16(out, b, act, out16):
-    """kernels._bias_act, each row then also written as bfloat16 bits to out16 while it is in
+def _bias_act_bf16(out, b, act, out16, stream, thr, p):
+    """_bias_act_drop, each row then also written as bfloat16 bits to out16 while it is in
     L1: the bf16 step's activations, the operand of the next GEMMs (step_loops.h's
     bias_act_bf16)."""
-    # out (m, H) IN/OUT float32, b (H,) IN, out16 (m, H) uint16 OUT
+    # out (m, H) IN/OUT float32, b (H,) IN, out16 (m, H) uint16 OUT; stream, thr, p as there
+    s, h = out.dtype.type(1.0 / (1.0 - p)), out.shape[1]
     for i in range(out.shape[0]):
         _bias_act(out[i:i + 1], b, act)
+        if p > 0.0:
+            _dropout_row(out[i], _U64(i) * _U64(h) + _U64(1), stream, thr, s)
         _to_bf16(out[i], out16[i])
 
 
 @_jit
-def _mask_colsum_bf16(D, A, act, acc, out, D16):
+def _mask_colsum_bf16(D, A, act, acc, out, D16, stream, thr, p):
     """_mask_colsum, each row of D then also written as bfloat16 bits to D16: the bf16 step's
     delta, the operand of the next GEMMs; the column sums are of the float32 rows
     (step_loops.h's mask_colsum_bf16)."""
     # D (m, H) IN/OUT float32, A (m, H) IN (the activation's output), acc (H,) float64
-    # scratch, out (H,) OUT, D16 (m, H) uint16 OUT
+    # scratch, out (H,) OUT, D16 (m, H) uint16 OUT; stream, thr, p as _mask_colsum's
     n, h = D.shape
+    s, q = D.dtype.type(1.0 / (1.0 - p)), D.dtype.type(1.0 - p)
     acc[:] = 0.0
     for i in range(n):
         row = D[i]
-        _act_backward_row(row, A[i], act)
+        if p > 0.0:
+            _dropout_row(row, _U64(i) * _U64(h) + _U64(1), stream, thr, s)
+        _act_backward_row(row, A[i], act, q)
         for j in range(h):
             acc[j] += float(row[j])
         _to_bf16(row, D16[i])
@@ -404,6 +437,10 @@ def _run(plan, X, data, indices, indptr, x16, m, y, sw, lr, step, weight_decay, 
         xa16 = plan[_X16]
         _to_bf16(_view(xa, m * d0, dt), _view(xa16, m * d0, np.uint16))
 
+    # dropout: each layer's probability (0: none) and the masks' key (kernels._dropout_*)
+    drop = _view(plan[_DROP], nl, np.float64)
+    seed, ustep = _view(plan[_SEED], 1, np.uint64)[0], _U64(step)
+
     # forward: act_i = f(a · W_i + b_i) (the last layer stays linear); a16: a's bf16 copy
     a, a16 = xa, xa16
     for i in range(nl):
@@ -419,12 +456,15 @@ def _run(plan, X, data, indices, indptr, x16, m, y, sw, lr, step, weight_decay, 
             _gemm(plan, scr, ab, _CH_N, _CH_N, fo, m, fi, one,
                   plan[L + _W16] if bf16 else plan[L + _W], fo, a16 if bf16 else a, fi, zero,
                   act, fo, 0)
-        if bf16 and i < last:   # and the activations' bf16 copy, row by row
+        # (dropout and) the bias + activation pass; bf16: and the activations' bf16 copy
+        stream = _dropout_stream(seed, ustep, _U64(i))
+        thr = _U64(plan[L + _THR])
+        if bf16 and i < last:
             _bias_act_bf16(_view(act, (m, fo), dt), _view(plan[L + _B], fo, dt), fn,
-                           _view(plan[L + _A16], (m, fo), np.uint16))
+                           _view(plan[L + _A16], (m, fo), np.uint16), stream, thr, drop[i])
         else:
-            _bias_act(_view(act, (m, fo), dt), _view(plan[L + _B], fo, dt),
-                      fn if i < last else _IDENTITY)
+            _bias_act_drop(_view(act, (m, fo), dt), _view(plan[L + _B], fo, dt),
+                           fn if i < last else _IDENTITY, stream, thr, drop[i])
         a, a16 = act, plan[L + _A16]
 
     # loss and dZ
@@ -439,10 +479,11 @@ def _run(plan, X, data, indices, indptr, x16, m, y, sw, lr, step, weight_decay, 
     # backward, last layer first
     if bf16:   # and dZ's bf16 copy
         _mask_colsum_bf16(dZv, dZv, _IDENTITY, _view(plan[_ACC], C, np.float64),
-                          _view(plan[L + _DB], C, dt), _view(plan[L + _D16], (m, C), np.uint16))
+                          _view(plan[L + _DB], C, dt), _view(plan[L + _D16], (m, C), np.uint16),
+                          seed, _U64(0), 0.0)
     else:
         _mask_colsum(dZv, dZv, _IDENTITY, _view(plan[_ACC], C, np.float64),
-                     _view(plan[L + _DB], C, dt))
+                     _view(plan[L + _DB], C, dt), seed, _U64(0), 0.0)
     delta = dZ
     for i in range(last, -1, -1):
         L = _HEAD + i * _REC
@@ -456,14 +497,19 @@ def _run(plan, X, data, indices, indptr, x16, m, y, sw, lr, step, weight_decay, 
             _gemm(plan, scr, ab, _CH_T, _CH_N, fi, m, fo, one,
                   plan[L + _W16] if bf16 else W, fo, plan[L + _D16] if bf16 else delta, fo,
                   zero, dX, fi, 0)
+            # (through layer i-1's dropout mask first, when it has one)
+            stream = _dropout_stream(seed, ustep, _U64(i - 1))
+            thr = _U64(plan[P + _THR])
             if bf16:
                 _mask_colsum_bf16(_view(dX, (m, fi), dt), _view(a, (m, fi), dt), fn,
                                   _view(plan[_ACC], fi, np.float64),
                                   _view(plan[P + _DB], fi, dt),
-                                  _view(plan[P + _D16], (m, fi), np.uint16))
+                                  _view(plan[P + _D16], (m, fi), np.uint16), stream, thr,
+                                  drop[i - 1])
             else:
                 _mask_colsum(_view(dX, (m, fi), dt), _view(a, (m, fi), dt), fn,
-                             _view(plan[_ACC], fi, np.float64), _view(plan[P + _DB], fi, dt))
+                             _view(plan[_ACC], fi, np.float64), _view(plan[P + _DB], fi, dt),
+                             stream, thr, drop[i - 1])
         else:
             a, a16 = xa, xa16
         # weight gradient inpᵀδ as dWᵀ (fo, fi) = δᵀ (fo, m) · inp (m, fi), fused with the update
@@ -491,7 +537,7 @@ class TrainStep:
 
     TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
               momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu',
-              output='softmax', gemm='auto', precision=None)
+              output='softmax', gemm='auto', precision=None, dropout=0.0, dropout_seed=0)
 
     weights[i] (D_i, D_i+1), biases[i] (D_i+1,), dweights/dbiases the same shapes; acts[i]
     (n_max, D_i+1); deltas[i] (n_max, D_i) for i >= 1 (deltas[0] is ignored); dZ (n_max, C);
@@ -501,17 +547,22 @@ class TrainStep:
     y (m,) int64 labels (softmax) or (m, C) values, with 1 <= m <= n_max, and returns the
     loss.  precision="bf16" (float32 arrays, oneDNN installed): bfloat16 GEMM operands, X
     float32 or uint16 bfloat16 bits; `sync()` re-reads W into its bf16 copy after the weights
-    were changed outside the step.
+    were changed outside the step.  dropout: one probability or one per hidden layer; the
+    masks are keyed by (dropout_seed, run's step, layer, row, column) (contract.py, "dropout
+    masks").
     """
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
-                 output="softmax", gemm="auto", precision=None):
+                 output="softmax", gemm="auto", precision=None, dropout=0.0, dropout_seed=0):
         self.provider = get_provider(gemm)
         lay = self._layout = step_layout(
             weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
-            nesterov, activation, output, precision)
+            nesterov, activation, output, precision, dropout, dropout_seed)
         self.precision = precision
+        self.dropout = lay.dropout[:-1]
+        self._drop = np.array(lay.dropout, np.float64)
+        self._seed = np.array([lay.dropout_seed], np.uint64)
         gemm16, self._bf16 = 0, None
         if lay.bf16:
             gemm16 = _onednn.load().gemm_bf16   # ImportError naming the extra
@@ -531,8 +582,10 @@ class TrainStep:
             pv.sgemm if f32 else pv.dgemm, pool, chunks, 0, MIN_GEMM_FLOPS)
         plan[[_ACC, _SCRATCH, _HYPER]] = (self._acc.ctypes.data, self._scratch.ctypes.data,
                                           self._hyper.ctypes.data)
+        plan[[_DROP, _SEED]] = self._drop.ctypes.data, self._seed.ctypes.data
         records = np.zeros((nl, _REC), np.int64)
         records[:, :_W16] = np.array(layers, np.int64)
+        records[:, _THR] = [dropout_threshold(p) for p in lay.dropout]
         if lay.bf16:
             b16 = self._bf16
             plan[[_BF16, _GEMM16, _X16]] = 1, gemm16, b16.X16.ctypes.data
