@@ -117,6 +117,9 @@ def build_parser():
                    help="columns that are not features (besides --target and --id)")
     t.add_argument("--hidden", type=_positive_int, nargs="+", default=[256],
                    metavar="N", help="hidden layer sizes (default: 256)")
+    t.add_argument("--dropout", type=_finite_float, nargs="+", default=[0.0], metavar="P",
+                   help="dropout on the hidden layers while training: one p, or one per "
+                        "hidden layer (default 0)")
     t.add_argument("--optimizer", choices=("sgd", "adam"), default="adam")
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default 1e-3 for adam, 0.05 for sgd)")
@@ -235,7 +238,8 @@ def cmd_train(a):
     n_classes = int(max(ytr.max(), yte.max())) + 1
     Xt, yt, Xv, yv = _split_validation(Xtr, ytr, a.validation_fraction, a.seed)
     sizes = (Xtr.shape[1], *a.hidden, n_classes)
-    model = fastmlp.MLP(sizes, dtype=a.dtype, seed=a.seed, backend=a.backend)
+    model = fastmlp.MLP(sizes, dtype=a.dtype, seed=a.seed, backend=a.backend,
+                        dropout=a.dropout[0] if len(a.dropout) == 1 else a.dropout)
     trainer, lr = _trainer(a, model, Xv is not None)
     say = _say(a)
     say(f"fastmlp {fastmlp.__version__}: {a.dataset} {Xt.shape[0]} train / "

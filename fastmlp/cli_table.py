@@ -68,7 +68,8 @@ def train_table(a, fmt, path):
         [None if t is None else ((t - y_mean) / y_scale).astype(a.dtype) for t in (yt, yv)]
     sizes = (X.shape[1], *a.hidden, len(classes) if task == "classify" else 1)
     model = fastmlp.MLP(sizes, dtype=a.dtype, seed=a.seed, backend=a.backend,
-                        output="softmax" if task == "classify" else "identity")
+                        output="softmax" if task == "classify" else "identity",
+                        dropout=a.dropout[0] if len(a.dropout) == 1 else a.dropout)
     trainer, lr = _trainer(a, model, Xv is not None)
     say = _say(a)
     say(f"fastmlp {fastmlp.__version__}: {path} {Xt.shape[0]} train / "

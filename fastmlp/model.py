@@ -17,7 +17,7 @@ import numpy as np
 from . import inference, persistence
 from .backends import get_backend, reference
 from .backends import validation as V
-from .backends.contract import OUTPUT_TARGETS, activation_code, output_code
+from .backends.contract import OUTPUT_TARGETS, activation_code, check_dropout, output_code
 from .backends.csr import CSR
 from .persistence import ModelFileError  # noqa: F401  (part of this module's API)
 
@@ -92,10 +92,14 @@ class MLP:
         "logistic": independent 0/1 outputs (binary, multilabel), trained on (N, K) targets
         with binary cross-entropy; "identity": regression on (N, K) values, half squared
         error; "exp": counts (a log link), half Poisson deviance on (N, K) values >= 0.
+    dropout : float in [0, 1) or one per hidden layer, default 0
+        Inverted dropout on the hidden layers' outputs while training (the Trainer's fused
+        step; the mask is drawn from the Trainer's seed, docs/kernels.md); off in forward,
+        predict and loss_and_grads.  Kept as the tuple `dropout`, one p per hidden layer.
     """
 
     def __init__(self, layer_sizes=(784, 256, 10), dtype=np.float32, seed=0, backend="auto",
-                 activation="relu", output="softmax"):
+                 activation="relu", output="softmax", dropout=0.0):
         sizes = tuple(layer_sizes) if np.iterable(layer_sizes) else None
         if not sizes or len(sizes) < 2:
             raise ValueError(f"layer_sizes needs at least 2 entries (inputs, outputs), "
@@ -106,6 +110,7 @@ class MLP:
         self.dtype = V.check_dtype(dtype)
         activation_code(activation), output_code(output)   # known names, or ValueError
         self.activation, self.output = activation, output
+        self.dropout = check_dropout(dropout, len(self.layer_sizes) - 2)
         self.backend = get_backend(backend)
         rng = np.random.default_rng(seed)
         self.weights, self.biases = [], []
@@ -141,6 +146,8 @@ class MLP:
     def __repr__(self):
         kinds = "" if (self.activation, self.output) == ("relu", "softmax") else \
             f", activation={self.activation!r}, output={self.output!r}"
+        if any(self.dropout):
+            kinds += f", dropout={self.dropout}"
         return (f"MLP(layer_sizes={self.layer_sizes}, dtype={self.dtype.name}, "
                 f"backend={self.backend.name!r}{kinds})")
 

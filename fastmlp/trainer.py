@@ -18,7 +18,7 @@ import numpy as np
 
 from .backends import onednn, reference
 from .backends import validation as V
-from .backends.contract import check_precision
+from .backends.contract import check_precision, check_seed
 from .backends.csr import CSR, batch_capacity
 from .history import History
 from .model import MLP, r2_score
@@ -87,6 +87,9 @@ class Trainer:
         operands and accumulates in float32 (oneDNN), while the weights, optimizer state,
         biases and the loss stay float32.  `fit` converts a dense training set to bf16 once;
         `fit_epoch` also takes X as bf16 bits (uint16, from `bf16_input`).  Dense X only.
+    dropout_seed: the key of the model's dropout masks (an int in [0, 2**64)); None: drawn
+        from `seed` (a fresh one when seed is None).  Step k of the trainer (its `t` + 1)
+        draws the masks of (dropout_seed, k), so a run is reproducible from its seeds.
     snapshot_every: steps between copies of the parameters taken right after a finite loss.
         When the loss turns NaN/inf and the current weights are finite they are kept; when
         they are not, the latest copy is restored: with 1 that is exactly the last finite
@@ -97,7 +100,7 @@ class Trainer:
                  beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, batch_size=128,
                  epochs=10, lr_schedule=None, shuffle=True, seed=None, early_stopping=None,
                  callbacks=(), verbose=False, snapshot_every=10, threads="auto",
-                 precision=None):
+                 precision=None, dropout_seed=None):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a fastmlp.MLP, got {type(model).__name__}")
         if optimizer not in ("sgd", "adam"):
@@ -136,6 +139,7 @@ class Trainer:
                                              integer=True)
         self.threads = check_threads(threads)
         self.precision = check_precision(precision, model.dtype)
+        self.dropout_seed = None if dropout_seed is None else check_seed(dropout_seed)
         if self.precision == "bf16":
             onednn.load()   # ImportError naming the extra, now rather than at the first step
         self._policy = None
@@ -220,7 +224,7 @@ class Trainer:
         m, plan = self.model, self._plan
         raw = m.backend.raw
         hyper = (self.optimizer, self.momentum, self.nesterov, self.beta1, self.beta2,
-                 self.precision)
+                 self.precision, m.dropout)
         key = self._plan_key
         if (plan is not None and key[0] is self._ws and key[1] is raw and key[2] is self._state
                 and key[3] == hyper and plan.uses(m.weights, m.biases)):
@@ -231,9 +235,18 @@ class Trainer:
                                    momentum=self.momentum, nesterov=self.nesterov,
                                    beta1=self.beta1, beta2=self.beta2,
                                    activation=m.activation, output=m.output,
-                                   precision=self.precision)
+                                   precision=self.precision, dropout=m.dropout,
+                                   dropout_seed=self._mask_seed() if any(m.dropout) else 0)
         self._plan_key = (self._ws, raw, self._state, hyper)
         return self._plan
+
+    def _mask_seed(self):
+        """dropout_seed, drawn once from `seed` when it was not given."""
+        if self.dropout_seed is None:
+            seed = self.seed if isinstance(self.seed, (int, np.integer)) else None
+            self.dropout_seed = int(np.random.SeedSequence(seed).generate_state(
+                1, np.uint64)[0])
+        return self.dropout_seed
 
     def _steering(self, plan):
         """The ThreadPolicy of the step's GEMM provider (None for the reference step)."""

@@ -153,8 +153,10 @@ def check_dropout(dropout, n_hidden):
         ps = (float(dropout),) * n_hidden
     else:
         try:
+            if isinstance(dropout, (str, bytes)):
+                raise TypeError
             ps = tuple(float(p) for p in dropout)
-        except TypeError:
+        except (TypeError, ValueError):
             raise TypeError(f"dropout must be a number or a sequence of one per hidden layer, "
                             f"got {dropout!r}") from None
         if len(ps) != n_hidden:

@@ -18,6 +18,8 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
+
+from ..backends.contract import check_dropout
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
@@ -59,6 +61,9 @@ PARAMETERS_DOC = """hidden_layer_sizes : array-like of shape (n_layers - 2,) or 
         accumulate in float32; parameters, optimizer state and the loss stay float32, the
         training set is converted once per fit, and predictions run in float32.  The model is
         float32 (dtype=None then means float32; dtype="float64" is refused).  Dense X only.
+    dropout : float in [0, 1) or one per hidden layer, default=0.0
+        Inverted dropout on the hidden layers' outputs while training (sgd/adam; fastmlp's
+        extension: 0 is scikit-learn's network).  The masks are drawn from random_state.
     dtype : None, "float32" or "float64" (or the numpy type), default=None
         Precision of the parameters and of every computation; None: X's dtype when it is
         float32 or float64, else float64 (as scikit-learn)."""
@@ -110,6 +115,7 @@ class BaseMLP(SolversMixin, BaseEstimator):
         "backend": [StrOptions({"auto", "numpy", "numba", "cython"})],
         "threads": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "precision": [None, StrOptions({"bf16"})],
+        "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
         "dtype": [None, StrOptions({"float32", "float64"}), Options(type, set(_FLOATS)),
                   Options(np.dtype, {np.dtype(t) for t in _FLOATS})],
     }
@@ -134,6 +140,9 @@ class BaseMLP(SolversMixin, BaseEstimator):
         """sklearn's validate_data; X in the parameters' dtype: `dtype`, or else X's own when
         it is float32 or float64, else float64 (as scikit-learn)."""
         dtype = _FLOATS[::-1] if self.dtype is None else np.dtype(self.dtype)
+        if self.solver not in STOCHASTIC and np.any(np.asarray(self.dropout) > 0):
+            raise ValueError(f"dropout is for the 'sgd' and 'adam' solvers; solver="
+                             f"{self.solver!r} trains the whole network deterministically")
         if self.precision == "bf16":
             if self.dtype is not None and np.dtype(self.dtype) != np.float32:
                 raise ValueError(f"precision='bf16' trains a float32 model; dtype="
@@ -199,7 +208,7 @@ class BaseMLP(SolversMixin, BaseEstimator):
             b = self._random_state.uniform(-bound, bound, fan_out)
             self.coefs_.append(np.ascontiguousarray(W, dtype))
             self.intercepts_.append(np.ascontiguousarray(b, dtype))
-        for attr in ("_model", "_opt_state", "_best_params"):
+        for attr in ("_model", "_opt_state", "_best_params", "_mask_seed"):
             self.__dict__.pop(attr, None)
         if self.solver in STOCHASTIC:
             self.loss_curve_ = []
@@ -224,11 +233,12 @@ class BaseMLP(SolversMixin, BaseEstimator):
         if (m is not None and len(m.weights) + len(m.biases) == len(params)
                 and all(p is q for p, q in zip(m.weights + m.biases, params))
                 and (m.activation, m.output) == (self.activation, self.out_activation_)
-                and m.dtype == dtype and self.backend in ("auto", m.backend.name)):
+                and m.dtype == dtype and self.backend in ("auto", m.backend.name)
+                and m.dropout == check_dropout(self.dropout, len(m.weights) - 1)):
             return m
         sizes = [np.shape(self.coefs_[0])[0]] + [np.shape(c)[1] for c in self.coefs_]
         m = MLP(sizes, dtype=dtype, seed=0, backend=self.backend, activation=self.activation,
-                output=self.out_activation_)
+                output=self.out_activation_, dropout=self.dropout)
         for own, src in ((m.weights, self.coefs_), (m.biases, self.intercepts_)):
             for i, a in enumerate(src):
                 if (isinstance(a, np.ndarray) and a.dtype == dtype and a.shape == own[i].shape

@@ -91,6 +91,17 @@ class SolversMixin:
                           "going to be clipped")
         return int(np.clip(self.batch_size, 1, n))
 
+    def _dropout_seed(self, model):
+        """The key of the dropout masks: drawn from random_state once per estimator state
+        (only when the model has dropout, so that random_state's other draws are
+        scikit-learn's otherwise)."""
+        if not any(model.dropout):
+            return None
+        if self.__dict__.get("_mask_seed") is None:
+            self._mask_seed = int(self._random_state.randint(0, 2**31 - 1)) << 32 | \
+                int(self._random_state.randint(0, 2**31 - 1))
+        return self._mask_seed
+
     def _make_trainer(self, model, batch_size, fresh):
         """A Trainer on `model`; it resumes the saved optimizer state unless `fresh`."""
         sgd = self.solver == "sgd"
@@ -100,7 +111,8 @@ class SolversMixin:
                              nesterov=bool(sgd and self.nesterovs_momentum and mom > 0),
                              beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon,
                              batch_size=batch_size, epochs=1, shuffle=False,
-                             threads=self.threads, precision=self.precision)
+                             threads=self.threads, precision=self.precision,
+                             dropout_seed=self._dropout_seed(model))
         kind = (self.solver, mom > 0, model.dtype.name,
                 tuple(p.shape for p in model.weights + model.biases))
         saved = self.__dict__.get("_opt_state")

@@ -53,7 +53,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  class_weight=None, backend="auto", dtype=None, threads="auto",
-                 precision=None):
+                 precision=None, dropout=0.0):
         store_parameters(self, locals())
 
     # ---- public API ---------------------------------------------------------------------
