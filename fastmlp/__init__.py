@@ -2,8 +2,8 @@
 from .backends import available_backends, get_backend
 from .history import History
 from .model import MLP, ModelFileError
-from .schedules import (Constant, EarlyStopping, ExponentialDecay, InverseScaling,
-                        ReduceOnPlateau, StepDecay)
+from .schedules import (Constant, Cosine, EarlyStopping, ExponentialDecay, InverseScaling,
+                        OneCycle, ReduceOnPlateau, StepDecay)
 from .trainer import Trainer, TrainingDivergedError
 
 __version__ = "0.1.0"
@@ -20,4 +20,4 @@ def __getattr__(name):
 __all__ = ["available_backends", "get_backend", "MLP", "MLPClassifier", "MLPRegressor",
            "Trainer", "History", "ModelFileError", "TrainingDivergedError", "Constant",
            "StepDecay", "ExponentialDecay", "InverseScaling", "ReduceOnPlateau",
-           "EarlyStopping", "__version__"]
+           "OneCycle", "Cosine", "EarlyStopping", "__version__"]

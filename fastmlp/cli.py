@@ -128,6 +128,11 @@ def build_parser():
                    help="L2 penalty: loss += wd * sum ||W||^2")
     t.add_argument("--lr-decay", type=_finite_float, default=1.0,
                    help="multiply the lr by this every epoch (e.g. 0.92; default 1 = constant)")
+    t.add_argument("--lr-schedule", choices=("constant", "onecycle", "cosine"),
+                   default="constant",
+                   help="per-step lr: onecycle warms up to --lr (the peak) over 30%% of the "
+                        "steps, then anneals to --lr/2.5e5 (PyTorch's OneCycleLR); cosine "
+                        "anneals from --lr towards 0 (default constant; not with --lr-decay)")
     t.add_argument("--epochs", type=_positive_int, default=20)
     t.add_argument("--batch-size", type=_positive_int, default=128)
     t.add_argument("--backend", choices=("auto", "numpy", "numba", "cython"), default="auto")
@@ -195,7 +200,12 @@ def _trainer(a, model, validation):
     set (early stopping needs one)."""
     import fastmlp
     lr = a.lr if a.lr is not None else (1e-3 if a.optimizer == "adam" else 0.05)
-    schedule = fastmlp.StepDecay(a.lr_decay) if a.lr_decay < 1 else None
+    if a.lr_schedule == "onecycle":
+        schedule = fastmlp.OneCycle()   # peak: lr
+    elif a.lr_schedule == "cosine":
+        schedule = fastmlp.Cosine()
+    else:
+        schedule = fastmlp.StepDecay(a.lr_decay) if a.lr_decay < 1 else None
     if a.early_stopping and not validation:
         raise ValueError("--early-stopping needs --validation-fraction > 0")
     es = fastmlp.EarlyStopping("val_loss", patience=a.early_stopping) \
@@ -225,6 +235,9 @@ def cmd_train(a):
 
     if not 0 < a.lr_decay <= 1:
         raise ValueError(f"--lr-decay must be in (0, 1], got {a.lr_decay}")
+    if a.lr_decay < 1 and a.lr_schedule != "constant":
+        raise ValueError(f"--lr-decay {a.lr_decay:g} and --lr-schedule {a.lr_schedule} both "
+                         f"set the learning rate: give one")
     _check_writable("--save", a.save)
     _check_writable("--plot", a.plot)
     source = _table_source(a)

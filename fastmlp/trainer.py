@@ -7,7 +7,8 @@ fused `TrainStep` (docs/kernels.md): forward, backward and the in-place update o
 parameter.  The step is built once on the workspace, parameters and optimizer state; what
 changes between steps (the learning rate, the step number, and the weight decay and Adam eps
 of `batch_hyperparameters`) goes into `run` as arguments.  `fit` adds the epochs around it:
-the lr schedule, validation, callbacks, early stopping and the progress bar.  MLPClassifier
+the lr schedule (per epoch, or per step: `_epoch` then asks it before every batch),
+validation, callbacks, early stopping and the progress bar.  MLPClassifier
 trains through `fit_epoch` too, with its own `batch_hyperparameters`.
 """
 import math
@@ -76,6 +77,13 @@ class Trainer:
     exp) + weight_decay * sum ||W||^2 (biases are not decayed).
     Momentum is PyTorch's form: v = momentum v + g; W -= lr v (Nesterov: W -= lr (g + momentum v)).
     lr_schedule: None, a schedule from fastmlp.schedules, or a callable f(epoch, lr0).
+        A per-epoch schedule (StepDecay, ...) sets the lr of each epoch of `fit`; a per-step
+        one (OneCycle, Cosine: `per_step = True`) sets it before every batch of `fit`, as
+        lr_at(k, total_steps, lr) with k = 0, 1, ... the batch over the fit (batches skipped
+        for zero total weight count too) and total_steps = epochs * ceil(N / min(batch_size,
+        N)); early stopping just ends it early.  History's lr column holds each epoch's lr,
+        for a per-step schedule that of the epoch's last batch.  `fit_epoch` and `step` never
+        consult the schedule: they train at `current_lr` (or fit_epoch's `lr`).
     early_stopping: None, True (val_loss, patience 5) or an EarlyStopping.
     callbacks: callables f(history) called after each epoch; returning True stops training.
     threads: "auto" (default) or an int >= 1: the BLAS threads the step's large GEMMs may use
@@ -146,6 +154,7 @@ class Trainer:
         self._steered = _Steered(self)
         self.history = History()
         self.current_lr = self.lr
+        self._fit_steps = None   # per-step schedule inside fit: [next batch k, total_steps]
         self.t = 0  # optimizer steps taken (Adam's bias correction counts them)
         self._ws = None
         self._state = None
@@ -331,7 +340,8 @@ class Trainer:
 
         order : None, or a permutation (N,) of the rows to visit (the caller's shuffle);
             None visits them shuffled by the trainer's seed when `shuffle`, else in order.
-        lr : this epoch's learning rate (default: the current one, `current_lr`).
+        lr : this epoch's learning rate (default: the current one, `current_lr`).  The
+            trainer's lr_schedule is not consulted, per-epoch or per-step (that is `fit`'s).
         check_input : False when X, y, sample_weight already passed the checks of `fit`
             (C-contiguous arrays of the model's dtype, int64 labels in range, weights of the
             model's dtype): skips a pass over X.  A batch whose weights sum to 0 is skipped."""
@@ -374,9 +384,12 @@ class Trainer:
                                or self._sw_buf.shape[0] < bs or self._sw_buf.dtype != m.dtype):
             self._sw_buf = np.empty(bs, m.dtype)
         loss_sum, correct, classify = 0.0, 0, m.is_classifier
+        per_step = self._fit_steps
         with self._steered as steered:
             for s in range(0, n, bs):
                 steered.recheck()
+                if per_step is not None:
+                    self.current_lr = self._step_lr(per_step)
                 loss_sum, correct = self._batch(X, y, sw, order, ws_full, xbuf, s,
                                                 min(n, s + bs), sparse, classify, loss_sum,
                                                 correct, bar)
@@ -445,7 +458,7 @@ class Trainer:
         the model's output (N,) integer labels in [0, C) for softmax, (N, K) values
         otherwise); optional validation set; optional sample_weight (N,).  History rows hold
         train_loss, train_acc (classifiers), val_loss and val_acc (classifiers) or val_r2
-        (regression), lr and seconds.
+        (regression), lr (a per-step schedule's: that of the epoch's last batch) and seconds.
         Returns the History (also kept as self.history).  On KeyboardInterrupt the model keeps
         its current weights and self.history holds the finished epochs; the interrupt is
         re-raised."""
@@ -471,11 +484,23 @@ class Trainer:
                              f"{m.output!r} output does not report: choose from {reported}")
         n = X.shape[0]
         perm = np.arange(n)
+        per_step = getattr(self.schedule, "per_step", False)
+        if per_step:
+            self._fit_steps = [0, self.epochs * -(-n // min(self.batch_size, n))]
+        try:
+            return self._fit_epochs(X, y, sw, X_val, y_val, es, score, perm, per_step)
+        finally:
+            self._fit_steps = None
+
+    def _fit_epochs(self, X, y, sw, X_val, y_val, es, score, perm, per_step):
+        """fit's epochs on checked data."""
+        m, n = self.model, X.shape[0]
         best, wait, best_params = None, 0, None
         self.history = hist = History()
         for epoch in range(self.epochs):
             t0 = time.perf_counter()
-            self.current_lr = self._epoch_lr(epoch, hist)
+            if not per_step:
+                self.current_lr = self._epoch_lr(epoch, hist)
             if self.shuffle:
                 self._rng.shuffle(perm)
             bar = self._progress(epoch, n)
@@ -534,6 +559,17 @@ class Trainer:
         if not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr_schedule gave a non-finite or non-positive lr {lr!r} "
                              f"at epoch {epoch}")
+        return float(lr)
+
+    def _step_lr(self, steps):
+        """The per-step schedule's lr for batch steps[0] of steps[1], checked as _epoch_lr
+        checks; advances steps[0]."""
+        k, total = steps
+        lr = self.schedule.lr_at(k, total, self.lr)
+        if not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr_schedule gave a non-finite or non-positive lr {lr!r} "
+                             f"at step {k} of {total}")
+        steps[0] = k + 1
         return float(lr)
 
     def _copy_params(self, buf):

@@ -44,6 +44,20 @@ def test_train_json_save_plot_then_predict(tmp_path, capsys):
     assert len(out_file.read_text().split()) == pred["n"]
 
 
+def test_train_onecycle_lr_schedule(capsys):
+    assert main(["train", "--lr-schedule", "onecycle", "--epochs", "2", "--hidden", "16",
+                 "--validation-fraction", "0", "--quiet", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    # digits: 1347 training rows, 11 batches of 128 an epoch, 22 steps; adam's lr 1e-3 is the
+    # peak, initial 1e-3/25 = 4e-5, min 4e-5/1e4 = 4e-9.  Phase 1 ends at step
+    # 0.3 * 22 - 1 = 5.6; epoch 1's last step (10) anneals with pct = (10 - 5.6) / (21 - 5.6),
+    # epoch 2's last step (21) ends at the min.
+    pct = (10 - 5.6) / (21 - 5.6)
+    first = 4e-9 + (1e-3 - 4e-9) / 2 * (np.cos(np.pi * pct) + 1)
+    assert summary["lr"] == 1e-3 and summary["epochs_run"] == 2
+    np.testing.assert_allclose(summary["history"]["lr"], [first, 4e-9], rtol=1e-12)
+
+
 def test_train_early_stopping(capsys):
     assert main(["train", "--epochs", "200", "--early-stopping", "2", "--hidden", "16",
                  "--quiet", "--json"]) == 0
@@ -65,6 +79,8 @@ def test_info(capsys):
     (["train", "--dataset", "/no/such/dir"], "dataset"),
     (["train", "--dataset", "fashion-mnist-typo"], "dataset"),
     (["train", "--lr-decay", "1.5"], "--lr-decay"),
+    (["train", "--lr-schedule", "cosine", "--lr-decay", "0.9"], "--lr-schedule"),
+    (["train", "--lr-schedule", "step"], "--lr-schedule"),
     (["train", "--bogus"], "unrecognized"),
     (["predict"], "--model"),
     (["predict", "--model", "/no/such/model.npz"], "no/such/model.npz"),
