@@ -140,6 +140,9 @@ def build_parser():
     t.add_argument("--precision", choices=("full", "bf16"), default="full",
                    help="bf16: the training step's products in bfloat16, accumulated in "
                         "float32 (float32 models; pip install \"fastmlp[onednn]\")")
+    t.add_argument("--standardize", action="store_true",
+                   help="the model standardises its inputs with the training set's mean and "
+                        "std (MLP(standardize=True); saved with the model)")
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--validation-fraction", type=_finite_float, default=0.1,
                    help="share of the training set held out for validation (0.1)")
@@ -252,13 +255,15 @@ def cmd_train(a):
     Xt, yt, Xv, yv = _split_validation(Xtr, ytr, a.validation_fraction, a.seed)
     sizes = (Xtr.shape[1], *a.hidden, n_classes)
     model = fastmlp.MLP(sizes, dtype=a.dtype, seed=a.seed, backend=a.backend,
-                        dropout=a.dropout[0] if len(a.dropout) == 1 else a.dropout)
+                        dropout=a.dropout[0] if len(a.dropout) == 1 else a.dropout,
+                        standardize=a.standardize)
     trainer, lr = _trainer(a, model, Xv is not None)
     say = _say(a)
     say(f"fastmlp {fastmlp.__version__}: {a.dataset} {Xt.shape[0]} train / "
         f"{0 if Xv is None else Xv.shape[0]} validation / {Xte.shape[0]} test, "
         f"layers {sizes}, {a.optimizer} lr={lr:g}, backend {model.backend.name}, {a.dtype}"
-        + (f", {a.precision} products" if a.precision != "full" else ""))
+        + (f", {a.precision} products" if a.precision != "full" else "")
+        + (", standardized inputs" if a.standardize else ""))
     interrupted, seconds = _fit(trainer, Xt, yt, Xv, yv, say)
     hist = trainer.history
     acc = model.score(Xte, yte)
@@ -272,7 +277,7 @@ def cmd_train(a):
     if a.json:
         print(json.dumps({"dataset": a.dataset, "layer_sizes": list(sizes),
                           "backend": model.backend.name, "dtype": a.dtype,
-                          "precision": a.precision,
+                          "precision": a.precision, "standardize": a.standardize,
                           "optimizer": a.optimizer, "lr": lr, "epochs_run": len(hist),
                           "interrupted": interrupted, "test_accuracy": acc,
                           "train_seconds": seconds, "history": hist.as_dict(),

@@ -5,9 +5,11 @@ inferred from the target.  Training standardises the features (and a regression 
 the training rows, trains an MLP with a softmax output (classify) or an identity output
 (regress) through the same Trainer options as the built-in datasets, then folds the scaling
 into the first layer (and the output layer), so the saved model takes the raw features and
-gives raw targets: it predicts, exports to ONNX and loads in Python like any other.  The
-column names, task and class labels go to `<model>.json` (tabular.save_columns), which
-`predict` reads to build the same features from a new table and to name its predictions.
+gives raw targets: it predicts, exports to ONNX and loads in Python like any other.  With
+--standardize the model keeps the features' statistics itself (MLP(standardize=True)) and
+only a regression target's scaling is folded.  The column names, task and class labels go
+to `<model>.json` (tabular.save_columns), which `predict` reads to build the same features
+from a new table and to name its predictions.
 """
 import json
 import sys
@@ -29,10 +31,11 @@ def _standardize(X):
 def _fold_scaling(model, x_mean, x_scale, y_mean=None, y_scale=None):
     """Make `model`, trained on (X - x_mean) / x_scale (and targets (y - y_mean) / y_scale),
     take X and give y directly: W0 /= x_scale (by rows), b0 -= (x_mean / x_scale)·W0;
-    W_last *= y_scale, b_last = b_last·y_scale + y_mean."""
-    W0 = model.weights[0].astype(np.float64) / x_scale[:, None]
-    model.biases[0][...] = model.biases[0] - x_mean @ W0
-    model.weights[0][...] = W0
+    W_last *= y_scale, b_last = b_last·y_scale + y_mean.  x_mean None: X is left alone."""
+    if x_mean is not None:
+        W0 = model.weights[0].astype(np.float64) / x_scale[:, None]
+        model.biases[0][...] = model.biases[0] - x_mean @ W0
+        model.weights[0][...] = W0
     if y_mean is not None:
         model.weights[-1][...] = model.weights[-1] * y_scale
         model.biases[-1][...] = model.biases[-1] * y_scale + y_mean
@@ -59,17 +62,19 @@ def train_table(a, fmt, path):
     X = T.features(table, names, np.float64)
     stratify = task == "classify" and np.bincount(y).min() >= 2
     Xt, yt, Xv, yv = _split_validation(X, y, a.validation_fraction, a.seed, stratify)
-    x_mean, x_scale = _standardize(Xt)
+    x_mean, x_scale = (None, None) if a.standardize else _standardize(Xt)
     y_mean = y_scale = None
     if task == "regress":
         y_mean, y_scale = _standardize(yt)
-    prep = [None if Z is None else ((Z - x_mean) / x_scale).astype(a.dtype) for Z in (Xt, Xv)]
+    prep = [None if Z is None else (Z if x_mean is None else (Z - x_mean) / x_scale)
+            .astype(a.dtype) for Z in (Xt, Xv)]
     targets = [yt, yv] if task == "classify" else \
         [None if t is None else ((t - y_mean) / y_scale).astype(a.dtype) for t in (yt, yv)]
     sizes = (X.shape[1], *a.hidden, len(classes) if task == "classify" else 1)
     model = fastmlp.MLP(sizes, dtype=a.dtype, seed=a.seed, backend=a.backend,
                         output="softmax" if task == "classify" else "identity",
-                        dropout=a.dropout[0] if len(a.dropout) == 1 else a.dropout)
+                        dropout=a.dropout[0] if len(a.dropout) == 1 else a.dropout,
+                        standardize=a.standardize)
     trainer, lr = _trainer(a, model, Xv is not None)
     say = _say(a)
     say(f"fastmlp {fastmlp.__version__}: {path} {Xt.shape[0]} train / "

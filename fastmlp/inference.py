@@ -10,7 +10,10 @@ nothing but the array it returns.  The cache is a `threading.local` on the model
 predicting with one shared model never share a buffer, and no lock is taken.  It pickles and
 copies as an empty cache.  The forward pass is the reference's composition of the backend's
 raw kernels (`reference.forward`), as in training; the output's finishing step (softmax,
-logistic, argmax, threshold, exp) runs on each chunk in place.
+logistic, argmax, threshold, exp) runs on each chunk in place.  A model that standardises its
+inputs (MLP(standardize=True)) has one more buffer, xs (m, n_features): each chunk is
+standardised into it (two ufuncs, which take only NumPy's fixed iteration buffer for the
+broadcast statistics) and the network reads it instead of the caller's rows.
 """
 import threading
 
@@ -27,12 +30,14 @@ _MAX_VIEWS = 16   # row counts whose views a thread keeps per model (the rest ar
 class Buffers:
     """acts: one (m, s) array per hidden layer and a free slot for the output layer's
     pre-activation; Z (m, C) logits (or the row statistics broadcast for the softmax);
-    scratch (m, 1); mask (m, C) bool.  All but the mask in the model's dtype."""
+    scratch (m, 1); mask (m, C) bool; xs (m, n_features) the standardised input rows (None
+    unless `standardize`).  All but the mask in the model's dtype."""
 
-    __slots__ = ("m", "acts", "Z", "scratch", "mask", "views")
+    __slots__ = ("m", "acts", "Z", "scratch", "mask", "xs", "views")
 
-    def __init__(self, sizes, m, dtype):
+    def __init__(self, sizes, m, dtype, standardize=False):
         self.m = m
+        self.xs = np.empty((m, sizes[0]), dtype) if standardize else None
         self.acts = [np.empty((m, s), dtype) for s in sizes[1:-1]] + [None]
         self.Z = np.empty((m, sizes[-1]), dtype)
         self.scratch = np.empty((m, 1), dtype)
@@ -49,6 +54,7 @@ class Buffers:
             view.m, view.views = m, None
             view.acts = [a[:m] for a in self.acts[:-1]] + [None]
             view.Z, view.scratch, view.mask = self.Z[:m], self.scratch[:m], self.mask[:m]
+            view.xs = None if self.xs is None else self.xs[:m]
             self.views[m] = view
         return view
 
@@ -62,11 +68,12 @@ class InferenceCache:
     def __reduce__(self):   # pickle / copy as a fresh, empty cache
         return (InferenceCache, ())
 
-    def buffers(self, model, m):
-        """This thread's buffers for chunks of m rows of `model`."""
+    def buffers(self, model, m, standardize=False):
+        """This thread's buffers for chunks of m rows of `model` (with xs if `standardize`)."""
         own = getattr(self._local, "buffers", None)
-        if own is None or own.m < m:
-            own = self._local.buffers = Buffers(model.layer_sizes, max(m, 1), model.dtype)
+        if own is None or own.m < m or (standardize and own.xs is None):
+            own = self._local.buffers = Buffers(model.layer_sizes, max(m, 1), model.dtype,
+                                                standardize)
         return own.rows(m)
 
 
@@ -79,8 +86,10 @@ def _cache(model):
 
 
 def chunk_rows(model):
-    """Rows per chunk: CHUNK_BYTES of hidden activations, logits and scratch, >= MIN_CHUNK."""
-    row = (sum(model.layer_sizes[1:]) + 1) * model.dtype.itemsize
+    """Rows per chunk: CHUNK_BYTES of hidden activations, logits and scratch (and the
+    standardised inputs of a standardize model), >= MIN_CHUNK."""
+    inputs = model.n_features if model.standardize else 0
+    row = (sum(model.layer_sizes[1:]) + 1 + inputs) * model.dtype.itemsize
     return max(MIN_CHUNK, CHUNK_BYTES // row)
 
 
@@ -118,11 +127,16 @@ def _finish(model, what, Z, buf, out):
             np.exp(Z, out=Z)
 
 
-def run(model, X, what="logits"):
-    """What `model` gives for X, validated by check_X (C-contiguous in the model's dtype, or
-    a CSR): 'logits' (N, C), 'proba' (N, C) or 'predict' ((N,) int64 for softmax, (N, C)
-    int64 for logistic, (N, C) values otherwise).  Returns a new array; allocates nothing
-    else once this thread has run the same number of rows."""
+def run(model, X, what="logits", standardize=False):
+    """What `model` gives for X (N, n_features), validated by check_X (C-contiguous in the
+    model's dtype, or a CSR): 'logits' (N, C), 'proba' (N, C) or 'predict' ((N,) int64 for
+    softmax, (N, C) int64 for logistic, (N, C) values otherwise).  standardize: feed the
+    network (X - input_mean) / input_scale (dense X; ValueError without the statistics).
+    Returns a new array; allocates nothing else once this thread has run the same number of
+    rows."""
+    if standardize:
+        model._refuse_sparse(X)
+        mean, scale = model._input_stats()
     n, C = X.shape[0], model.n_outputs
     labels = what == "predict" and model.output in ("softmax", "logistic")
     if labels:
@@ -134,8 +148,11 @@ def run(model, X, what="logits"):
     raw, weights, biases = model.backend.raw, model.weights, model.biases
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
-        buf = cache.buffers(model, e - s)
+        buf = cache.buffers(model, e - s, standardize)
         rows = X.rows(s, e) if isinstance(X, CSR) else (X if e - s == n else X[s:e])
+        if standardize:
+            np.subtract(rows, mean, out=buf.xs)
+            rows = np.divide(buf.xs, scale, out=buf.xs)
         dst = out if e - s == n else out[s:e]
         Z = buf.Z if labels else dst
         buf.acts[-1] = Z

@@ -11,6 +11,12 @@ filled workspace with the backend's raw (unchecked) kernels, composed by the ref
 nothing; everything public validates its input first.  Prediction (forward, predict_proba,
 predict) runs through per-thread cached buffers: inference.py.  Saving and loading:
 persistence.py.
+
+Input standardisation (standardize=True): the model owns input_mean and input_scale
+(n_features,), statistics of its training set (`input_stats`), and every public entry point
+that takes X feeds the network (X - input_mean) / input_scale, computed in the model's dtype
+(subtract, then divide: the same bits as that NumPy expression).  The private paths
+(`_loss_grad`, `_forward(..., standardized=True)`) take inputs already standardised.
 """
 import numpy as np
 
@@ -18,8 +24,30 @@ from . import inference, persistence
 from .backends import get_backend, reference
 from .backends import validation as V
 from .backends.contract import OUTPUT_TARGETS, activation_code, check_dropout, output_code
-from .backends.csr import CSR
+from .backends.csr import CSR, issparse
 from .persistence import ModelFileError  # noqa: F401  (part of this module's API)
+
+
+def input_stats(X):
+    """(mean, scale), float64 arrays (D,), of the columns of dense X (N, D): the mean and the
+    population standard deviation, both computed in float64 (the variance in blocks of rows,
+    so no float64 copy of X is made); scale is 1 for a constant feature (scikit-learn's
+    StandardScaler rule: a variance within the rounding error of its computation, i.e.
+    var <= N eps var + (N eps mean)^2, counts as 0)."""
+    n, d = X.shape
+    mean = X.mean(axis=0, dtype=np.float64)
+    rows = max(1, (4 << 20) // (8 * d))    # blocks of about 4 MB of float64
+    block = np.empty((min(rows, n), d))
+    ss = np.zeros(d)
+    for s in range(0, n, rows):
+        dev = block[:min(rows, n - s)]
+        np.subtract(X[s:s + rows], mean, out=dev)
+        np.multiply(dev, dev, out=dev)
+        ss += dev.sum(axis=0)
+    var = ss / n
+    eps = np.finfo(np.float64).eps
+    constant = var <= n * eps * var + (n * mean * eps) ** 2
+    return mean, np.where(constant, 1.0, np.sqrt(var))
 
 
 def softmax_rows(Z):
@@ -96,10 +124,24 @@ class MLP:
         Inverted dropout on the hidden layers' outputs while training (the Trainer's fused
         step; the mask is drawn from the Trainer's seed, docs/kernels.md); off in forward,
         predict and loss_and_grads.  Kept as the tuple `dropout`, one p per hidden layer.
+    standardize : bool (default False)
+        Standardise the inputs: the network sees (X - input_mean) / input_scale, per feature,
+        in the model's dtype, everywhere X comes in (forward, predict_proba, predict, score,
+        loss_and_grads, and the Trainer's fit, fit_epoch, step and evaluate).  input_mean and
+        input_scale (n_features,), in the model's dtype, are None until `Trainer.fit` sets
+        them from its training set (the mean and population std, computed in float64; scale
+        1 for a constant feature), or `fit_input_stats` / `set_input_stats` does; a later fit
+        keeps them.  Dense X only (centering would fill a sparse X): sparse X is a TypeError.
+        Saved, loaded and exported to ONNX with the model.
+
+    Attributes
+    ----------
+    input_mean, input_scale : arrays of shape (n_features,) in the model's dtype, or None
+        The input statistics of a standardize model (None otherwise, and until they are set).
     """
 
     def __init__(self, layer_sizes=(784, 256, 10), dtype=np.float32, seed=0, backend="auto",
-                 activation="relu", output="softmax", dropout=0.0):
+                 activation="relu", output="softmax", dropout=0.0, standardize=False):
         sizes = tuple(layer_sizes) if np.iterable(layer_sizes) else None
         if not sizes or len(sizes) < 2:
             raise ValueError(f"layer_sizes needs at least 2 entries (inputs, outputs), "
@@ -111,6 +153,10 @@ class MLP:
         activation_code(activation), output_code(output)   # known names, or ValueError
         self.activation, self.output = activation, output
         self.dropout = check_dropout(dropout, len(self.layer_sizes) - 2)
+        if not isinstance(standardize, (bool, np.bool_)):
+            raise TypeError(f"standardize must be True or False, got {standardize!r}")
+        self.standardize = bool(standardize)
+        self.input_mean = self.input_scale = None
         self.backend = get_backend(backend)
         rng = np.random.default_rng(seed)
         self.weights, self.biases = [], []
@@ -148,8 +194,9 @@ class MLP:
             f", activation={self.activation!r}, output={self.output!r}"
         if any(self.dropout):
             kinds += f", dropout={self.dropout}"
+        std = ", standardize=True" if self.standardize else ""
         return (f"MLP(layer_sizes={self.layer_sizes}, dtype={self.dtype.name}, "
-                f"backend={self.backend.name!r}{kinds})")
+                f"backend={self.backend.name!r}{kinds}{std})")
 
     def workspace(self, n, x_capacity=None):
         """A new training workspace for batches of up to n rows (sparse ones of up to
@@ -160,6 +207,83 @@ class MLP:
         """Training targets for n samples as the loss kernel takes them (int64 labels for a
         softmax output, (n, n_outputs) values otherwise); TypeError/ValueError otherwise."""
         return V.check_targets(y, n, self.n_outputs, self.output, self.dtype, name=name)
+
+    def check_X(self, X, name="X"):
+        """X (N, n_features) as the model takes it (validation.check_X): dense, C-contiguous,
+        finite, in the model's dtype (no copy when it already is), or scipy.sparse as a CSR;
+        a TypeError for sparse X when the model standardises its inputs."""
+        self._refuse_sparse(X, name)
+        return V.check_X(X, self.n_features, self.dtype, name=name)
+
+    # ---- input standardisation ------------------------------------------------------------
+    def _refuse_sparse(self, X, name="X"):
+        if self.standardize and (issparse(X) or isinstance(X, CSR)):
+            raise TypeError(f"{name} is sparse, but this model standardises its inputs "
+                            f"(standardize=True), and centering would make every entry "
+                            f"nonzero: densify {name}, or use a model with "
+                            f"standardize=False")
+
+    def fit_input_stats(self, X):
+        """Set input_mean and input_scale from the training set X (N, n_features), dense:
+        per feature its mean and population standard deviation, computed in float64 (scale
+        1 for a constant feature: `input_stats`, and for one whose std is below the dtype's
+        smallest normal number), stored in the model's dtype.  For training
+        with `Trainer.fit_epoch` / `step`, which need them (`Trainer.fit` calls this itself
+        when they are not set).  Returns self."""
+        self._need_standardize()
+        return self._fit_input_stats(self.check_X(X))
+
+    def _fit_input_stats(self, X):
+        """fit_input_stats on X already validated by check_X."""
+        mean, scale = input_stats(X)
+        scale[scale.astype(self.dtype) < np.finfo(self.dtype).tiny] = 1.0
+        return self.set_input_stats(mean, scale)
+
+    def set_input_stats(self, mean, scale):
+        """Set input_mean and input_scale: arrays (n_features,), finite, scale > 0 (checked
+        after rounding to the model's dtype; ValueError otherwise), copied in the model's
+        dtype.  Returns self."""
+        self._need_standardize()
+        stats = []
+        for name, a in (("mean", mean), ("scale", scale)):
+            try:
+                with np.errstate(over="ignore"):   # too large for the dtype: inf, refused
+                    a = np.array(a, dtype=self.dtype)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"{name} could not be read as a numeric array: {exc}") from None
+            if a.shape != (self.n_features,):
+                raise ValueError(f"{name} must have shape ({self.n_features},), got {a.shape}")
+            if not V.all_finite(a):
+                raise ValueError(f"{name} contains NaN or infinity (in {self.dtype.name})")
+            stats.append(a)
+        if not np.all(stats[1] > 0):
+            raise ValueError(f"scale must be > 0 (in {self.dtype.name}), got "
+                             f"{stats[1][~(stats[1] > 0)][:5]}")
+        self.input_mean, self.input_scale = stats
+        return self
+
+    def _need_standardize(self):
+        if not self.standardize:
+            raise ValueError("this model has standardize=False: it takes no input statistics")
+
+    def _input_stats(self):
+        """(input_mean, input_scale); ValueError when they are not set yet."""
+        if self.input_mean is None:
+            raise ValueError("this model standardises its inputs (standardize=True) but has "
+                             "no input statistics yet: train it with Trainer.fit, or call "
+                             "fit_input_stats(X_train) (or set_input_stats) first")
+        return self.input_mean, self.input_scale
+
+    def _standardized(self, X, out=None):
+        """(X - input_mean) / input_scale of dense checked X (m, n_features) into out
+        (m, n_features), C-contiguous in the model's dtype (a new array when None); returns
+        out.  ValueError when the statistics are not set."""
+        mean, scale = self._input_stats()
+        if out is None:
+            out = np.empty(X.shape, self.dtype)
+        np.subtract(X, mean, out=out)
+        np.divide(out, scale, out=out)
+        return out
 
     # ---- the hot path (no validation, no allocation) ---------------------------------------
     def _loss_grad(self, ws, X, y, sample_weight=None):
@@ -192,13 +316,15 @@ class MLP:
     # ---- public API -----------------------------------------------------------------------
     def forward(self, X):
         """The output layer's pre-activation (logits for the classifiers).  X (N, n_features),
-        dense or scipy.sparse -> (N, n_outputs), in the model's dtype."""
-        return self._forward(V.check_X(X, self.n_features, self.dtype))
+        dense or scipy.sparse (dense only for a standardize model, which standardises it) ->
+        (N, n_outputs), in the model's dtype."""
+        return self._forward(self.check_X(X))
 
-    def _forward(self, X):
+    def _forward(self, X, standardized=False):
         """forward() on X already validated by check_X (C-contiguous, model dtype, finite;
-        or a CSR), in chunks of rows through per-thread cached buffers (inference.py)."""
-        return inference.run(self, X, "logits")
+        or a CSR), in chunks of rows through per-thread cached buffers (inference.py).
+        standardized: X is already standardised (fit's validation set)."""
+        return inference.run(self, X, "logits", self.standardize and not standardized)
 
     def predict_proba(self, X):
         """Probabilities (N, n_outputs): the softmax over classes, or each logistic output's
@@ -206,17 +332,17 @@ class MLP:
         if not self.is_classifier:
             raise TypeError(f"predict_proba needs a softmax or logistic output; this model's "
                             f"output is {self.output!r} (use predict)")
-        return inference.run(self, V.check_X(X, self.n_features, self.dtype), "proba")
+        return inference.run(self, self.check_X(X), "proba", self.standardize)
 
     def predict(self, X):
         """Predictions: class indices (N,) int64 (softmax), 0/1 outputs (N, n_outputs) int64
         (logistic), values (N, n_outputs) (identity), or means exp(z) (exp)."""
-        return inference.run(self, V.check_X(X, self.n_features, self.dtype), "predict")
+        return inference.run(self, self.check_X(X), "predict", self.standardize)
 
     def score(self, X, y):
         """Accuracy on (X, y) for the classifiers (every output right, for logistic); the
         coefficient of determination R², averaged over outputs, for regression."""
-        X = V.check_X(X, self.n_features, self.dtype)
+        X = self.check_X(X)
         y = self.check_targets(y, X.shape[0])
         Z = self._forward(X)
         if self.output == "softmax":
@@ -234,15 +360,18 @@ class MLP:
                                   for W in self.weights)
 
     def loss_and_grads(self, X, y, weight_decay=0.0, sample_weight=None):
-        """The output's loss + weight_decay * sum ||W||^2 on (X, y), and its gradients.
+        """The output's loss + weight_decay * sum ||W||^2 on (X, y), and its gradients
+        (X (N, n_features), standardised first by a standardize model).
 
         Returns (loss, dweights, dbiases): new arrays shaped like weights / biases."""
-        X = V.check_X(X, self.n_features, self.dtype)
+        X = self.check_X(X)
         y = self.check_targets(y, X.shape[0])
         wd = V.check_number("weight_decay", weight_decay, low=0.0)
         sw = None if sample_weight is None else \
             V.check_sample_weight(sample_weight, X.shape[0], self.dtype)
         ws = self.workspace(X.shape[0])
+        if self.standardize:
+            X = self._standardized(X, out=ws.X)
         loss = self._loss_grad(ws, X, y, sw) + self.penalty(wd)
         dW = [g + (2 * wd) * W if wd else g.copy() for g, W in zip(self.dweights, self.weights)]
         return loss, dW, [g.copy() for g in self.dbiases]
@@ -250,7 +379,8 @@ class MLP:
     # ---- persistence (persistence.py) -----------------------------------------------------
     def save(self, path):
         """Write the model to `path` (.npz, no pickled objects) atomically: a temporary file in
-        the same folder, flushed and fsync'ed, then renamed over the target."""
+        the same folder, flushed and fsync'ed, then renamed over the target.  A standardize
+        model is saved with its input statistics (ValueError before they are set)."""
         return persistence.save(self, path)
 
     def to_onnx(self, path=None, dtype=None, opset=18):
@@ -264,12 +394,13 @@ class MLP:
     def load(cls, path, backend="auto"):
         """Read a model written by `save`; ModelFileError if it is corrupt or inconsistent."""
         arrays = persistence.read(path)
-        sizes, dtype, activation, output = persistence.checked(arrays, path)
-        model = cls(sizes, dtype=dtype, seed=0, backend=backend, activation=activation,
-                    output=output)
+        sizes, dtype, options = persistence.checked(arrays, path)
+        model = cls(sizes, dtype=dtype, seed=0, backend=backend, **options)
         for i in range(model.n_layers):
             model.weights[i][...] = arrays[f"W{i}"]
             model.biases[i][...] = arrays[f"b{i}"]
+        if model.standardize:
+            model.set_input_stats(arrays["input_mean"], arrays["input_scale"])
         return model
 
 

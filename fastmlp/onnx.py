@@ -11,6 +11,9 @@ standalone builder (`build`, onnx.helper only) and the skl2onnx converter (`_con
 supply their own.  Opset 18; every op has float and double kernels in onnxruntime (ZipMap,
 which skl2onnx adds for classifiers, takes float only: `_parse_classifier` casts first).
 
+An MLP with standardize=True gets its input standardisation as the graph's first nodes:
+Sub input_mean, Div input_scale (as MLP._standardized computes it), before the first MatMul.
+
 Outputs: classifiers `label` (N,) (classes_[argmax], or (N, K) 0/1 for logistic outputs of
 more than one unit / an MLP's logistic output) and `probabilities`; regressors `variable`
 (N, K).  Labels are taken from the logits (argmax, z > 0), as fastmlp predicts.
@@ -38,15 +41,19 @@ def _onnx():
 class _Spec:
     """What the graph needs.  task: 'multiclass' (softmax), 'binary' (one logistic unit,
     probabilities [1 - p, p]), 'multilabel' (K logistic units), 'regression' (identity or
-    exp output); classes: labels to gather (None: the class index / the 0/1 matrix)."""
+    exp output); classes: labels to gather (None: the class index / the 0/1 matrix);
+    input_mean, input_scale: (n_features,) arrays, X -> (X - input_mean) / input_scale before
+    the first layer, or None."""
 
-    def __init__(self, coefs, intercepts, activation, output, task, classes=None):
+    def __init__(self, coefs, intercepts, activation, output, task, classes=None,
+                 input_mean=None, input_scale=None):
         if activation not in HIDDEN_OPS:
             raise ValueError(f"cannot export hidden activation {activation!r}; "
                              f"ONNX export knows {tuple(HIDDEN_OPS)}")
         self.coefs, self.intercepts = list(coefs), list(intercepts)
         self.activation, self.output, self.task = activation, output, task
         self.classes = classes
+        self.input_mean, self.input_scale = input_mean, input_scale
         self.n_features = self.coefs[0].shape[0]
         self.n_units = self.coefs[-1].shape[1]
         self.dtype = np.dtype(self.coefs[0].dtype)
@@ -65,7 +72,9 @@ class _Spec:
 def spec_of_model(model):
     """The _Spec of a fastmlp.MLP (its own predict semantics: class index, 0/1 matrix)."""
     task = {"softmax": "multiclass", "logistic": "multilabel"}.get(model.output, "regression")
-    return _Spec(model.weights, model.biases, model.activation, model.output, task)
+    mean, scale = model._input_stats() if model.standardize else (None, None)
+    return _Spec(model.weights, model.biases, model.activation, model.output, task,
+                 input_mean=mean, input_scale=scale)
 
 
 def spec_of_estimator(est):
@@ -104,6 +113,12 @@ def _emit(spec, x, label, proba, dtype, node, init, uniq):
     `proba` names the predictions and `label` is unused).  node(op, inputs, outputs,
     **attrs); init(name, array); uniq(prefix) -> a new name."""
     h, last = x, len(spec.coefs) - 1
+    if spec.input_mean is not None:
+        mean, scale, centred, h = uniq("input_mean"), uniq("input_scale"), uniq("xc"), uniq("xs")
+        init(mean, np.asarray(spec.input_mean, dtype))
+        init(scale, np.asarray(spec.input_scale, dtype))
+        node("Sub", [x, mean], [centred])
+        node("Div", [centred, scale], [h])
     for i, (W, b) in enumerate(zip(spec.coefs, spec.intercepts)):
         wn, bn, mm, z = uniq(f"W{i}"), uniq(f"b{i}"), uniq(f"mm{i}"), uniq(f"z{i}")
         init(wn, np.asarray(W, dtype))

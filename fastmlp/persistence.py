@@ -4,8 +4,11 @@ Design: `save` writes the format version, layer sizes, dtype, hidden activation,
 and every W{i}/b{i} into a temporary file in the target's folder, flushed and fsync'ed, then
 renamed over the target, so an interrupted save leaves the previous file whole.  `load` reads
 with allow_pickle=False and checks every array (names, shapes, dtype, finiteness) before it
-allocates a model, raising ModelFileError for anything damaged or inconsistent.  Format 1 (no
-activation/output: a ReLU network with a softmax output) still loads.
+allocates a model, raising ModelFileError for anything damaged or inconsistent.  Format 3
+adds `standardize` (a bool) and, exactly when it is true, the input statistics input_mean and
+input_scale (n_features,) in the model's dtype (finite, scale > 0).  Formats 2 (no
+standardize) and 1 (no activation/output either: a ReLU network with a softmax output) still
+load.
 """
 import os
 import tempfile
@@ -15,9 +18,10 @@ import numpy as np
 from .backends.contract import ACTIVATIONS, OUTPUTS
 from .backends.validation import all_finite
 
-FORMAT_VERSION = 2
-_READS = (1, 2)
+FORMAT_VERSION = 3
+_READS = (1, 2, 3)
 _V1 = {"activation": "relu", "output": "softmax"}
+_STATS = ("input_mean", "input_scale")
 
 
 class ModelFileError(ValueError):
@@ -30,7 +34,10 @@ def save(model, path):
     arrays = {"format_version": np.array(FORMAT_VERSION),
               "layer_sizes": np.array(model.layer_sizes, np.int64),
               "dtype": np.array(model.dtype.name),
-              "activation": np.array(model.activation), "output": np.array(model.output)}
+              "activation": np.array(model.activation), "output": np.array(model.output),
+              "standardize": np.array(model.standardize)}
+    if model.standardize:
+        arrays["input_mean"], arrays["input_scale"] = model._input_stats()
     for i, (W, b) in enumerate(zip(model.weights, model.biases)):
         arrays[f"W{i}"], arrays[f"b{i}"] = W, b
     folder = os.path.dirname(os.path.abspath(path))
@@ -64,8 +71,9 @@ def read(path):
 
 
 def checked(arrays, path):
-    """(layer_sizes, dtype name, activation, output) of a file's arrays, every array checked;
-    ModelFileError naming the problem otherwise."""
+    """(layer_sizes, dtype name, options) of a file's arrays, every array checked; options
+    are the MLP's keyword arguments activation, output and standardize (when true, the file
+    holds input_mean and input_scale).  ModelFileError naming the problem otherwise."""
     def fail(msg):
         raise ModelFileError(f"{path}: {msg}")
     for key in ("format_version", "layer_sizes", "dtype"):
@@ -86,6 +94,17 @@ def checked(arrays, path):
         if a.shape != () or a.dtype.kind != "U" or str(a) not in allowed:
             fail(f"bad {key} {a!r}, expected one of {allowed}")
         kinds[key] = str(a)
+    standardize = False
+    if int(version) >= 3:
+        names += ("standardize",)
+        a = arrays.get("standardize")
+        if a is None:
+            fail("missing 'standardize'")
+        if a.shape != () or a.dtype != np.bool_:
+            fail(f"bad standardize {a!r}, expected a bool")
+        standardize = bool(a)
+        if standardize:
+            names += _STATS
     sizes = arrays["layer_sizes"]
     if sizes.ndim != 1 or sizes.size < 2 or sizes.dtype.kind not in "iu" or np.any(sizes < 1):
         fail(f"bad layer_sizes {sizes!r}")
@@ -97,7 +116,8 @@ def checked(arrays, path):
         {f"{p}{i}" for i in range(n_layers) for p in "Wb"}
     if set(arrays) != expected:
         fail(f"arrays {sorted(set(arrays) ^ expected)} do not match layer_sizes "
-             f"{sizes.tolist()}")
+             f"{sizes.tolist()}" + (f" and standardize={standardize}" if int(version) >= 3
+                                    else ""))
     sizes = [int(s) for s in sizes]
     for i in range(n_layers):  # check every array before allocating a model
         for name, shape in ((f"W{i}", (sizes[i], sizes[i + 1])), (f"b{i}", (sizes[i + 1],))):
@@ -107,4 +127,14 @@ def checked(arrays, path):
                      f"{shape} {dtype_name}")
             if not all_finite(a):
                 fail(f"{name} contains NaN or infinity")
-    return sizes, dtype_name, kinds["activation"], kinds["output"]
+    if standardize:
+        for name in _STATS:
+            a = arrays[name]
+            if a.shape != (sizes[0],) or a.dtype != np.dtype(dtype_name):
+                fail(f"{name} has shape {a.shape} dtype {a.dtype}, expected "
+                     f"({sizes[0]},) {dtype_name}")
+            if not all_finite(a):
+                fail(f"{name} contains NaN or infinity")
+        if not np.all(arrays["input_scale"] > 0):
+            fail("input_scale has entries <= 0")
+    return sizes, dtype_name, {**kinds, "standardize": standardize}

@@ -9,7 +9,11 @@ changes between steps (the learning rate, the step number, and the weight decay 
 of `batch_hyperparameters`) goes into `run` as arguments.  `fit` adds the epochs around it:
 the lr schedule (per epoch, or per step: `_epoch` then asks it before every batch),
 validation, callbacks, early stopping and the progress bar.  MLPClassifier
-trains through `fit_epoch` too, with its own `batch_hyperparameters`.
+trains through `fit_epoch` too, with its own `batch_hyperparameters`.  A model with
+standardize=True trains on (X - input_mean) / input_scale: `fit` sets the statistics from
+its training set when they are not set yet and standardises X (and X_val) once, into one
+copy; `fit_epoch` standardises the X it is given (one copy per call), `step` its batch into
+the workspace.
 """
 import math
 import time
@@ -302,14 +306,18 @@ class Trainer:
             + ". Lower the learning rate.")
 
     def step(self, X_batch, y_batch):
-        """Exactly one optimizer step on one batch; returns the batch's loss (before the
-        update, without the weight-decay penalty)."""
+        """Exactly one optimizer step on one batch X_batch (m, n_features), y_batch (m,) or
+        (m, n_outputs); returns the batch's loss (before the update, without the weight-decay
+        penalty).  A standardize model standardises X_batch into its workspace first (its
+        statistics must be set: fit_input_stats)."""
         m = self.model
-        X = V.check_X(X_batch, m.n_features, m.dtype, name="X_batch")
+        X = m.check_X(X_batch, name="X_batch")
         y = m.check_targets(y_batch, X.shape[0], name="y_batch")
         self._ensure_state()
         self._dense_for_bf16(X)
         ws = self._workspace(X.shape[0], 0 if isinstance(X, CSR) else None)
+        if m.standardize:
+            X = m._standardized(X, out=ws.X)
         wd, eps = self.batch_hyperparameters(X.shape[0], self.t + 1)
         self._train_step().sync()   # the weights may have changed since the last step
         with self._steered:
@@ -344,16 +352,26 @@ class Trainer:
             trainer's lr_schedule is not consulted, per-epoch or per-step (that is `fit`'s).
         check_input : False when X, y, sample_weight already passed the checks of `fit`
             (C-contiguous arrays of the model's dtype, int64 labels in range, weights of the
-            model's dtype): skips a pass over X.  A batch whose weights sum to 0 is skipped."""
+            model's dtype): skips a pass over X.  A batch whose weights sum to 0 is skipped.
+
+        A standardize model standardises X (raw features, never bf16 bits) into one copy per
+        call, with the statistics already set (by fit, or fit_input_stats; ValueError
+        otherwise): for many epochs over one X, `fit` standardises it once."""
         m = self.model
         bits = self.precision == "bf16" and getattr(X, "dtype", None) == np.uint16
+        if bits and m.standardize:
+            raise TypeError("X: a standardize model standardises the float X it is given; "
+                            "pass X itself to fit_epoch, not its bf16 bits")
         if bits and (X.ndim != 2 or X.shape[1] != m.n_features or not X.flags.c_contiguous):
             raise ValueError(f"X: bf16 bits must be a C-contiguous (N, {m.n_features}) array")
         if check_input:
-            X = X if bits else V.check_X(X, m.n_features, m.dtype)
+            X = X if bits else m.check_X(X)
             y = m.check_targets(y, X.shape[0])
             if sample_weight is not None:
                 sample_weight = V.check_sample_weight(sample_weight, X.shape[0], m.dtype)
+        if m.standardize:
+            m._refuse_sparse(X)
+            X = m._standardized(X)   # one copy (ValueError without the statistics)
         if lr is not None:
             self.current_lr = V.check_number("lr", lr, low=0.0, low_inclusive=False)
         n = X.shape[0]
@@ -459,19 +477,21 @@ class Trainer:
         otherwise); optional validation set; optional sample_weight (N,).  History rows hold
         train_loss, train_acc (classifiers), val_loss and val_acc (classifiers) or val_r2
         (regression), lr (a per-step schedule's: that of the epoch's last batch) and seconds.
+        A standardize model whose statistics are not set yet gets them from this X
+        (MLP.fit_input_stats); a later fit keeps them.  X and X_val are standardised once,
+        each into one copy in the model's dtype.
         Returns the History (also kept as self.history).  On KeyboardInterrupt the model keeps
         its current weights and self.history holds the finished epochs; the interrupt is
         re-raised."""
         m = self.model
-        X = V.check_X(X, m.n_features, m.dtype)
+        X = m.check_X(X)
         y = m.check_targets(y, X.shape[0])
-        X = self.bf16_input(X)   # bf16: the training set's bits, once per fit
         sw = None if sample_weight is None else \
             V.check_sample_weight(sample_weight, X.shape[0], m.dtype)
         if (X_val is None) != (y_val is None):
             raise ValueError("give both X_val and y_val, or neither")
         if X_val is not None:
-            X_val = V.check_X(X_val, m.n_features, m.dtype, name="X_val")
+            X_val = m.check_X(X_val, name="X_val")
             y_val = m.check_targets(y_val, X_val.shape[0], name="y_val")
         es = self.early_stopping
         if es is not None and es.monitor.startswith("val") and X_val is None:
@@ -482,6 +502,12 @@ class Trainer:
         if es is not None and es.monitor not in reported:
             raise ValueError(f"early stopping monitors {es.monitor!r}, which a model with a "
                              f"{m.output!r} output does not report: choose from {reported}")
+        if m.standardize:
+            if m.input_mean is None:
+                m._fit_input_stats(X)
+            X = m._standardized(X)
+            X_val = None if X_val is None else m._standardized(X_val)
+        X = self.bf16_input(X)   # bf16: the (standardised) training set's bits, once per fit
         n = X.shape[0]
         perm = np.arange(n)
         per_step = getattr(self.schedule, "per_step", False)
@@ -510,7 +536,7 @@ class Trainer:
                 row["train_acc"] = acc
             row["lr"] = self.current_lr
             if X_val is not None:
-                row["val_loss"], row["val_" + score] = self._evaluate(X_val, y_val)
+                row["val_loss"], row["val_" + score] = self._evaluate(X_val, y_val, True)
             row["seconds"] = time.perf_counter() - t0
             hist.append(**row)
             if bar is not None:
@@ -536,15 +562,17 @@ class Trainer:
 
     def evaluate(self, X, y):
         """(loss + penalty, score) of the model on (X, y): the score is the accuracy for the
-        classifier outputs, R² for regression (MLP.score)."""
+        classifier outputs, R² for regression (MLP.score).  X (N, n_features) raw: a
+        standardize model standardises it."""
         m = self.model
-        X = V.check_X(X, m.n_features, m.dtype)
+        X = m.check_X(X)
         return self._evaluate(X, m.check_targets(y, X.shape[0]))
 
-    def _evaluate(self, X, y):
-        """evaluate() on X, y already validated (fit checks its validation set once)."""
+    def _evaluate(self, X, y, standardized=False):
+        """evaluate() on X, y already validated (fit checks its validation set once, and
+        standardises it once: `standardized`)."""
         m = self.model
-        Z = m._forward(X)
+        Z = m._forward(X, standardized)
         loss = reference.loss_grad(m.backend.raw, m.output, Z, y, np.empty_like(Z), None)
         if m.output == "softmax":
             score = float(np.mean(np.argmax(Z, axis=1) == y))

@@ -147,3 +147,22 @@ def test_prediction_allocates_only_its_result(compiled, output, rows, monkeypatc
             # one (256, 200) float32 activation alone is 200 kB; a few Python objects
             # (views of the result, a list) are all that may come on top of the result
             assert peak <= result + 2048, (fn.__name__, peak, result)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", [100, 1000])
+def test_standardized_prediction_allocates_no_copy_of_X(compiled, dtype, rows, monkeypatch):
+    """A standardize model standardises each chunk into this thread's cached (m, n_features)
+    buffer: on top of the result only NumPy's fixed iteration buffer (np.getbufsize()
+    elements, 64 kB at most here, whatever the number of rows) for the broadcast statistics;
+    a copy of 1000 rows of X would be 128-256 kB."""
+    monkeypatch.setattr(inference, "CHUNK_BYTES", 1)
+    X = np.random.default_rng(0).random((rows, 32)).astype(dtype)
+    m = MLP((32, 200, 4), dtype=dtype, seed=0, backend=compiled, standardize=True)
+    m.fit_input_stats(X)
+    ufunc_buffer = np.getbufsize() * np.dtype(dtype).itemsize
+    for fn in (m.forward, m.predict, m.predict_proba):
+        fn(X)
+        for _ in range(2):
+            peak, result = _peak_growth(lambda: fn(X))
+            assert peak <= result + ufunc_buffer + 4096, (fn.__name__, peak, result)

@@ -58,6 +58,21 @@ def test_train_onecycle_lr_schedule(capsys):
     np.testing.assert_allclose(summary["history"]["lr"], [first, 4e-9], rtol=1e-12)
 
 
+def test_train_standardize_then_predict(tmp_path, capsys):
+    import fastmlp
+    model = tmp_path / "s.npz"
+    assert main(["train", "--epochs", "10", "--hidden", "64", "--standardize", "--seed", "1",
+                 "--save", str(model), "--json", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["standardize"] is True and summary["test_accuracy"] > 0.8
+    m = fastmlp.MLP.load(model)
+    assert m.standardize and m.input_scale.shape == (64,)
+    assert m.input_scale[0] == 1   # the digits' always-blank corner pixel: a constant feature
+    assert main(["predict", "--model", str(model), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == \
+        pytest.approx(summary["test_accuracy"])
+
+
 def test_train_early_stopping(capsys):
     assert main(["train", "--epochs", "200", "--early-stopping", "2", "--hidden", "16",
                  "--quiet", "--json"]) == 0
@@ -161,6 +176,24 @@ def test_train_and_predict_a_csv_classifier(table, tmp_path, capsys):
     # the saved model takes the raw features (the scaling is folded into its first layer)
     import fastmlp
     m = fastmlp.MLP.load(model)
+    np.testing.assert_array_equal(np.array(["cat", "dog", "eel"])[m.predict(table["X"])],
+                                  labels)
+
+
+def test_csv_classifier_with_standardize_keeps_the_statistics(table, tmp_path, capsys):
+    """--standardize on a table: the model holds the features' statistics, nothing folded."""
+    import fastmlp
+    model = str(tmp_path / "s.npz")
+    assert main(["train", "--csv", table["csv"], "--target", "label", "--id", "id",
+                 "--drop", "code", "value", "--hidden", "32", "--epochs", "40", "--quiet",
+                 "--standardize", "--save", model, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scores"]["validation"] > 0.85
+    m = fastmlp.MLP.load(model)
+    assert m.standardize
+    np.testing.assert_allclose(m.input_scale, table["X"].std(axis=0), rtol=0.2)
+    out = str(tmp_path / "p.csv")
+    assert main(["predict", "--model", model, "--csv", table["csv"], "--out", out]) == 0
+    labels = np.array([r[1] for r in _predictions(out)[1:]])
     np.testing.assert_array_equal(np.array(["cat", "dog", "eel"])[m.predict(table["X"])],
                                   labels)
 

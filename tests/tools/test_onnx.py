@@ -67,6 +67,25 @@ def test_mlp_export_matches_predict(data, activation, output, dtype, tmp_path):
         close(got["variable"], model.predict(X), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("output", ["softmax", "logistic", "identity"])
+def test_standardize_model_export_matches_predict(data, output, dtype):
+    """The graph standardises X first (Sub input_mean, Div input_scale)."""
+    model = fastmlp.MLP((12, 16, 3), dtype=dtype, seed=1, output=output, standardize=True)
+    X = (data["X"] * np.arange(1, 13) + 40).astype(dtype)   # far from standardised
+    model.fit_input_stats(X)
+    graph = model.to_onnx()
+    assert [n.op_type for n in graph.graph.node[:3]] == ["Sub", "Div", "MatMul"]
+    got = run(graph, X)
+    if model.is_classifier:
+        close(got["probabilities"], model.predict_proba(X), dtype)
+        np.testing.assert_array_equal(got["label"], model.predict(X))
+    else:
+        close(got["variable"], model.predict(X), dtype)
+    with pytest.raises(ValueError, match="no input statistics"):
+        fastmlp.MLP((12, 3), standardize=True).to_onnx()
+
+
 def _subclasses():
     from sklearn.neural_network import MLPClassifier, MLPRegressor
 

@@ -122,8 +122,10 @@ def test_save_load_roundtrip(tmp_path):
     for a, b in zip(m.weights + m.biases, m2.weights + m2.biases):
         np.testing.assert_array_equal(a, b)
     with np.load(path, allow_pickle=False) as f:
-        assert int(f["format_version"]) == 2 and str(f["dtype"]) == "float64"
+        assert int(f["format_version"]) == 3 and str(f["dtype"]) == "float64"
         assert str(f["activation"]) == "relu" and str(f["output"]) == "softmax"
+        assert f["standardize"].dtype == bool and not f["standardize"]
+        assert "input_mean" not in f.files
     assert [p for p in os.listdir(tmp_path) if p != "m.npz"] == []  # no temp file left
 
 
