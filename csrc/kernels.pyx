@@ -373,11 +373,13 @@ cdef enum:   # output codes, contract.OUTPUTS
 
 
 cdef inline double _xent_row(const floating* z, floating* dz, Py_ssize_t C, Py_ssize_t k,
-                             floating scale) noexcept nogil:
-    """One row of C logits: dz = scale·(softmax(z) − onehot(k)); returns −log softmax(z)[k]."""
+                             floating scale, double smooth) noexcept nogil:
+    """One row of C logits: dz = scale·(softmax(z) − t), t = (1 − ε)·onehot(k) + ε/C with
+    ε = smooth; returns −(1 − ε) log softmax(z)[k] − (ε/C) Σ_j log softmax(z)_j."""
     cdef Py_ssize_t j
-    cdef floating zmax = z[0], e, inv
+    cdef floating zmax = z[0], e, inv, off, on
     cdef double s = 0   # sum of exp in double: ≥ 1 since the max term is exp(0)
+    cdef double zsum = 0
     for j in range(1, C):
         if z[j] > zmax:
             zmax = z[j]
@@ -387,10 +389,17 @@ cdef inline double _xent_row(const floating* z, floating* dz, Py_ssize_t C, Py_s
         s += e
     inv = <floating>(1.0 / s)
     e = dz[k]
+    if smooth == 0:
+        for j in range(C):
+            dz[j] = dz[j] * inv * scale
+        dz[k] = (e * inv - 1) * scale
+        return log(s) - (<double>z[k] - <double>zmax)
+    off, on = <floating>(smooth / C), <floating>(1 - smooth)
     for j in range(C):
-        dz[j] = dz[j] * inv * scale
-    dz[k] = (e * inv - 1) * scale
-    return log(s) - (<double>z[k] - <double>zmax)
+        zsum += <double>z[j] - <double>zmax
+        dz[j] = (dz[j] * inv - off) * scale
+    dz[k] = (e * inv - off - on) * scale
+    return log(s) - (1 - smooth) * (<double>z[k] - <double>zmax) - smooth / C * zsum
 
 
 cdef inline double _logistic_row(const floating* z, const floating* y, floating* dz,
@@ -433,10 +442,11 @@ cdef inline double _poisson_row(const floating* z, const floating* y, floating* 
 
 cdef inline double _loss_row(int out, const floating* Z, const int64_t* labels,
                              const floating* Y, floating* dZ, Py_ssize_t i, Py_ssize_t C,
-                             floating scale) noexcept nogil:
-    """Row i of output `out`'s loss: labels (softmax) or values Y (the others)."""
+                             floating scale, double smooth) noexcept nogil:
+    """Row i of output `out`'s loss: labels (softmax, label smoothing `smooth`) or values Y
+    (the others)."""
     if out == OUT_SOFTMAX:
-        return _xent_row(Z + i * C, dZ + i * C, C, labels[i], scale)
+        return _xent_row(Z + i * C, dZ + i * C, C, labels[i], scale, smooth)
     if out == OUT_LOGISTIC:
         return _logistic_row(Z + i * C, Y + i * C, dZ + i * C, C, scale)
     if out == OUT_IDENTITY:
@@ -446,7 +456,7 @@ cdef inline double _loss_row(int out, const floating* Z, const int64_t* labels,
 
 cdef double _output_loss(int out, const floating* Z, const int64_t* labels,
                          const floating* Y, floating* dZ, const floating* sw, Py_ssize_t N,
-                         Py_ssize_t C, bint may_thread) noexcept nogil:
+                         Py_ssize_t C, bint may_thread, double smooth) noexcept nogil:
     """The (weighted) mean over N rows of output `out`'s loss on Z (N, C), its gradient in
     dZ (N, C): labels (N,) for softmax, values Y (N, C) otherwise, sw (N,) or NULL.  Rows run
     on OpenMP threads when `may_thread` and N·C reaches the threshold."""
@@ -459,11 +469,11 @@ cdef double _output_loss(int out, const floating* Z, const int64_t* labels,
     if may_thread and N * C >= _par_xent:
         for i in prange(N, schedule='static'):
             w = sw[i] if sw != NULL else 1.0
-            loss += w * _loss_row(out, Z, labels, Y, dZ, i, C, <floating>(w / total))
+            loss += w * _loss_row(out, Z, labels, Y, dZ, i, C, <floating>(w / total), smooth)
     else:
         for i in range(N):
             w = sw[i] if sw != NULL else 1.0
-            loss += w * _loss_row(out, Z, labels, Y, dZ, i, C, <floating>(w / total))
+            loss += w * _loss_row(out, Z, labels, Y, dZ, i, C, <floating>(w / total), smooth)
     return loss / total
 
 
@@ -473,6 +483,7 @@ cdef double _loss_grad(int out,
                        const floating[:, ::1] Y,   # IN  (N, C) targets (the others), or None
                        floating[:, ::1] dZ,        # OUT (N, C)
                        const floating[::1] sw,     # IN  (N,) sample weights, or None
+                       double smooth=0,            # IN  label smoothing (softmax)
                        ) noexcept:
     # Z (N, C), y (N,) or Y (N, C), sw (N,) -> dZ (N, C); returns the (weighted) mean loss
     cdef Py_ssize_t N = Z.shape[0], C = Z.shape[1]
@@ -483,7 +494,7 @@ cdef double _loss_grad(int out,
     if N == 0 or C == 0:
         return NAN   # mean over no rows, as the reference's 0/0 (checked.py rejects it)
     with nogil:
-        loss = _output_loss(out, &Z[0, 0], labels, values, &dZ[0, 0], w, N, C, True)
+        loss = _output_loss(out, &Z[0, 0], labels, values, &dZ[0, 0], w, N, C, True, smooth)
     return loss
 
 
@@ -672,15 +683,16 @@ def activation_backward(dH, H, activation="relu"):
     return dH
 
 
-def softmax_xent_grad(Z, y, dZ, sample_weight=None):
-    """Mean (or weighted-mean) NLL of softmax(Z) at int64 labels y; dZ its gradient w.r.t. Z.
+def softmax_xent_grad(Z, y, dZ, sample_weight=None, label_smoothing=0.0):
+    """Mean (or weighted-mean) cross-entropy of softmax(Z) against int64 labels y, smoothed
+    by label_smoothing ε (target (1 − ε)·onehot + ε/C); dZ its gradient w.r.t. Z.
 
     Z (N, C), y (N,) int64, dZ (N, C) written in place, sample_weight (N,) of Z's dtype or
     None.  Returns the loss as a Python float.
     """
     if Z.dtype == _F64:
-        return _loss_grad[double](OUT_SOFTMAX, Z, y, None, dZ, sample_weight)
-    return _loss_grad[float](OUT_SOFTMAX, Z, y, None, dZ, sample_weight)
+        return _loss_grad[double](OUT_SOFTMAX, Z, y, None, dZ, sample_weight, label_smoothing)
+    return _loss_grad[float](OUT_SOFTMAX, Z, y, None, dZ, sample_weight, label_smoothing)
 
 
 def logistic_xent_grad(Z, Y, dZ, sample_weight=None):

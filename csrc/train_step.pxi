@@ -139,6 +139,7 @@ cdef struct _Plan:
     _gemm_f gemm16           # oneDNN's gemm_bf16bf16f32 with the Fortran signature
     void* X16      # (n_max, D_0) bfloat16 batch converted from a float32 X
     uint64_t seed  # the dropout masks' key (contract.py, "dropout masks")
+    double smooth  # the softmax output's label smoothing
 
 
 cdef void _gemm(_Plan* p, char ta, char tb, int m, int n, int k, floating alpha,
@@ -193,7 +194,8 @@ cdef void _update(int kind, floating* P, const floating* G, floating* s1, floati
 
 
 cdef double _loss(int out, const floating* Z, const int64_t* labels, const floating* Y,
-                  floating* dZ, const floating* sw, Py_ssize_t m, Py_ssize_t C) noexcept nogil:
+                  floating* dZ, const floating* sw, Py_ssize_t m, Py_ssize_t C,
+                  double smooth) noexcept nogil:
     """_output_loss on the batch (serially: C is small at MLP sizes), after checking that
     every label is in [0, C) for a softmax output (the rows would be read and written out of
     bounds otherwise): -1 if one is not, and dZ is left as it was."""
@@ -203,7 +205,7 @@ cdef double _loss(int out, const floating* Z, const int64_t* labels, const float
         for r in range(m):
             if labels[r] < 0 or labels[r] >= C:
                 return -1
-    return _output_loss(out, Z, labels, Y, dZ, sw, m, C, False)
+    return _output_loss(out, Z, labels, Y, dZ, sw, m, C, False, smooth)
 
 
 cdef inline const _Drop* _dropout(_Layer* L) noexcept nogil:
@@ -271,7 +273,7 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
         a, a16 = <floating*>L.act, <uint16_t*>L.A16
 
     # loss and dZ
-    loss = _loss(p.output, Z, y, Y, dZ, sw, m, C)
+    loss = _loss(p.output, Z, y, Y, dZ, sw, m, C, p.smooth)
     if not isfinite(loss) or loss < 0:
         return loss
 
@@ -330,7 +332,8 @@ cdef class TrainStep:
 
     TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
               momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu',
-              output='softmax', gemm='auto', precision=None, dropout=0.0, dropout_seed=0)
+              output='softmax', gemm='auto', precision=None, dropout=0.0, dropout_seed=0,
+              label_smoothing=0.0)
 
     weights[i] (D_i, D_i+1), biases[i] (D_i+1,), dweights/dbiases the same shapes; acts[i]
     (n_max, D_i+1); deltas[i] (n_max, D_i) for i >= 1 (deltas[0] is ignored); dZ (n_max, C);
@@ -365,17 +368,18 @@ cdef class TrainStep:
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
-                 output="softmax", gemm="auto", precision=None, dropout=0.0, dropout_seed=0):
+                 output="softmax", gemm="auto", precision=None, dropout=0.0, dropout_seed=0,
+                 label_smoothing=0.0):
         cdef int i, nl
         cdef _Layer* L
         cdef size_t gemm_f, pool_f
         self.provider = pv = _get_provider(gemm)
         lay = self._layout = _contract.step_layout(
             weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
-            nesterov, activation, output, precision, dropout, dropout_seed)
+            nesterov, activation, output, precision, dropout, dropout_seed, label_smoothing)
         self.precision = precision
         self.dropout = lay.dropout[:-1]
-        self.p.seed = lay.dropout_seed
+        self.p.seed, self.p.smooth = lay.dropout_seed, lay.label_smoothing
         if lay.bf16:
             self.p.gemm16 = <_gemm_f><size_t>_onednn.load().gemm_bf16   # ImportError: extra
             self._bf16 = _contract.bf16_buffers(lay)

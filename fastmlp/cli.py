@@ -120,6 +120,8 @@ def build_parser():
     t.add_argument("--dropout", type=_finite_float, nargs="+", default=[0.0], metavar="P",
                    help="dropout on the hidden layers while training: one p, or one per "
                         "hidden layer (default 0)")
+    t.add_argument("--label-smoothing", type=_finite_float, default=0.0, metavar="EPS",
+                   help="train on targets (1 - EPS) onehot + EPS / classes (default 0)")
     t.add_argument("--optimizer", choices=("sgd", "adam"), default="adam")
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default 1e-3 for adam, 0.05 for sgd)")
@@ -217,7 +219,8 @@ def _trainer(a, model, validation):
         model, optimizer=a.optimizer, lr=lr, momentum=a.momentum if a.optimizer == "sgd" else 0,
         weight_decay=a.weight_decay, batch_size=a.batch_size, epochs=a.epochs,
         lr_schedule=schedule, seed=a.seed, early_stopping=es, verbose=not a.quiet,
-        precision=None if a.precision == "full" else a.precision)
+        precision=None if a.precision == "full" else a.precision,
+        label_smoothing=a.label_smoothing)
     return trainer, lr
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from .backends import onednn, reference
 from .backends import validation as V
-from .backends.contract import check_precision, check_seed
+from .backends.contract import check_label_smoothing, check_precision, check_seed
 from .backends.csr import CSR, batch_capacity
 from .history import History
 from .model import MLP, r2_score
@@ -102,6 +102,9 @@ class Trainer:
     dropout_seed: the key of the model's dropout masks (an int in [0, 2**64)); None: drawn
         from `seed` (a fresh one when seed is None).  Step k of the trainer (its `t` + 1)
         draws the masks of (dropout_seed, k), so a run is reproducible from its seeds.
+    label_smoothing: ε in [0, 1] (softmax output): train on the targets (1 - ε)·onehot + ε/C.
+        train_loss is then that smoothed cross-entropy; val_loss and evaluate() report the
+        plain NLL.
     snapshot_every: steps between copies of the parameters taken right after a finite loss.
         When the loss turns NaN/inf and the current weights are finite they are kept; when
         they are not, the latest copy is restored: with 1 that is exactly the last finite
@@ -112,7 +115,7 @@ class Trainer:
                  beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, batch_size=128,
                  epochs=10, lr_schedule=None, shuffle=True, seed=None, early_stopping=None,
                  callbacks=(), verbose=False, snapshot_every=10, threads="auto",
-                 precision=None, dropout_seed=None):
+                 precision=None, dropout_seed=None, label_smoothing=0.0):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a fastmlp.MLP, got {type(model).__name__}")
         if optimizer not in ("sgd", "adam"):
@@ -152,6 +155,7 @@ class Trainer:
         self.threads = check_threads(threads)
         self.precision = check_precision(precision, model.dtype)
         self.dropout_seed = None if dropout_seed is None else check_seed(dropout_seed)
+        self.label_smoothing = check_label_smoothing(label_smoothing, model.output)
         if self.precision == "bf16":
             onednn.load()   # ImportError naming the extra, now rather than at the first step
         self._policy = None
@@ -237,7 +241,7 @@ class Trainer:
         m, plan = self.model, self._plan
         raw = m.backend.raw
         hyper = (self.optimizer, self.momentum, self.nesterov, self.beta1, self.beta2,
-                 self.precision, m.dropout)
+                 self.precision, m.dropout, self.label_smoothing)
         key = self._plan_key
         if (plan is not None and key[0] is self._ws and key[1] is raw and key[2] is self._state
                 and key[3] == hyper and plan.uses(m.weights, m.biases)):
@@ -249,7 +253,8 @@ class Trainer:
                                    beta1=self.beta1, beta2=self.beta2,
                                    activation=m.activation, output=m.output,
                                    precision=self.precision, dropout=m.dropout,
-                                   dropout_seed=self._mask_seed() if any(m.dropout) else 0)
+                                   dropout_seed=self._mask_seed() if any(m.dropout) else 0,
+                                   label_smoothing=self.label_smoothing)
         self._plan_key = (self._ws, raw, self._state, hyper)
         return self._plan
 

@@ -10,7 +10,8 @@ hot loop.
 """
 import numpy as np
 
-from .contract import MAX_DROPOUT_LAYERS, activation_code, check_seed
+from .contract import (MAX_DROPOUT_LAYERS, activation_code, check_label_smoothing,
+                       check_seed)
 from .validation import (check_float_array, check_labels, check_number, check_sample_weight,
                          check_shape)
 
@@ -139,10 +140,11 @@ class CheckedBackend:
         check_float_array(name, Y, 2, dt)
         check_shape(name, Y, Z.shape)
 
-    def softmax_xent_grad(self, Z, y, dZ, sample_weight=None):
+    def softmax_xent_grad(self, Z, y, dZ, sample_weight=None, label_smoothing=0.0):
         dt, sample_weight = self._check_loss(Z, dZ, sample_weight)
         y = check_labels(y, *Z.shape)
-        return self.raw.softmax_xent_grad(Z, y, dZ, sample_weight)
+        label_smoothing = check_label_smoothing(label_smoothing)
+        return self.raw.softmax_xent_grad(Z, y, dZ, sample_weight, label_smoothing)
 
     def logistic_xent_grad(self, Z, Y, dZ, sample_weight=None):
         dt, sample_weight = self._check_loss(Z, dZ, sample_weight)

@@ -33,8 +33,9 @@ KERNELS = (
            ("dW", "db", "dX"), "dW"),
     Kernel("activation_backward", ("dH", "H", "activation='relu'"), "dH, H (N,H)", ("dH",),
            "dH"),
-    Kernel("softmax_xent_grad", ("Z", "y", "dZ", "sample_weight=None"),
-           "Z (N,C), y (N,) int, dZ (N,C), sample_weight (N,) or None", ("dZ",), "loss"),
+    Kernel("softmax_xent_grad", ("Z", "y", "dZ", "sample_weight=None", "label_smoothing=0.0"),
+           "Z (N,C), y (N,) int, dZ (N,C), sample_weight (N,) or None, label_smoothing in "
+           "[0, 1]", ("dZ",), "loss"),
     Kernel("logistic_xent_grad", ("Z", "Y", "dZ", "sample_weight=None"),
            "Z (N,K), Y (N,K) of 0/1, dZ (N,K), sample_weight (N,) or None", ("dZ",), "loss"),
     Kernel("squared_error_grad", ("Z", "Y", "dZ", "sample_weight=None"),
@@ -68,7 +69,7 @@ KERNEL_NAMES = tuple(k.name for k in KERNELS)
 TRAIN_STEP_PARAMS = ("weights", "biases", "dweights", "dbiases", "acts", "deltas", "dZ",
                      "state", "optimizer", "momentum=0.0", "nesterov=False", "beta1=0.9",
                      "beta2=0.999", "activation='relu'", "output='softmax'", "gemm='auto'",
-                     "precision=None", "dropout=0.0", "dropout_seed=0")
+                     "precision=None", "dropout=0.0", "dropout_seed=0", "label_smoothing=0.0")
 TRAIN_STEP_RUN_PARAMS = ("X", "y", "sample_weight", "lr", "step", "weight_decay=0.0",
                          "eps=1e-8")
 
@@ -168,6 +169,18 @@ def check_dropout(dropout, n_hidden):
     return ps
 
 
+def check_label_smoothing(label_smoothing, output="softmax"):
+    """label_smoothing as a float in [0, 1], for the softmax output only (ValueError)."""
+    if isinstance(label_smoothing, bool) or \
+            not isinstance(label_smoothing, (int, float, np.integer, np.floating)) or \
+            not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"label_smoothing must be a number in [0, 1], got "
+                         f"{label_smoothing!r}")
+    if label_smoothing and output != "softmax":
+        raise ValueError(f"label_smoothing is for the softmax output, not {output!r}")
+    return float(label_smoothing)
+
+
 def check_seed(seed, name="dropout_seed"):
     """An int in [0, 2⁶⁴) (the dropout mask's key), or ValueError."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or \
@@ -249,6 +262,7 @@ class Layout(NamedTuple):
     bf16: bool = False   # precision="bf16"
     dropout: tuple = ()  # per layer the dropout probability of its output (0.0 for the last)
     dropout_seed: int = 0
+    label_smoothing: float = 0.0   # the softmax output's
 
 
 def check_precision(precision, dtype):
@@ -288,13 +302,14 @@ def bf16_buffers(layout):
 
 def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                 momentum, nesterov, activation="relu", output="softmax", precision=None,
-                dropout=0.0, dropout_seed=0):
+                dropout=0.0, dropout_seed=0, label_smoothing=0.0):
     """Validate the arrays of a fused `TrainStep` (shapes as in docs/kernels.md) and return
     their `Layout`: the optimizer kind, activation and output codes, dtype, n_max, and per
     layer the tuple (fan_in, fan_out, W, b, dW, db, act, dX, sW1, sW2, sb1, sb2) of sizes and
     data addresses (0 where unused: dX of layer 0, the state slots plain SGD or momentum does
     not have), whether the step is bf16 (`check_precision`), the dropout probability of
-    each layer's output (`check_dropout`; 0.0 for the output layer) and the mask's seed.
+    each layer's output (`check_dropout`; 0.0 for the output layer), the mask's seed and
+    the softmax output's label smoothing (`check_label_smoothing`).
     Raises TypeError/ValueError naming the argument.  Shared by the Cython and Numba steps."""
     nl = len(weights)
     if nl < 1 or not all(len(s) == nl for s in (biases, dweights, dbiases, acts, deltas)):
@@ -310,6 +325,7 @@ def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, opt
     check_precision(precision, dt)
     drop = check_dropout(dropout, nl - 1) + (0.0,)
     dropout_seed = check_seed(dropout_seed)
+    smooth = check_label_smoothing(label_smoothing, output)
     n = acts[0].shape[0] if isinstance(acts[0], np.ndarray) and acts[0].ndim else 0
     if n < 1:
         raise ValueError("TrainStep: acts[0] must be an array with at least one row")
@@ -341,7 +357,7 @@ def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, opt
         layers.append(tuple(rec))
     dZ_address = _address(dZ, "dZ", (n, weights[-1].shape[1]), dt)
     return Layout(kind, act_code, out_code, dt, n, layers, dZ_address, precision == "bf16",
-                  drop, dropout_seed)
+                  drop, dropout_seed, smooth)
 
 
 def same_arrays(mine, weights, biases):

@@ -17,7 +17,8 @@ import numpy as np
 
 from .csr import issparse
 from .contract import (GOLDEN, KERNEL_NAMES, MIX1, MIX2, OPTIMIZERS, OUTPUT_LOSS,
-                       activation_code, check_dropout, check_precision, check_seed,
+                       activation_code, check_dropout, check_label_smoothing,
+                       check_precision, check_seed,
                        dropout_stream, dropout_threshold, output_code, same_arrays)
 
 name = "numpy"
@@ -115,18 +116,23 @@ def activation_backward(dH, H, activation="relu"):
     return dH
 
 
-def softmax_xent_grad(Z, y, dZ, sample_weight=None):
-    """Mean negative log-likelihood of softmax(Z) at labels y; dZ = its gradient w.r.t. Z.
+def softmax_xent_grad(Z, y, dZ, sample_weight=None, label_smoothing=0.0):
+    """Mean cross-entropy of softmax(Z) against the labels y; dZ = its gradient w.r.t. Z.
+    With label_smoothing ε the target of a row is (1 - ε)·onehot(y) + ε/C: the loss
+    -(1 - ε) log p_y - (ε/C) Σ_c log p_c and dZ = softmax(Z) - target (ε = 0: the NLL).
 
     Z (N, C) logits, y (N,) integer labels in [0, C), dZ (N, C) written in place,
-    sample_weight (N,) or None.  Returns the loss as a Python float (accumulated in float64).
-    """
-    n = Z.shape[0]
+    sample_weight (N,) or None, label_smoothing in [0, 1].  Returns the loss as a Python
+    float (accumulated in float64)."""
+    n, c = Z.shape
     rows = np.arange(n)
     shifted = Z - Z.max(axis=1, keepdims=True)
     log_norm = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     log_p = shifted - log_norm
+    eps = float(label_smoothing)
     nll = -log_p[rows, y].astype(np.float64)
+    if eps:
+        nll = (1 - eps) * nll - (eps / c) * log_p.astype(np.float64).sum(axis=1)
     if sample_weight is None:
         w = np.ones(n, dtype=Z.dtype)
         total = float(n)
@@ -134,7 +140,11 @@ def softmax_xent_grad(Z, y, dZ, sample_weight=None):
         w = np.asarray(sample_weight, dtype=Z.dtype)
         total = float(np.sum(w, dtype=np.float64))
     dZ[...] = np.exp(log_p)
-    dZ[rows, y] -= 1
+    if eps:
+        dZ -= Z.dtype.type(eps / c)
+        dZ[rows, y] -= Z.dtype.type(1 - eps)
+    else:
+        dZ[rows, y] -= 1
     dZ *= (w / Z.dtype.type(total))[:, None]
     return float(np.dot(w.astype(np.float64), nll) / total)
 
@@ -327,9 +337,12 @@ def forward(k, weights, biases, X, acts, activation="relu", dropout=None):
     return a
 
 
-def loss_grad(k, output, Z, y, dZ, sample_weight=None):
+def loss_grad(k, output, Z, y, dZ, sample_weight=None, label_smoothing=0.0):
     """The loss of output layer `output` (contract.OUTPUT_LOSS) on pre-activations Z against
-    targets y, with the kernels of `k`: fills dZ, returns the loss."""
+    targets y, with the kernels of `k`: fills dZ, returns the loss.  label_smoothing: the
+    softmax output's (0 for the others)."""
+    if label_smoothing:
+        return k.softmax_xent_grad(Z, y, dZ, sample_weight, label_smoothing)
     return getattr(k, OUTPUT_LOSS[output])(Z, y, dZ, sample_weight)
 
 
@@ -375,8 +388,8 @@ def update(k, params, grads, state, n_weights, optimizer, lr, step, momentum=0.0
 class TrainStep:
     """TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
     momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu', output='softmax',
-    gemm='auto', precision=None, dropout=0.0, dropout_seed=0, *, kernels=None): one whole
-    training step (docs/kernels.md)
+    gemm='auto', precision=None, dropout=0.0, dropout_seed=0, label_smoothing=0.0, *,
+    kernels=None): one whole training step (docs/kernels.md)
     as the kernel calls it stands for -- `forward`, the loss, `backward`, `update` -- with
     this module's kernels, or those of `kernels`.  `gemm` is the compiled steps' GEMM
     provider: the reference's products are NumPy's, and `set_threads` leaves every pool
@@ -387,8 +400,8 @@ class TrainStep:
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
-                 output="softmax", gemm="auto", precision=None, dropout=0.0, dropout_seed=0, *,
-                 kernels=None):
+                 output="softmax", gemm="auto", precision=None, dropout=0.0, dropout_seed=0,
+                 label_smoothing=0.0, *, kernels=None):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"TrainStep: unknown optimizer {optimizer!r}")
         activation_code(activation), output_code(output)   # known names, or ValueError
@@ -405,6 +418,7 @@ class TrainStep:
         self.dropout = check_dropout(dropout, len(self.weights) - 1)
         self.dropout_seed = check_seed(dropout_seed)
         self._drops = any(p > 0 for p in self.dropout)
+        self.label_smoothing = check_label_smoothing(label_smoothing, output)
 
     def set_threads(self, n):
         """A no-op: the reference steers no thread pool."""
@@ -430,7 +444,7 @@ class TrainStep:
         deltas = [None] + [d[:m] for d in self.deltas[1:]]
         drop = (self.dropout, self.dropout_seed, int(step)) if self._drops else None
         Z = forward(k, self.weights, self.biases, X, acts, self.activation, drop)
-        loss = loss_grad(k, self.output, Z, y, dZ, sample_weight)
+        loss = loss_grad(k, self.output, Z, y, dZ, sample_weight, self.label_smoothing)
         if not math.isfinite(loss):
             return loss
         backward(k, self.weights, X, acts, dZ, self.dweights, self.dbiases, deltas,

@@ -117,11 +117,14 @@ def test_value_losses(compiled_backend, dtype, shape, weighted, loss):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
 @pytest.mark.parametrize("weighted", [False, True])
-def test_softmax_xent_grad(compiled_backend, dtype, shape, weighted):
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_softmax_xent_grad(compiled_backend, dtype, shape, weighted, smoothing):
     n, _, _, c = shape
     rng = np.random.default_rng(4)
     args = [rand(rng, (n, c), dtype, 3.0), rng.integers(0, c, n), np.full((n, c), np.nan, dtype)]
     kw = {"sample_weight": rng.uniform(0.1, 2.0, n).astype(dtype)} if weighted else {}
+    if smoothing:
+        kw["label_smoothing"] = smoothing
     check_against_reference(compiled_backend, "softmax_xent_grad", args, kw, outputs=[2],
                             returns="float")
 

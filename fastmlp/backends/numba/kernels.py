@@ -298,12 +298,16 @@ def _total_weight(n, sample_weight):
 
 
 @_jit
-def softmax_xent_grad(Z, y, dZ, sample_weight=None):
-    """Mean (or weighted-mean) NLL of softmax(Z) at y, as a float; dZ = its gradient."""
+def softmax_xent_grad(Z, y, dZ, sample_weight=None, label_smoothing=0.0):
+    """Mean (or weighted-mean) cross-entropy of softmax(Z) against labels y, smoothed by
+    label_smoothing ε (target (1 - ε)·onehot + ε/C; 0: the NLL), as a float; dZ = its
+    gradient."""
     # Z (N,C) IN, y (N,) int64 IN, dZ (N,C) OUT, sample_weight (N,) IN or None
     n, c = Z.shape
     total = _total_weight(n, sample_weight)
     one = Z.dtype.type(1)
+    eps = float(label_smoothing)
+    off, on = Z.dtype.type(eps / c), Z.dtype.type(1.0 - eps)
     loss = 0.0
     for i in range(n):
         z = Z[i]
@@ -319,13 +323,22 @@ def softmax_xent_grad(Z, y, dZ, sample_weight=None):
             s += e
         k = y[i]
         w = 1.0 if sample_weight is None else float(sample_weight[i])
-        loss += w * (math.log(s) - (float(z[k]) - float(m)))
         inv_s = Z.dtype.type(1.0 / s)
         scale = Z.dtype.type(w / total)
         p_k = g[k] * inv_s
-        for j in range(c):
-            g[j] = g[j] * inv_s * scale
-        g[k] = (p_k - one) * scale
+        if eps == 0.0:
+            loss += w * (math.log(s) - (float(z[k]) - float(m)))
+            for j in range(c):
+                g[j] = g[j] * inv_s * scale
+            g[k] = (p_k - one) * scale
+        else:
+            zsum = 0.0
+            for j in range(c):
+                zsum += float(z[j]) - float(m)
+                g[j] = (g[j] * inv_s - off) * scale
+            g[k] = (p_k - off - on) * scale
+            loss += w * (math.log(s) - (1.0 - eps) * (float(z[k]) - float(m))
+                         - eps / c * zsum)
     return loss / total
 
 

@@ -133,8 +133,8 @@ _FI, _FO, _W, _B, _DW, _DB, _ACT, _DX, _SW1, _SW2, _SB1, _SB2 = range(12)
 _W16, _A16, _D16 = range(12, 15)
 _THR = 15   # the dropout threshold of act (contract.dropout_threshold)
 _REC = 16
-# hyper-parameters (float64 buffer)
-_MU, _B1, _B2 = range(3)
+# hyper-parameters (float64 buffer): momentum, Adam's betas, the softmax's label smoothing
+_MU, _B1, _B2, _SMOOTH = range(4)
 # scratch bytes: the BLAS scalar arguments, passed by address
 _CH_N, _CH_T = 0, 1          # b"N", b"T"
 _INTS = 4                    # int32 m, n, k, lda, ldb, ldc
@@ -341,26 +341,26 @@ def _mask_colsum_bf16(D, A, act, acc, out, D16, stream, thr, p):
         out[j] = acc[j]
 
 
-def _loss(Z, y, dZ, sw, output):
+def _loss(Z, y, dZ, sw, output, smooth):
     """The output layer's loss on Z against targets y (see the overload below)."""
 
 
 @overload(_loss, jit_options=JIT_OPTIONS)
-def _loss_impl(Z, y, dZ, sw, output):
+def _loss_impl(Z, y, dZ, sw, output, smooth):
     """Typed by y: int64 labels (m,) -- kernels.softmax_xent_grad, after checking that every
     label is in [0, C) (the kernel would read and write out of bounds otherwise) -- or values
     (m, K): the loss kernel of `output` (logistic, identity or exp)."""
     # Z (m, C) IN, y (m,) or (m, C) IN, dZ (m, C) OUT, sw (m,) IN or None
     if y.ndim == 1:
-        def labels(Z, y, dZ, sw, output):
+        def labels(Z, y, dZ, sw, output, smooth):
             c = Z.shape[1]
             for i in range(y.shape[0]):
                 if y[i] < 0 or y[i] >= c:
                     raise ValueError("TrainStep.run: labels must be in [0, n_classes)")
-            return softmax_xent_grad(Z, y, dZ, sw)
+            return softmax_xent_grad(Z, y, dZ, sw, smooth)
         return labels
 
-    def values(Z, y, dZ, sw, output):
+    def values(Z, y, dZ, sw, output, smooth):
         if output == _OUT_LOGISTIC:
             return logistic_xent_grad(Z, y, dZ, sw)
         if output == _OUT_IDENTITY:
@@ -411,7 +411,7 @@ def _run(plan, X, data, indices, indptr, x16, m, y, sw, lr, step, weight_decay, 
     nl, kind, scr, fn = plan[_NL], plan[_KIND], plan[_SCRATCH], plan[_FN]
     last = nl - 1
     bf16 = plan[_BF16] != 0
-    hyp = _view(plan[_HYPER], 3, np.float64)
+    hyp = _view(plan[_HYPER], 4, np.float64)
     ab = _view(scr + _ALPHA, 2, dt)
     lr_, wd2, mu, eps_ = t(lr), t(2.0 * weight_decay), t(hyp[_MU]), t(eps)
     b1, b1c, b2, b2c = t(hyp[_B1]), t(1.0 - hyp[_B1]), t(hyp[_B2]), t(1.0 - hyp[_B2])
@@ -472,7 +472,7 @@ def _run(plan, X, data, indices, indptr, x16, m, y, sw, lr, step, weight_decay, 
     C = plan[L + _FO]
     dZ = plan[_DZ]
     dZv = _view(dZ, (m, C), dt)
-    loss = _loss(_view(a, (m, C), dt), y, dZv, sw, plan[_OUT])
+    loss = _loss(_view(a, (m, C), dt), y, dZv, sw, plan[_OUT], hyp[_SMOOTH])
     if not math.isfinite(loss):
         return loss
 
@@ -537,7 +537,8 @@ class TrainStep:
 
     TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
               momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu',
-              output='softmax', gemm='auto', precision=None, dropout=0.0, dropout_seed=0)
+              output='softmax', gemm='auto', precision=None, dropout=0.0, dropout_seed=0,
+              label_smoothing=0.0)
 
     weights[i] (D_i, D_i+1), biases[i] (D_i+1,), dweights/dbiases the same shapes; acts[i]
     (n_max, D_i+1); deltas[i] (n_max, D_i) for i >= 1 (deltas[0] is ignored); dZ (n_max, C);
@@ -554,11 +555,12 @@ class TrainStep:
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
-                 output="softmax", gemm="auto", precision=None, dropout=0.0, dropout_seed=0):
+                 output="softmax", gemm="auto", precision=None, dropout=0.0, dropout_seed=0,
+                 label_smoothing=0.0):
         self.provider = get_provider(gemm)
         lay = self._layout = step_layout(
             weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
-            nesterov, activation, output, precision, dropout, dropout_seed)
+            nesterov, activation, output, precision, dropout, dropout_seed, label_smoothing)
         self.precision = precision
         self.dropout = lay.dropout[:-1]
         self._drop = np.array(lay.dropout, np.float64)
@@ -569,7 +571,7 @@ class TrainStep:
             self._bf16 = bf16_buffers(lay)
         layers, n, nl = lay.layers, lay.n_max, len(lay.layers)
         self.dtype, self.n_max = lay.dtype, n
-        self._hyper = np.array([momentum, beta1, beta2], np.float64)
+        self._hyper = np.array([momentum, beta1, beta2, lay.label_smoothing], np.float64)
         self._scratch = np.zeros(_SCRATCH_BYTES, np.uint8)
         self._scratch[_CH_N], self._scratch[_CH_T] = ord("N"), ord("T")
         self._acc = np.zeros(max(max(r[_FI], r[_FO]) for r in layers), np.float64)
