@@ -13,9 +13,11 @@ def test_report_runs_every_group(tmp_path, capsys, smoke):
     text = capsys.readouterr().out
     for section in ("GEMM floors", "Train step", "Targets", "Inference", "Activations",
                     "Estimator overhead", "Sparse input", "Time to accuracy", "Crossover",
-                    "Trainings at once", "bf16: the fused step"):
+                    "Trainings at once", "bf16: the fused step", "Recipes"):
         assert section in text, section
     data = json.loads(out.read_text())
     assert data["step"] and data["contention"] and data["crossover"] and data["tta"]
     assert set(data["floor_libraries"]) == {"scipy", "numpy", "openblas", "onednn"}
     assert data["bf16"] and data["bf16_targets"]   # measured, or skipped with the reason
+    assert [d["dataset"] for d in data["recipes"]["recipes"]] == ["digits"]   # --quick
+    assert any(t["line"].endswith("(target ≥ 0.98)") for t in data["recipe_targets"])

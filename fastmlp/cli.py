@@ -10,6 +10,9 @@ import time
 
 import numpy as np
 
+from . import recipes
+from .recipes import RECIPE_CHOICES
+
 EXIT_USAGE = 2
 
 
@@ -115,14 +118,19 @@ def build_parser():
                    help="auto: integers and text classify, floats of many values regress")
     t.add_argument("--drop", nargs="+", default=[], metavar="COLUMN",
                    help="columns that are not features (besides --target and --id)")
-    t.add_argument("--hidden", type=_positive_int, nargs="+", default=[256],
-                   metavar="N", help="hidden layer sizes (default: 256)")
-    t.add_argument("--dropout", type=_finite_float, nargs="+", default=[0.0], metavar="P",
+    t.add_argument("--recipe", choices=RECIPE_CHOICES, default="auto",
+                   help="auto (default): a built-in dataset's recipe (fastmlp/recipes.py: "
+                        "digits, fashion-mnist), the plain defaults otherwise; none: the plain "
+                        "defaults.  Options given here override the recipe's")
+    t.add_argument("--hidden", type=_positive_int, nargs="+", default=None,
+                   metavar="N", help="hidden layer sizes (plain default: 256)")
+    t.add_argument("--dropout", type=_finite_float, nargs="+", default=None, metavar="P",
                    help="dropout on the hidden layers while training: one p, or one per "
-                        "hidden layer (default 0)")
-    t.add_argument("--label-smoothing", type=_finite_float, default=0.0, metavar="EPS",
-                   help="train on targets (1 - EPS) onehot + EPS / classes (default 0)")
-    t.add_argument("--optimizer", choices=("sgd", "adam"), default="adam")
+                        "hidden layer (plain default 0)")
+    t.add_argument("--label-smoothing", type=_finite_float, default=None, metavar="EPS",
+                   help="train on targets (1 - EPS) onehot + EPS / classes (plain default 0)")
+    t.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
+                   help="plain default adam")
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default 1e-3 for adam, 0.05 for sgd)")
     t.add_argument("--momentum", type=_momentum, default=0.9, help="sgd momentum (0.9)")
@@ -131,23 +139,25 @@ def build_parser():
     t.add_argument("--lr-decay", type=_finite_float, default=1.0,
                    help="multiply the lr by this every epoch (e.g. 0.92; default 1 = constant)")
     t.add_argument("--lr-schedule", choices=("constant", "onecycle", "cosine"),
-                   default="constant",
+                   default=None,
                    help="per-step lr: onecycle warms up to --lr (the peak) over 30%% of the "
                         "steps, then anneals to --lr/2.5e5 (PyTorch's OneCycleLR); cosine "
-                        "anneals from --lr towards 0 (default constant; not with --lr-decay)")
-    t.add_argument("--epochs", type=_positive_int, default=20)
-    t.add_argument("--batch-size", type=_positive_int, default=128)
+                        "anneals from --lr towards 0 (plain default constant; not with "
+                        "--lr-decay)")
+    t.add_argument("--epochs", type=_positive_int, default=None, help="plain default 20")
+    t.add_argument("--batch-size", type=_positive_int, default=None, help="plain default 128")
     t.add_argument("--backend", choices=("auto", "numpy", "numba", "cython"), default="auto")
     t.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     t.add_argument("--precision", choices=("full", "bf16"), default="full",
                    help="bf16: the training step's products in bfloat16, accumulated in "
                         "float32 (float32 models; pip install \"fastmlp[onednn]\")")
-    t.add_argument("--standardize", action="store_true",
+    t.add_argument("--standardize", action="store_true", default=None,
                    help="the model standardises its inputs with the training set's mean and "
                         "std (MLP(standardize=True); saved with the model)")
     t.add_argument("--seed", type=_seed, default=0)
-    t.add_argument("--validation-fraction", type=_finite_float, default=0.1,
-                   help="share of the training set held out for validation (0.1)")
+    t.add_argument("--validation-fraction", type=_finite_float, default=None,
+                   help="share of the training set held out for validation (plain default "
+                        "0.1)")
     t.add_argument("--early-stopping", type=_positive_int, nargs="?", const=5, default=None,
                    metavar="PATIENCE", help="stop when validation loss stalls (patience 5)")
     t.add_argument("--save", metavar="PATH", help="write the trained model (.npz)")
@@ -241,12 +251,18 @@ def cmd_train(a):
 
     if not 0 < a.lr_decay <= 1:
         raise ValueError(f"--lr-decay must be in (0, 1], got {a.lr_decay}")
+    source = _table_source(a)
+    if a.lr_decay < 1 and a.lr_schedule is None:
+        a.lr_schedule = "constant"   # --lr-decay is the schedule, whatever the recipe's
+    a.recipe_used, opts = recipes.settings(None if source else (a.dataset or "digits"),
+                                           a.recipe, {k: getattr(a, k) for k in recipes.BASE})
+    for k, v in opts.items():
+        setattr(a, k, list(v) if isinstance(v, tuple) else v)
     if a.lr_decay < 1 and a.lr_schedule != "constant":
         raise ValueError(f"--lr-decay {a.lr_decay:g} and --lr-schedule {a.lr_schedule} both "
                          f"set the learning rate: give one")
     _check_writable("--save", a.save)
     _check_writable("--plot", a.plot)
-    source = _table_source(a)
     if source is not None:
         from fastmlp.cli_table import train_table
         return train_table(a, *source)
@@ -266,7 +282,8 @@ def cmd_train(a):
         f"{0 if Xv is None else Xv.shape[0]} validation / {Xte.shape[0]} test, "
         f"layers {sizes}, {a.optimizer} lr={lr:g}, backend {model.backend.name}, {a.dtype}"
         + (f", {a.precision} products" if a.precision != "full" else "")
-        + (", standardized inputs" if a.standardize else ""))
+        + (", standardized inputs" if a.standardize else "")
+        + (f", recipe {a.recipe_used}" if a.recipe_used else ""))
     interrupted, seconds = _fit(trainer, Xt, yt, Xv, yv, say)
     hist = trainer.history
     acc = model.score(Xte, yte)
@@ -281,6 +298,10 @@ def cmd_train(a):
         print(json.dumps({"dataset": a.dataset, "layer_sizes": list(sizes),
                           "backend": model.backend.name, "dtype": a.dtype,
                           "precision": a.precision, "standardize": a.standardize,
+                          "recipe": a.recipe_used, "epochs": a.epochs,
+                          "batch_size": a.batch_size, "hidden": list(a.hidden),
+                          "dropout": list(a.dropout), "lr_schedule": a.lr_schedule,
+                          "label_smoothing": a.label_smoothing,
                           "optimizer": a.optimizer, "lr": lr, "epochs_run": len(hist),
                           "interrupted": interrupted, "test_accuracy": acc,
                           "train_seconds": seconds, "history": hist.as_dict(),

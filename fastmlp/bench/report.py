@@ -10,7 +10,8 @@ ratios taken round by round do not.
 
 The groups: step_group.py (train step, breakdown, activations), inference.py, fits.py (time
 to accuracy, sparse input, estimator overhead), crossover.py, contention.py, bf16.py (the
-bf16 step and Fashion-MNIST against float32 and PyTorch autocast); timing:
+bf16 step and Fashion-MNIST against float32 and PyTorch autocast), recipes_group.py
+(`fastmlp train`'s recipes against the same recipes in PyTorch, the seed network); timing:
 timing.py (docs/benchmarks.md, Methodology).
 """
 import argparse
@@ -26,6 +27,7 @@ from . import cases as B
 from . import contention as CT
 from . import crossover as XO
 from . import inference as INF
+from . import recipes_group as RC
 from . import tta
 from .fits import (
     format_estimator,
@@ -63,6 +65,8 @@ def parse_args(argv):
     p.add_argument("--breakdown", action="store_true",
                    help="time each kernel call of the step beside its floor GEMMs")
     p.add_argument("--no-tta", action="store_true", help="skip time to accuracy")
+    p.add_argument("--no-recipes", action="store_true",
+                   help="skip fastmlp train's recipes against the same recipes in PyTorch")
     p.add_argument("--no-inference", action="store_true",
                    help="skip predict_proba latency and throughput against the peers")
     p.add_argument("--no-estimator", action="store_true",
@@ -183,6 +187,8 @@ def main(argv=None):
     est = [] if a.no_estimator else run_estimator(a, say)
     sparse = [] if a.no_sparse else run_sparse(a, say)
     ttas = [] if a.no_tta else run_tta(a, say)
+    rec = {} if a.no_recipes else RC.run_recipes(a, say)
+    rec_targets = RC.evaluate(rec) if rec else []
     half = {} if a.no_bf16 else BF.run_bf16(a, say)
     half_targets = BF.evaluate(half) if half else []
     xo = [] if a.no_crossover else XO.crossover(rounds=max(5, a.repeat), say=say)
@@ -231,6 +237,13 @@ def main(argv=None):
         print(f"\nTime to accuracy: D-{tta.RECIPE['hidden']}-10, Adam lr {tta.RECIPE['lr']:g}, "
               f"batch {tta.RECIPE['batch_size']}, seed 0; training wall time, one run each")
         print(format_tta(ttas))
+    if rec:
+        print("\nRecipes: `fastmlp train --dataset D` (its recipe, fastmlp/recipes.py; "
+              "train_seconds and test accuracy from its JSON) beside the same recipe in "
+              "PyTorch (same rows, initial weights, dropout, OneCycleLR, batch), seed 0, one "
+              "run each; 'vs torch' = PyTorch's time ÷ this row's, same precision")
+        print(RC.format_recipes(rec))
+        print("\n".join(t["line"] for t in rec_targets))
     if half:
         print(f"\nbf16: the fused step with precision='bf16' (bfloat16 GEMM operands, float32 "
               f"accumulation, oneDNN) ÷ the same step in float32, 784-H-10, interleaved; "
@@ -261,6 +274,7 @@ def main(argv=None):
             json.dump({"environment": env, "args": vars(a), "step": step,
                        "targets": targets + inf_targets, "breakdown": bd, "inference": inf,
                        "activations": acts, "estimator": est, "sparse": sparse, "tta": ttas,
+                       "recipes": rec, "recipe_targets": rec_targets,
                        "contention": ct, "contention_targets": ct_targets, "crossover": xo,
                        "bf16": half, "bf16_targets": half_targets,
                        "floor_libraries": libs, "seconds": seconds,
@@ -268,7 +282,8 @@ def main(argv=None):
     if a.plot:
         plot(a.plot, step, ttas)
     failed = any(t["status"] == "FAIL"
-                 for t in targets + inf_targets + acts + est + ct_targets + half_targets)
+                 for t in targets + inf_targets + acts + est + ct_targets + half_targets
+                 + rec_targets)
     return 1 if mismatches or (a.strict and failed) else 0
 
 

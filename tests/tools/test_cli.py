@@ -45,8 +45,8 @@ def test_train_json_save_plot_then_predict(tmp_path, capsys):
 
 
 def test_train_onecycle_lr_schedule(capsys):
-    assert main(["train", "--lr-schedule", "onecycle", "--epochs", "2", "--hidden", "16",
-                 "--validation-fraction", "0", "--quiet", "--json"]) == 0
+    assert main(["train", "--recipe", "none", "--lr-schedule", "onecycle", "--epochs", "2",
+                 "--hidden", "16", "--validation-fraction", "0", "--quiet", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     # digits: 1347 training rows, 11 batches of 128 an epoch, 22 steps; adam's lr 1e-3 is the
     # peak, initial 1e-3/25 = 4e-5, min 4e-5/1e4 = 4e-9.  Phase 1 ends at step
