@@ -6,7 +6,8 @@ renamed over the target, so an interrupted save leaves the previous file whole. 
 with allow_pickle=False and checks every array (names, shapes, dtype, finiteness) before it
 allocates a model, raising ModelFileError for anything damaged or inconsistent.  Format 3
 adds `standardize` (a bool) and, exactly when it is true, the input statistics input_mean and
-input_scale (n_features,) in the model's dtype (finite, scale > 0).  Formats 2 (no
+input_scale (n_features,) in the model's dtype (finite, scale > 0), and `dropout` (n_hidden,)
+float64 probabilities in [0, 1) (a training setting: a loaded model trains as it did).  Formats 2 (no
 standardize) and 1 (no activation/output either: a ReLU network with a softmax output) still
 load.
 """
@@ -35,7 +36,8 @@ def save(model, path):
               "layer_sizes": np.array(model.layer_sizes, np.int64),
               "dtype": np.array(model.dtype.name),
               "activation": np.array(model.activation), "output": np.array(model.output),
-              "standardize": np.array(model.standardize)}
+              "standardize": np.array(model.standardize),
+              "dropout": np.array(model.dropout, np.float64)}
     if model.standardize:
         arrays["input_mean"], arrays["input_scale"] = model._input_stats()
     for i, (W, b) in enumerate(zip(model.weights, model.biases)):
@@ -72,8 +74,8 @@ def read(path):
 
 def checked(arrays, path):
     """(layer_sizes, dtype name, options) of a file's arrays, every array checked; options
-    are the MLP's keyword arguments activation, output and standardize (when true, the file
-    holds input_mean and input_scale).  ModelFileError naming the problem otherwise."""
+    are the MLP's keyword arguments activation, output, standardize (when true, the file
+    holds input_mean and input_scale) and dropout.  ModelFileError naming the problem otherwise."""
     def fail(msg):
         raise ModelFileError(f"{path}: {msg}")
     for key in ("format_version", "layer_sizes", "dtype"):
@@ -105,6 +107,7 @@ def checked(arrays, path):
         standardize = bool(a)
         if standardize:
             names += _STATS
+        names += ("dropout",)
     sizes = arrays["layer_sizes"]
     if sizes.ndim != 1 or sizes.size < 2 or sizes.dtype.kind not in "iu" or np.any(sizes < 1):
         fail(f"bad layer_sizes {sizes!r}")
@@ -127,6 +130,13 @@ def checked(arrays, path):
                      f"{shape} {dtype_name}")
             if not all_finite(a):
                 fail(f"{name} contains NaN or infinity")
+    dropout = (0.0,) * (n_layers - 1)
+    if int(version) >= 3:
+        a = arrays["dropout"]
+        if a.shape != (n_layers - 1,) or a.dtype != np.float64 or \
+                not np.all((a >= 0) & (a < 1)):
+            fail(f"bad dropout {a!r}, expected {n_layers - 1} float64 values in [0, 1)")
+        dropout = tuple(float(p) for p in a)
     if standardize:
         for name in _STATS:
             a = arrays[name]
@@ -137,4 +147,4 @@ def checked(arrays, path):
                 fail(f"{name} contains NaN or infinity")
         if not np.all(arrays["input_scale"] > 0):
             fail("input_scale has entries <= 0")
-    return sizes, dtype_name, {**kinds, "standardize": standardize}
+    return sizes, dtype_name, {**kinds, "standardize": standardize, "dropout": dropout}

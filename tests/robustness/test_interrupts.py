@@ -141,8 +141,8 @@ def test_cli_interrupt_saves_the_model(tmp_path, monkeypatch, capsys):
         return step(self, *args)
     monkeypatch.setattr(Trainer, "_step", maybe_interrupt)
     path = tmp_path / "m.npz"
-    code = main(["train", "--epochs", "5", "--hidden", "16", "--save", str(path), "--json",
-                 "--quiet", "--backend", "cython"])
+    code = main(["train", "--recipe", "none", "--epochs", "5", "--hidden", "16", "--save",
+                 str(path), "--json", "--quiet", "--backend", "cython"])
     summary = json.loads(capsys.readouterr().out)
     assert code == 130 and summary["interrupted"] and summary["epochs_run"] == 1
     X_test, y_test = load_digits()[2:]

@@ -117,3 +117,14 @@ def test_cli_dropout(capsys):
     assert main(["train", "--epochs", "1", "--hidden", "32", "16", "--dropout", "0.2", "0.1",
                  "0.3", "--quiet"]) == 2
     assert "one probability per hidden layer" in capsys.readouterr().err
+
+
+def test_dropout_is_saved_with_the_model(tmp_path):
+    m = fastmlp.MLP((4, 5, 6, 2), dropout=[0.1, 0.4])
+    m.save(tmp_path / "m.npz")
+    assert fastmlp.MLP.load(tmp_path / "m.npz").dropout == (0.1, 0.4)
+    arrays = dict(np.load(tmp_path / "m.npz"))
+    arrays["dropout"] = np.array([0.1, 1.0])
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(fastmlp.ModelFileError, match="bad dropout"):
+        fastmlp.MLP.load(tmp_path / "bad.npz")

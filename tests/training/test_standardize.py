@@ -253,7 +253,7 @@ def test_bad_statistics_in_a_file_are_refused(saved, edit, text, tmp_path):
 
 def test_format_2_files_still_load(saved, tmp_path):
     arrays = {k: v for k, v in saved.items() if k not in ("standardize", "input_mean",
-                                                          "input_scale")}
+                                                          "input_scale", "dropout")}
     np.savez(tmp_path / "v2.npz", **{**arrays, "format_version": np.array(2)})
     m = MLP.load(tmp_path / "v2.npz")
     assert not m.standardize and m.layer_sizes == (6, 5, 3)
