@@ -24,13 +24,15 @@ def _torch_net(torch, d, h, c, init=None):
 
 
 def torch_epochs(torch, net, optim, X, y, epochs, batch_size, generator=None,
-                 autocast=False):
+                 autocast=False, loss_fn=None, scheduler=None):
     """`epochs` epochs of shuffled mini-batch training of `net` with `optim` on the tensors X,
-    y (cross-entropy), the loop a PyTorch user writes; the time-to-accuracy and the
-    trainings-at-once contenders.  autocast: the forward pass and loss under
-    torch.autocast("cpu", bfloat16), PyTorch's bf16 mixed precision."""
+    y (cross-entropy, or `loss_fn`), the loop a PyTorch user writes; the time-to-accuracy,
+    recipe and trainings-at-once contenders.  autocast: the forward pass and loss under
+    torch.autocast("cpu", bfloat16), PyTorch's bf16 mixed precision; scheduler: an lr
+    scheduler stepped after every optimizer step."""
     import contextlib
-    loss_fn, n = torch.nn.CrossEntropyLoss(), X.shape[0]
+    loss_fn = torch.nn.CrossEntropyLoss() if loss_fn is None else loss_fn
+    n = X.shape[0]
     mixed = (functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16) if autocast
              else contextlib.nullcontext)
     for _ in range(epochs):
@@ -42,6 +44,8 @@ def torch_epochs(torch, net, optim, X, y, epochs, batch_size, generator=None,
                 loss = loss_fn(net(X[idx]), y[idx])
             loss.backward()
             optim.step()
+            if scheduler is not None:
+                scheduler.step()
 
 
 def _torch_optimizer(torch, opt, params, lr=None):

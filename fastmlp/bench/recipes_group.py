@@ -25,7 +25,7 @@ from ..model import MLP
 from ..schedules import OneCycle
 from ..trainer import Trainer
 from .cases import COMPILED, Unavailable
-from .peers import need
+from .peers import need, torch_epochs
 from .tta import dataset
 
 # the targets of the recipes (issue 15): Fashion-MNIST with one hidden layer
@@ -85,8 +85,6 @@ def torch_train(Xt, yt, Xte, yte, sizes, r, seed=0, autocast=False):
         if r["lr_schedule"] == "onecycle" else None
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=r["label_smoothing"])
     gen = torch.Generator().manual_seed(seed)
-    mixed = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if autocast \
-        else contextlib.nullcontext
     t0 = time.perf_counter()
     mean = scale = None
     if r["standardize"]:
@@ -98,17 +96,7 @@ def torch_train(Xt, yt, Xte, yte, sizes, r, seed=0, autocast=False):
         Xs = Xt
     X, y = torch.from_numpy(Xs), torch.from_numpy(yt.astype(np.int64))
     net.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        for s in range(0, n, bs):
-            idx = perm[s:s + bs]
-            optim.zero_grad(set_to_none=True)
-            with mixed():
-                loss = loss_fn(net(X[idx]), y[idx])
-            loss.backward()
-            optim.step()
-            if sched is not None:
-                sched.step()
+    torch_epochs(torch, net, optim, X, y, epochs, bs, gen, autocast, loss_fn, sched)
     seconds = time.perf_counter() - t0
     net.eval()
     Xe = Xte if mean is None else ((Xte - mean) / scale).astype(np.float32)
