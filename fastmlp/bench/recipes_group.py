@@ -157,8 +157,10 @@ def run_recipes(a, say):
             tag = "bf16" if prec else "fp32"
             for b in COMPILED:
                 say(f"  recipe {name}: fastmlp {b} {tag}")
-                # warm-up: one epoch on digits compiles (Numba) and loads what the run uses
-                _attempt(cli_run, "digits", b, prec, ("--epochs", "1"))
+                # warm-up: one epoch of the same command compiles (Numba), loads (oneDNN)
+                # and first touches the memory the run uses (on this VM the first touch of
+                # a new peak of memory cost ~3 ms/MB, 0.5-0.8 s of a Fashion-MNIST fit)
+                _attempt(cli_run, name, b, prec, ("--epochs", "1"))
                 time.sleep(a.settle)
                 runs[f"{b} {tag}"] = _attempt(cli_run, name, b, prec)
             say(f"  recipe {name}: torch {tag}")
