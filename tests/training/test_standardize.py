@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from helpers import params, same
 
 from fastmlp import MLP, ModelFileError, Trainer, inference
-from fastmlp.backends import onednn
+from fastmlp.backends import onednn, reference
 from fastmlp.model import input_stats
 
 DTYPES = (np.float32, np.float64)
@@ -271,15 +271,28 @@ def test_bf16_fit_converts_the_standardised_training_set(monkeypatch):
     class Stop(Exception):
         pass
 
-    def bf16_input(Xs):
+    def epoch(Xs, *args):
         seen.append(Xs.copy())
         raise Stop
-    monkeypatch.setattr(tr, "bf16_input", bf16_input)
+    monkeypatch.setattr(tr, "_epoch", epoch)
     with pytest.raises(Stop):
         tr.fit(X, y)
-    np.testing.assert_array_equal(seen[0], standardised(m, X))
+    # the bits of the standardised X, converted in blocks (no float32 copy of X)
+    want = reference.to_bf16(standardised(m, X), np.empty(X.shape, np.uint16))
+    np.testing.assert_array_equal(seen[0], want)
     with pytest.raises(TypeError, match="not its bf16 bits"):
         tr.fit_epoch(np.zeros((4, 6), np.uint16), y[:4])
+
+
+def test_bf16_bits_of_a_large_training_set_come_in_blocks(monkeypatch):
+    """Blocks of rows through one float32 buffer give the bits of the whole standardised X."""
+    monkeypatch.setattr(onednn, "load", lambda: None)
+    rng = np.random.default_rng(1)
+    X = (rng.standard_normal((3000, 400)) * 3 + 1).astype(np.float32)   # 2 blocks and a part
+    m = MLP((400, 8, 3), standardize=True).fit_input_stats(X)
+    got = Trainer(m, precision="bf16")._standardized_bf16(X)
+    want = reference.to_bf16(standardised(m, X), np.empty(X.shape, np.uint16))
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.skipif(not onednn.available(), reason=f"oneDNN is not installed ({onednn.EXTRA})")
