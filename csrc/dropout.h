@@ -16,6 +16,15 @@
 #include <stdint.h>
 #include "updates.h"   /* FASTMLP_CLONES */
 
+/* the draw is 64-bit multiplies: AVX-512DQ's vpmullq vectorises them (x86-64-v4), AVX-512F
+ * alone emulates them, so the row loop gets that clone where the compiler has it (GCC 12+) */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && \
+    defined(__linux__)
+#define FASTMLP_DROPOUT_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define FASTMLP_DROPOUT_CLONES FASTMLP_CLONES
+#endif
+
 #define FM_GOLDEN 0x9E3779B97F4A7C15ULL
 #define FM_MIX1 0xBF58476D1CE4E5B9ULL
 #define FM_MIX2 0x94D049BB133111EBULL
@@ -38,7 +47,7 @@ typedef struct { uint64_t stream, thr; double s, q; } fm_drop_f64;
 
 #define FASTMLP_DEFINE_DROPOUT(T, SUFFIX)                                                    \
 /* x (H,) = x·s where kept, 0 where dropped; row counter `first` */                           \
-FASTMLP_CLONES static void dropout_row_##SUFFIX(T *restrict x, ptrdiff_t H, uint64_t first,  \
+FASTMLP_DROPOUT_CLONES static void dropout_row_##SUFFIX(T *restrict x, ptrdiff_t H, uint64_t first,  \
                                                 const fm_drop_##SUFFIX *d) {                  \
     uint64_t stream = d->stream, thr = d->thr;                                                \
     T s = d->s;                                                                               \
