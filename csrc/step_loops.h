@@ -107,17 +107,27 @@ FASTMLP_CLONES static void act_backward_##SUFFIX(T *restrict D, const T *restric
     for (ptrdiff_t i = 0; i < N; i++)                                                         \
         act_backward_row_##SUFFIX(D + i * H, A + i * H, H, act, (T)1);                        \
 }                                                                                             \
-/* bias_act, each row then through dropout d (dropout.h; NULL: none) while it is in L1 */     \
+/* row i (H,) of a forward pass: f(row + b), then through dropout d (dropout.h; NULL: none) */ \
+static inline void bias_act_row_##SUFFIX(T *row, const T *b, ptrdiff_t i, ptrdiff_t H,        \
+                                         int act, const fm_drop_##SUFFIX *d) {                \
+    bias_act_##SUFFIX(row, b, 1, H, act);                                                     \
+    if (d != NULL) dropout_row_##SUFFIX(row, H, (uint64_t)i * (uint64_t)H + 1, d);            \
+}                                                                                             \
+/* row i (H,) of a backward pass: through dropout d (NULL: none; a is then the dropped-out   \
+ * output), then row *= f'(z) */                                                              \
+static inline void mask_row_##SUFFIX(T *restrict row, const T *restrict a, ptrdiff_t i,       \
+                                     ptrdiff_t H, int act, const fm_drop_##SUFFIX *d) {       \
+    if (d != NULL) dropout_row_##SUFFIX(row, H, (uint64_t)i * (uint64_t)H + 1, d);            \
+    act_backward_row_##SUFFIX(row, a, H, act, d != NULL ? d->q : (T)1);                       \
+}                                                                                             \
+/* bias_act, each row then through dropout d while it is in L1 */                             \
 static void bias_act_drop_##SUFFIX(T *out, const T *b, ptrdiff_t N, ptrdiff_t H, int act,     \
                                    const fm_drop_##SUFFIX *d) {                               \
     if (d == NULL) {                                                                          \
         bias_act_##SUFFIX(out, b, N, H, act);                                                 \
         return;                                                                               \
     }                                                                                         \
-    for (ptrdiff_t i = 0; i < N; i++) {                                                       \
-        bias_act_##SUFFIX(out + i * H, b, 1, H, act);                                         \
-        dropout_row_##SUFFIX(out + i * H, H, (uint64_t)i * (uint64_t)H + 1, d);               \
-    }                                                                                         \
+    for (ptrdiff_t i = 0; i < N; i++) bias_act_row_##SUFFIX(out + i * H, b, i, H, act, d);    \
 }                                                                                             \
 /* out (H,) = column sums of D (N, H) in double; first D *= f'(z) in place (A the            \
  * activation's output; nothing for the identity), after D goes through dropout d (NULL:     \
@@ -132,8 +142,7 @@ FASTMLP_CLONES static void mask_colsum_##SUFFIX(T *restrict D, const T *restrict
         T *restrict row = D + i * H;                                                          \
         /* two loops over the row (in L1): GCC vectorises the derivative and a       */      \
         /* float-to-double sum apart, not together in one loop                       */      \
-        if (d != NULL) dropout_row_##SUFFIX(row, H, (uint64_t)i * (uint64_t)H + 1, d);        \
-        act_backward_row_##SUFFIX(row, A + i * H, H, act, d != NULL ? d->q : (T)1);           \
+        mask_row_##SUFFIX(row, A + i * H, i, H, act, d);                                     \
         for (ptrdiff_t j = 0; j < H; j++) acc[j] += (double)row[j];                           \
     }                                                                                         \
     for (ptrdiff_t j = 0; j < H; j++) out[j] = (T)acc[j];                                     \
@@ -145,12 +154,11 @@ FASTMLP_DEFINE_STEP_LOOPS(double, f64, fastmlp_logistic, tanh)
 /* The bf16 step's two passes (float32 only): bias_act_f32 and mask_colsum_f32, each row then
  * also written as bfloat16 (bf16.h) to out16 / D16 (N, H) while it is in L1 -- the operands
  * of the next GEMMs, with no pass of their own.  The column sums are of the float32 rows.
- * Dropout d (NULL: none) as in bias_act_drop / mask_colsum, before the conversion. */
+ * Their rows are bias_act_row / mask_row (dropout d, NULL: none), then the conversion. */
 static void bias_act_bf16(float *out, const float *b, ptrdiff_t N, ptrdiff_t H, int act,
                           uint16_t *out16, const fm_drop_f32 *d) {
     for (ptrdiff_t i = 0; i < N; i++) {
-        bias_act_f32(out + i * H, b, 1, H, act);
-        if (d != NULL) dropout_row_f32(out + i * H, H, (uint64_t)i * (uint64_t)H + 1, d);
+        bias_act_row_f32(out + i * H, b, i, H, act, d);
         to_bf16_f32(out16 + i * H, out + i * H, H);
     }
 }
@@ -163,8 +171,7 @@ FASTMLP_CLONES static void mask_colsum_bf16(float *restrict D, const float *rest
     for (ptrdiff_t i = 0; i < N; i++) {
         float *restrict row = D + i * H;
         uint16_t *restrict row16 = D16 + i * H;
-        if (d != NULL) dropout_row_f32(row, H, (uint64_t)i * (uint64_t)H + 1, d);
-        act_backward_row_f32(row, A + i * H, H, act, d != NULL ? d->q : 1.0f);
+        mask_row_f32(row, A + i * H, i, H, act, d);
         for (ptrdiff_t j = 0; j < H; j++) acc[j] += (double)row[j];
         for (ptrdiff_t j = 0; j < H; j++) row16[j] = fastmlp_bf16(row[j]);
     }

@@ -234,6 +234,11 @@ def _trainer(a, model, validation):
     return trainer, lr
 
 
+def _dropout(a):
+    """MLP's dropout from --dropout: one p for every hidden layer, or one p per layer."""
+    return a.dropout[0] if len(a.dropout) == 1 else a.dropout
+
+
 def _fit(trainer, Xt, yt, Xv, yv, say):
     """trainer.fit; Ctrl-C keeps the model as it is.  Returns (interrupted, seconds)."""
     t0 = time.perf_counter()
@@ -274,7 +279,7 @@ def cmd_train(a):
     Xt, yt, Xv, yv = _split_validation(Xtr, ytr, a.validation_fraction, a.seed)
     sizes = (Xtr.shape[1], *a.hidden, n_classes)
     model = fastmlp.MLP(sizes, dtype=a.dtype, seed=a.seed, backend=a.backend,
-                        dropout=a.dropout[0] if len(a.dropout) == 1 else a.dropout,
+                        dropout=_dropout(a),
                         standardize=a.standardize)
     trainer, lr = _trainer(a, model, Xv is not None)
     say = _say(a)

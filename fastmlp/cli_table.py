@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from . import tabular as T
-from .cli import _fit, _say, _split_validation, _trainer
+from .cli import _dropout, _fit, _say, _split_validation, _trainer
 from .model import r2_score
 
 
@@ -73,7 +73,7 @@ def train_table(a, fmt, path):
     sizes = (X.shape[1], *a.hidden, len(classes) if task == "classify" else 1)
     model = fastmlp.MLP(sizes, dtype=a.dtype, seed=a.seed, backend=a.backend,
                         output="softmax" if task == "classify" else "identity",
-                        dropout=a.dropout[0] if len(a.dropout) == 1 else a.dropout,
+                        dropout=_dropout(a),
                         standardize=a.standardize)
     trainer, lr = _trainer(a, model, Xv is not None)
     say = _say(a)

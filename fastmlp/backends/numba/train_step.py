@@ -270,6 +270,29 @@ def _post_update(post, G, n, dt):
 # --------------------------------------------------------------------------- element-wise
 
 @_jit
+def _bias_act_row(out, i, b, act, stream, thr, s, p):
+    """Row i of a forward pass: kernels._bias_act, then (p > 0) the dropout mask of (stream,
+    thr), kept entries scaled by s (step_loops.h's bias_act_row)."""
+    # out (m, H) IN/OUT, b (H,) IN; stream, thr uint64, s of out's dtype, p float64
+    _bias_act(out[i:i + 1], b, act)
+    if p > 0.0:
+        _dropout_row(out[i], _U64(i) * _U64(out.shape[1]) + _U64(1), stream, thr, s)
+
+
+@_jit
+def _mask_row(D, i, A, act, stream, thr, s, q, p):
+    """Row i of a backward pass: (p > 0) through the dropout mask of (stream, thr) -- A is
+    then the dropped-out output, f(z) / (1 - p) where kept -- then D[i] *= f'(z), from the
+    activation's output (kernels._act_backward_row with q = 1 - p; step_loops.h's
+    mask_row)."""
+    # D (m, H) IN/OUT, A (m, H) IN; stream, thr uint64, s, q of D's dtype, p float64
+    row = D[i]
+    if p > 0.0:
+        _dropout_row(row, _U64(i) * _U64(D.shape[1]) + _U64(1), stream, thr, s)
+    _act_backward_row(row, A[i], act, q)
+
+
+@_jit
 def _bias_act_drop(out, b, act, stream, thr, p):
     """kernels._bias_act, then (p > 0) each row through the dropout mask of (stream, thr)
     while it is in L1 (step_loops.h's bias_act_drop)."""
@@ -277,30 +300,25 @@ def _bias_act_drop(out, b, act, stream, thr, p):
     if p == 0.0:
         _bias_act(out, b, act)
         return
-    s, h = out.dtype.type(1.0 / (1.0 - p)), out.shape[1]
+    s = out.dtype.type(1.0 / (1.0 - p))
     for i in range(out.shape[0]):
-        _bias_act(out[i:i + 1], b, act)
-        _dropout_row(out[i], _U64(i) * _U64(h) + _U64(1), stream, thr, s)
+        _bias_act_row(out, i, b, act, stream, thr, s, p)
 
 
 @_jit
 def _mask_colsum(D, A, act, acc, out, stream, thr, p):
-    """out = column sums of D, in float64; first (p > 0) D through the dropout mask of
-    (stream, thr) -- A is then the dropped-out output, f(z) / (1 - p) where kept -- and D *=
-    f'(z) in place, from the activation's output (kernels._act_backward_row; nothing for the
-    identity): the activation backward and the previous layer's bias gradient in one pass."""
+    """out = column sums of D, in float64, after each row went through _mask_row (dropout,
+    then the activation's derivative; nothing for the identity): the activation backward
+    and the previous layer's bias gradient in one pass over D."""
     # D (m, H) IN/OUT, A (m, H) IN (the activation's output), acc (H,) float64 scratch,
     # out (H,) OUT; stream, thr uint64, p float64
     n, h = D.shape
     s, q = D.dtype.type(1.0 / (1.0 - p)), D.dtype.type(1.0 - p)
     acc[:] = 0.0
     for i in range(n):
-        row = D[i]
-        if p > 0.0:
-            _dropout_row(row, _U64(i) * _U64(h) + _U64(1), stream, thr, s)
-        _act_backward_row(row, A[i], act, q)
+        _mask_row(D, i, A, act, stream, thr, s, q, p)
         for j in range(h):
-            acc[j] += float(row[j])
+            acc[j] += float(D[i, j])
     for j in range(h):
         out[j] = acc[j]
 
@@ -311,11 +329,9 @@ def _bias_act_bf16(out, b, act, out16, stream, thr, p):
     L1: the bf16 step's activations, the operand of the next GEMMs (step_loops.h's
     bias_act_bf16)."""
     # out (m, H) IN/OUT float32, b (H,) IN, out16 (m, H) uint16 OUT; stream, thr, p as there
-    s, h = out.dtype.type(1.0 / (1.0 - p)), out.shape[1]
+    s = out.dtype.type(1.0 / (1.0 - p))
     for i in range(out.shape[0]):
-        _bias_act(out[i:i + 1], b, act)
-        if p > 0.0:
-            _dropout_row(out[i], _U64(i) * _U64(h) + _U64(1), stream, thr, s)
+        _bias_act_row(out, i, b, act, stream, thr, s, p)
         _to_bf16(out[i], out16[i])
 
 
@@ -330,13 +346,10 @@ def _mask_colsum_bf16(D, A, act, acc, out, D16, stream, thr, p):
     s, q = D.dtype.type(1.0 / (1.0 - p)), D.dtype.type(1.0 - p)
     acc[:] = 0.0
     for i in range(n):
-        row = D[i]
-        if p > 0.0:
-            _dropout_row(row, _U64(i) * _U64(h) + _U64(1), stream, thr, s)
-        _act_backward_row(row, A[i], act, q)
+        _mask_row(D, i, A, act, stream, thr, s, q, p)
         for j in range(h):
-            acc[j] += float(row[j])
-        _to_bf16(row, D16[i])
+            acc[j] += float(D[i, j])
+        _to_bf16(D[i], D16[i])
     for j in range(h):
         out[j] = acc[j]
 
