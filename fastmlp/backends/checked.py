@@ -10,8 +10,8 @@ hot loop.
 """
 import numpy as np
 
-from .contract import (MAX_DROPOUT_LAYERS, activation_code, check_label_smoothing,
-                       check_seed)
+from .contract import (MAX_DROPOUT_LAYERS, activation_code, check_bn_settings,
+                       check_label_smoothing, check_seed)
 from .validation import (check_float_array, check_labels, check_number, check_sample_weight,
                          check_shape)
 
@@ -229,3 +229,44 @@ class CheckedBackend:
             raise ValueError(f"step must be < 2**48 and layer < {MAX_DROPOUT_LAYERS}, got "
                              f"{step}, {layer}")
         return self.raw.dropout(A, p, seed, step, layer)
+
+    def _check_bn_vectors(self, dt, h, **vectors):
+        for name, (a, out) in vectors.items():
+            check_float_array(name, a, 1, dt, writeable=out)
+            check_shape(name, a, (h,))
+
+    def batch_norm_forward(self, Z, gamma, beta, out, mean, var, eps=1e-5,
+                           activation="identity"):
+        dt = check_float_array("Z", Z, 2, writeable=True)
+        check_float_array("out", out, 2, dt, writeable=True)
+        check_shape("out", out, Z.shape)
+        self._check_bn_vectors(dt, Z.shape[1], gamma=(gamma, False), beta=(beta, False),
+                               mean=(mean, True), var=(var, True))
+        if Z.shape[0] < 1:
+            raise ValueError("Z needs at least one row (the batch's statistics)")
+        if np.shares_memory(Z, out):
+            raise ValueError("out must not overlap Z (Z becomes the normalised product)")
+        check_bn_settings(0.0, eps)
+        activation_code(activation)
+        return self.raw.batch_norm_forward(Z, gamma, beta, out, mean, var, float(eps),
+                                           activation)
+
+    def batch_norm_backward(self, dY, Zhat, gamma, var, dgamma, dbeta, eps=1e-5):
+        dt = check_float_array("dY", dY, 2, writeable=True)
+        check_float_array("Zhat", Zhat, 2, dt)
+        check_shape("Zhat", Zhat, dY.shape)
+        self._check_bn_vectors(dt, dY.shape[1], gamma=(gamma, False), var=(var, False),
+                               dgamma=(dgamma, True), dbeta=(dbeta, True))
+        if dY.shape[0] < 1:
+            raise ValueError("dY needs at least one row")
+        check_bn_settings(0.0, eps)
+        return self.raw.batch_norm_backward(dY, Zhat, gamma, var, dgamma, dbeta, float(eps))
+
+    def batch_norm_running(self, mean, var, n, running_mean, running_var, momentum=0.1):
+        dt = check_float_array("mean", mean, 1)
+        self._check_bn_vectors(dt, mean.shape[0], var=(var, False),
+                               running_mean=(running_mean, True),
+                               running_var=(running_var, True))
+        n = check_number("n", n, low=1, integer=True)
+        momentum, _ = check_bn_settings(momentum, 1.0)
+        return self.raw.batch_norm_running(mean, var, n, running_mean, running_var, momentum)

@@ -62,6 +62,19 @@ KERNELS = (
            "out"),
     Kernel("dropout", ("A", "p", "seed", "step", "layer"),
            "A (N, H); p in [0, 1), seed, step, layer ints >= 0", ("A",), "A"),
+    Kernel("batch_norm_forward", ("Z", "gamma", "beta", "out", "mean", "var", "eps=1e-05",
+                                  "activation='identity'"),
+           "Z (N,H) in: X·W, out: its normalisation; gamma, beta, mean, var (H,), out (N,H)",
+           ("Z", "out", "mean", "var"), "out"),
+    Kernel("batch_norm_backward", ("dY", "Zhat", "gamma", "var", "dgamma", "dbeta",
+                                   "eps=1e-05"),
+           "dY (N,H) in: dL/d(γẑ+β), out: dL/dZ; Zhat (N,H); gamma, var, dgamma, dbeta (H,)",
+           ("dY", "dgamma", "dbeta"), "dY"),
+    Kernel("batch_norm_running", ("mean", "var", "n", "running_mean", "running_var",
+                                  "momentum=0.1"),
+           "mean, var, running_mean, running_var (H,); n the batch's rows", ("running_mean",
+                                                                            "running_var"),
+           "running_mean"),
 )
 KERNEL_NAMES = tuple(k.name for k in KERNELS)
 
@@ -69,7 +82,8 @@ KERNEL_NAMES = tuple(k.name for k in KERNELS)
 TRAIN_STEP_PARAMS = ("weights", "biases", "dweights", "dbiases", "acts", "deltas", "dZ",
                      "state", "optimizer", "momentum=0.0", "nesterov=False", "beta1=0.9",
                      "beta2=0.999", "activation='relu'", "output='softmax'", "gemm='auto'",
-                     "precision=None", "dropout=0.0", "dropout_seed=0", "label_smoothing=0.0")
+                     "precision=None", "dropout=0.0", "dropout_seed=0", "label_smoothing=0.0",
+                     "batch_norm=None")
 TRAIN_STEP_RUN_PARAMS = ("X", "y", "sample_weight", "lr", "step", "weight_decay=0.0",
                          "eps=1e-8")
 
@@ -169,6 +183,52 @@ def check_dropout(dropout, n_hidden):
     return ps
 
 
+# --------------------------------------------------------------------------- batch normalisation
+# A hidden layer with batch normalisation computes Z = A·W (no bias), normalises each column
+# with the batch's mean and biased variance, ẑ = (Z - mean) / sqrt(var + eps), and applies
+# its activation to γ·ẑ + b: the layer's bias b is BN's shift β, and γ its learned scale.
+# Training steps update running estimates with PyTorch's momentum convention (the unbiased
+# variance); inference uses them, folded into the layer: W·s and b - s·running_mean with
+# s = γ / sqrt(running_var + eps).
+BN_EPS, BN_MOMENTUM = 1e-5, 0.1
+
+
+class BatchNorm(NamedTuple):
+    """The arrays of batch normalisation on every hidden layer i (of width H_i), for the
+    composition (reference.forward / backward) and `TrainStep(batch_norm=...)`:
+
+    gammas[i] (H_i,)             the scales γ, trained with the weights (not decayed)
+    dgammas[i] (H_i,)            their gradients (written by backward)
+    zhats[i] (n_max, H_i)        workspace: the layer's product, then its normalisation ẑ
+    means[i], vars[i] (H_i,)     workspace: the batch's column means and biased variances
+    running_means[i], running_vars[i] (H_i,)   updated by each training step
+    state[i]                     γ's optimizer state, as TrainStep's state entries (None,
+                                 a velocity, or Adam's (m, v)); TrainStep only
+    momentum, eps                the running estimates' momentum and the variance's eps"""
+    gammas: list
+    dgammas: list
+    zhats: list
+    means: list
+    vars: list
+    running_means: list
+    running_vars: list
+    state: list = None
+    momentum: float = BN_MOMENTUM
+    eps: float = BN_EPS
+
+
+def check_bn_settings(momentum, eps):
+    """(momentum, eps) as floats, momentum in [0, 1] and eps > 0 (ValueError otherwise)."""
+    for name, v, ok in (("momentum", momentum, lambda x: 0.0 <= x <= 1.0),
+                        ("eps", eps, lambda x: x > 0.0 and x < float("inf"))):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not ok(float(v)):
+            raise ValueError(f"batch norm {name} must be "
+                             f"{'in [0, 1]' if name == 'momentum' else 'a finite number > 0'},"
+                             f" got {v!r}")
+    return float(momentum), float(eps)
+
+
 def check_label_smoothing(label_smoothing, output="softmax"):
     """label_smoothing as a float in [0, 1], for the softmax output only (ValueError)."""
     if isinstance(label_smoothing, bool) or \
@@ -263,6 +323,12 @@ class Layout(NamedTuple):
     dropout: tuple = ()  # per layer the dropout probability of its output (0.0 for the last)
     dropout_seed: int = 0
     label_smoothing: float = 0.0   # the softmax output's
+    # batch normalisation: per hidden layer (gamma, dgamma, sg1, sg2, zhat, mean, var,
+    # running_mean, running_var) addresses (sg1/sg2: γ's optimizer state, 0 where unused);
+    # () without it
+    batch_norm: tuple = ()
+    bn_momentum: float = BN_MOMENTUM
+    bn_eps: float = BN_EPS
 
 
 def check_precision(precision, dtype):
@@ -302,14 +368,15 @@ def bf16_buffers(layout):
 
 def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                 momentum, nesterov, activation="relu", output="softmax", precision=None,
-                dropout=0.0, dropout_seed=0, label_smoothing=0.0):
+                dropout=0.0, dropout_seed=0, label_smoothing=0.0, batch_norm=None):
     """Validate the arrays of a fused `TrainStep` (shapes as in docs/kernels.md) and return
     their `Layout`: the optimizer kind, activation and output codes, dtype, n_max, and per
     layer the tuple (fan_in, fan_out, W, b, dW, db, act, dX, sW1, sW2, sb1, sb2) of sizes and
     data addresses (0 where unused: dX of layer 0, the state slots plain SGD or momentum does
     not have), whether the step is bf16 (`check_precision`), the dropout probability of
     each layer's output (`check_dropout`; 0.0 for the output layer), the mask's seed and
-    the softmax output's label smoothing (`check_label_smoothing`).
+    the softmax output's label smoothing (`check_label_smoothing`), and the addresses of
+    the hidden layers' `BatchNorm` arrays (`bn_layout`).
     Raises TypeError/ValueError naming the argument.  Shared by the Cython and Numba steps."""
     nl = len(weights)
     if nl < 1 or not all(len(s) == nl for s in (biases, dweights, dbiases, acts, deltas)):
@@ -356,8 +423,45 @@ def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, opt
                 rec += [_address(s, f"state[{slot}]", shape, dt), 0]
         layers.append(tuple(rec))
     dZ_address = _address(dZ, "dZ", (n, weights[-1].shape[1]), dt)
+    bn, bn_momentum, bn_eps = (), BN_MOMENTUM, BN_EPS
+    if batch_norm is not None:
+        bn = bn_layout(batch_norm, [r[1] for r in layers[:-1]], n, dt, kind)
+        bn_momentum, bn_eps = check_bn_settings(batch_norm.momentum, batch_norm.eps)
     return Layout(kind, act_code, out_code, dt, n, layers, dZ_address, precision == "bf16",
-                  drop, dropout_seed, smooth)
+                  drop, dropout_seed, smooth, bn, bn_momentum, bn_eps)
+
+
+def bn_layout(bn, widths, n, dt, kind):
+    """The per hidden layer address records of a `BatchNorm` (Layout.batch_norm) for hidden
+    widths `widths`, a workspace of n rows, dtype dt and optimizer kind (OPT_*); TypeError /
+    ValueError naming the array otherwise."""
+    if not isinstance(bn, BatchNorm):
+        raise TypeError(f"TrainStep: batch_norm must be a contract.BatchNorm or None, got "
+                        f"{type(bn).__name__}")
+    nh = len(widths)
+    fields = ("gammas", "dgammas", "zhats", "means", "vars", "running_means", "running_vars")
+    for f in fields + ("state",):
+        v = getattr(bn, f)
+        if not isinstance(v, (list, tuple)) or len(v) != nh:
+            raise ValueError(f"TrainStep: batch_norm.{f} needs one entry per hidden layer "
+                             f"({nh})")
+    out = []
+    for i, h in enumerate(widths):
+        a = {f: _address(getattr(bn, f)[i], f"batch_norm.{f}[{i}]",
+                         (n, h) if f == "zhats" else (h,), dt) for f in fields}
+        s = bn.state[i]
+        if kind == OPT_ADAM:
+            if not isinstance(s, tuple) or len(s) != 2:
+                raise ValueError(f"TrainStep: batch_norm.state[{i}] must be an (m, v) pair")
+            sg = (_address(s[0], f"batch_norm.state[{i}][0]", (h,), dt),
+                  _address(s[1], f"batch_norm.state[{i}][1]", (h,), dt))
+        elif kind == OPT_SGD:
+            sg = (0, 0)
+        else:
+            sg = (_address(s, f"batch_norm.state[{i}]", (h,), dt), 0)
+        out.append((a["gammas"], a["dgammas"]) + sg + (a["zhats"], a["means"], a["vars"],
+                                                      a["running_means"], a["running_vars"]))
+    return tuple(out)
 
 
 def same_arrays(mine, weights, biases):

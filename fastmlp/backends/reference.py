@@ -17,7 +17,7 @@ import numpy as np
 
 from .csr import issparse
 from .contract import (GOLDEN, KERNEL_NAMES, MIX1, MIX2, OPTIMIZERS, OUTPUT_LOSS,
-                       activation_code, check_dropout, check_label_smoothing,
+                       BatchNorm, activation_code, check_bn_settings, check_dropout, check_label_smoothing,
                        check_precision, check_seed,
                        dropout_stream, dropout_threshold, output_code, same_arrays)
 
@@ -288,6 +288,65 @@ def dropout(A, p, seed, step, layer):
     return A
 
 
+def batch_norm_forward(Z, gamma, beta, out, mean, var, eps=1e-5, activation="identity"):
+    """Batch normalisation of a hidden layer's product, in training mode, and its activation:
+    mean, var = the column means and biased variances of Z (computed in float64),
+    Z = ẑ = (Z - mean) / sqrt(var + eps) in place, out = f(gamma·ẑ + beta).
+
+    Z (N, H) in: X·W, out: ẑ; gamma, beta (H,); out (N, H), mean, var (H,) written.
+    Returns out."""
+    z = Z.astype(np.float64)
+    mu = z.mean(axis=0)
+    sigma2 = ((z - mu) ** 2).mean(axis=0)
+    mean[...], var[...] = mu, sigma2
+    dt = Z.dtype.type
+    Z -= mean
+    Z *= dt(1) / np.sqrt(var + dt(eps))
+    np.multiply(Z, gamma, out=out)
+    out += beta
+    return activate(out, activation)
+
+
+def batch_norm_backward(dY, Zhat, gamma, var, dgamma, dbeta, eps=1e-5):
+    """Batch normalisation's backward: dY (N, H), the gradient w.r.t. gamma·ẑ + beta (after
+    the activation's derivative), becomes the gradient w.r.t. the product Z in place,
+        dbeta = Σ_rows dY,  dgamma = Σ_rows dY·ẑ  (accumulated in float64),
+        dZ = gamma / sqrt(var + eps) · (dY - dbeta / N - ẑ·dgamma / N).
+    Zhat (N, H) the forward's ẑ; gamma, var, dgamma, dbeta (H,).  Returns dY."""
+    n = dY.shape[0]
+    dt = dY.dtype.type
+    d = dY.astype(np.float64)
+    dbeta[...] = d.sum(axis=0)
+    dgamma[...] = (d * Zhat).sum(axis=0)
+    dY -= dbeta / dt(n)
+    dY -= Zhat * (dgamma / dt(n))
+    dY *= gamma / np.sqrt(var + dt(eps))
+    return dY
+
+
+def batch_norm_running(mean, var, n, running_mean, running_var, momentum=0.1):
+    """The running estimates after a training batch of n rows with column means `mean` and
+    biased variances `var` (PyTorch's convention): running = (1 - momentum)·running +
+    momentum·batch, with the unbiased variance var·n / (n - 1).  A batch of one row carries
+    no variance and leaves both unchanged.  All (H,).  Returns running_mean."""
+    if n > 1:
+        dt = mean.dtype.type
+        mo = dt(momentum)
+        running_mean *= dt(1) - mo
+        running_mean += mo * mean
+        running_var *= dt(1) - mo
+        running_var += (mo * dt(n / (n - 1))) * var
+    return running_mean
+
+
+def bn_fold(W, b, gamma, running_mean, running_var, eps=1e-5):
+    """The inference-time layer of a batch-normalised one, folded: (W·s, b - s·running_mean)
+    with s = gamma / sqrt(running_var + eps), new arrays of W's dtype: x·W' + b' =
+    gamma·(x·W - running_mean) / sqrt(running_var + eps) + b."""
+    s = (gamma.astype(np.float64) / np.sqrt(running_var.astype(np.float64) + eps))
+    return ((W * s).astype(W.dtype), (b - s * running_mean).astype(b.dtype))
+
+
 def from_bf16(h):
     """The float32 values of bfloat16 bits h (uint16, any shape): exact."""
     return (np.asarray(h, np.uint16).astype(np.uint32) << 16).view(np.float32)
@@ -318,19 +377,28 @@ def _bf16_kernels(k):
 
 # --------------------------------------------------------------------------- composition
 
-def forward(k, weights, biases, X, acts, activation="relu", dropout=None):
+def forward(k, weights, biases, X, acts, activation="relu", dropout=None, bn=None):
     """The network's forward pass with the kernels of `k`: acts[i] = f(a·W_i + b_i), f the
     hidden `activation`, the last layer linear (the output's pre-activation, e.g. logits).
     X (m, D_0) dense, or a fastmlp.sparse.CSR; weights[i] (D_i, D_i+1), acts[i] (m, D_i+1).
     dropout: None, or (ps, seed, step): hidden layer i's output then goes through
-    k.dropout(acts[i], ps[i], seed, step, i) (training).  Returns acts[-1]."""
+    k.dropout(acts[i], ps[i], seed, step, i) (training).
+    bn: None, or a contract.BatchNorm (its zhats of m rows): hidden layer i is then
+    k.batch_norm_forward of a·W_i (into bn.zhats[i]) with gamma bn.gammas[i] and beta b_i,
+    in training mode (the batch's statistics, into bn.means / bn.vars).  Returns acts[-1]."""
     a, last = X, len(weights) - 1
     for i, (W, b) in enumerate(zip(weights, biases)):
         f = activation if i < last else "identity"
+        normed = bn is not None and i < last
+        out, lin_b, lin_f = (bn.zhats[i], np.zeros_like(b), "identity") if normed else \
+            (acts[i], b, f)
         if issparse(a):   # a sparse input (fastmlp.sparse.CSR): the first layer only
-            k.csr_linear_forward(a.data, a.indices, a.indptr, W, b, acts[i], f)
+            k.csr_linear_forward(a.data, a.indices, a.indptr, W, lin_b, out, lin_f)
         else:
-            k.linear_forward(a, W, b, acts[i], f)
+            k.linear_forward(a, W, lin_b, out, lin_f)
+        if normed:
+            k.batch_norm_forward(out, bn.gammas[i], b, acts[i], bn.means[i], bn.vars[i],
+                                 bn.eps, f)
         if i < last and dropout is not None and dropout[0][i] > 0:
             k.dropout(acts[i], dropout[0][i], dropout[1], dropout[2], i)
         a = acts[i]
@@ -347,22 +415,25 @@ def loss_grad(k, output, Z, y, dZ, sample_weight=None, label_smoothing=0.0):
 
 
 def backward(k, weights, X, acts, dZ, dweights, dbiases, deltas, activation="relu",
-             dropout=None):
+             dropout=None, bn=None):
     """Back-propagate dZ (m, C), the loss gradient w.r.t. the output's pre-activation, with
     the kernels of `k`: fills dweights / dbiases; deltas[i] (m, D_i), i >= 1, receive the
     gradient w.r.t. layer i-1's pre-activation (through `activation`; deltas[0] is unused).
     dropout: as `forward`'s (the same masks): the gradient w.r.t. a dropped-out layer's
     output goes through k.dropout, then the activation's derivative is taken from the
-    output before dropout, acts[i]·(1 - p) (exact for ReLU's sign, which is used as is)."""
-    delta = dZ
-    for i in range(len(weights) - 1, -1, -1):
+    output before dropout, acts[i]·(1 - p) (exact for ReLU's sign, which is used as is).
+    bn: as `forward`'s, after it: k.batch_norm_backward takes the gradient on to the layer's
+    product (deltas[i] then holds dL/d(a·W)), writes bn.dgammas and, as the bias is BN's
+    shift, dbiases (the product's own column sums are not a gradient of anything)."""
+    delta, last = dZ, len(weights) - 1
+    for i in range(last, -1, -1):
         inp = acts[i - 1] if i else X
         dX = deltas[i] if i else None
+        db = np.empty_like(dbiases[i]) if bn is not None and i < last else dbiases[i]
         if issparse(inp):
-            k.csr_linear_backward(delta, inp.data, inp.indices, inp.indptr, dweights[i],
-                                  dbiases[i])
+            k.csr_linear_backward(delta, inp.data, inp.indices, inp.indptr, dweights[i], db)
         else:
-            k.linear_backward(delta, inp, weights[i], dweights[i], dbiases[i], dX)
+            k.linear_backward(delta, inp, weights[i], dweights[i], db, dX)
         if i:
             p = dropout[0][i - 1] if dropout is not None else 0.0
             if p > 0:
@@ -370,6 +441,9 @@ def backward(k, weights, X, acts, dZ, dweights, dbiases, deltas, activation="rel
                 if activation in ("tanh", "logistic"):
                     inp = inp * inp.dtype.type(1.0 - p)
             delta = k.activation_backward(dX, inp, activation)
+            if bn is not None:
+                k.batch_norm_backward(dX, bn.zhats[i - 1], bn.gammas[i - 1], bn.vars[i - 1],
+                                      bn.dgammas[i - 1], dbiases[i - 1], bn.eps)
 
 
 def update(k, params, grads, state, n_weights, optimizer, lr, step, momentum=0.0,
@@ -388,20 +462,24 @@ def update(k, params, grads, state, n_weights, optimizer, lr, step, momentum=0.0
 class TrainStep:
     """TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
     momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu', output='softmax',
-    gemm='auto', precision=None, dropout=0.0, dropout_seed=0, label_smoothing=0.0, *,
-    kernels=None): one whole training step (docs/kernels.md)
+    gemm='auto', precision=None, dropout=0.0, dropout_seed=0, label_smoothing=0.0,
+    batch_norm=None, *, kernels=None): one whole training step (docs/kernels.md)
     as the kernel calls it stands for -- `forward`, the loss, `backward`, `update` -- with
     this module's kernels, or those of `kernels`.  `gemm` is the compiled steps' GEMM
     provider: the reference's products are NumPy's, and `set_threads` leaves every pool
     alone.  precision="bf16" (a float32 model) rounds every product's operands to bfloat16
     (`_bf16_kernels`): the emulation the compiled bf16 steps are held to; X may then be
     float32 or uint16 bfloat16 bits.  dropout: one probability, or one per hidden layer
-    (contract.check_dropout); run's `step` and dropout_seed key the masks (`dropout`)."""
+    (contract.check_dropout); run's `step` and dropout_seed key the masks (`dropout`).
+    batch_norm: None, or a contract.BatchNorm of the hidden layers (zhats of n_max rows):
+    the forward and backward take it, the update trains its gammas with their state (not
+    decayed), and a step with a finite loss then updates the running estimates
+    (`batch_norm_running`)."""
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
                  output="softmax", gemm="auto", precision=None, dropout=0.0, dropout_seed=0,
-                 label_smoothing=0.0, *, kernels=None):
+                 label_smoothing=0.0, batch_norm=None, *, kernels=None):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"TrainStep: unknown optimizer {optimizer!r}")
         activation_code(activation), output_code(output)   # known names, or ValueError
@@ -419,6 +497,16 @@ class TrainStep:
         self.dropout_seed = check_seed(dropout_seed)
         self._drops = any(p > 0 for p in self.dropout)
         self.label_smoothing = check_label_smoothing(label_smoothing, output)
+        self.bn = batch_norm
+        if batch_norm is not None:
+            if not isinstance(batch_norm, BatchNorm):
+                raise TypeError(f"TrainStep: batch_norm must be a contract.BatchNorm or None, "
+                                f"got {type(batch_norm).__name__}")
+            check_bn_settings(batch_norm.momentum, batch_norm.eps)
+            nh = len(self.weights) - 1
+            if any(len(getattr(batch_norm, f)) != nh for f in BatchNorm._fields[:8]):
+                raise ValueError(f"TrainStep: batch_norm needs one entry per hidden layer "
+                                 f"({nh}) in each list")
 
     def set_threads(self, n):
         """A no-op: the reference steers no thread pool."""
@@ -443,15 +531,26 @@ class TrainStep:
         acts, dZ = [a[:m] for a in self.acts], self.dZ[:m]
         deltas = [None] + [d[:m] for d in self.deltas[1:]]
         drop = (self.dropout, self.dropout_seed, int(step)) if self._drops else None
-        Z = forward(k, self.weights, self.biases, X, acts, self.activation, drop)
+        bn = self.bn
+        if bn is not None:
+            bn = bn._replace(zhats=[z[:m] for z in bn.zhats])
+        Z = forward(k, self.weights, self.biases, X, acts, self.activation, drop, bn)
         loss = loss_grad(k, self.output, Z, y, dZ, sample_weight, self.label_smoothing)
         if not math.isfinite(loss):
             return loss
         backward(k, self.weights, X, acts, dZ, self.dweights, self.dbiases, deltas,
-                 self.activation, drop)
-        update(k, self.weights + self.biases, self.dweights + self.dbiases, self.state,
-               len(self.weights), self.optimizer, lr, step, eps=eps,
+                 self.activation, drop, bn)
+        params, grads, state = self.weights + self.biases, self.dweights + self.dbiases, \
+            self.state
+        if bn is not None:
+            params, grads, state = params + list(bn.gammas), grads + list(bn.dgammas), \
+                state + list(bn.state)
+        update(k, params, grads, state, len(self.weights), self.optimizer, lr, step, eps=eps,
                weight_decay=weight_decay, **self.hyper)
+        if bn is not None:
+            for i in range(len(bn.gammas)):
+                k.batch_norm_running(bn.means[i], bn.vars[i], m, bn.running_means[i],
+                                     bn.running_vars[i], bn.momentum)
         return loss
 
 
