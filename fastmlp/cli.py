@@ -154,6 +154,10 @@ def build_parser():
     t.add_argument("--standardize", action="store_true", default=None,
                    help="the model standardises its inputs with the training set's mean and "
                         "std (MLP(standardize=True); saved with the model)")
+    t.add_argument("--batch-norm", action="store_true", default=None,
+                   help="batch normalisation on every hidden layer (MLP(batch_norm=True): the "
+                        "batch's statistics while training, running estimates at inference; "
+                        "saved with the model)")
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--validation-fraction", type=_finite_float, default=None,
                    help="share of the training set held out for validation (plain default "
@@ -280,7 +284,7 @@ def cmd_train(a):
     sizes = (Xtr.shape[1], *a.hidden, n_classes)
     model = fastmlp.MLP(sizes, dtype=a.dtype, seed=a.seed, backend=a.backend,
                         dropout=_dropout(a),
-                        standardize=a.standardize)
+                        standardize=a.standardize, batch_norm=a.batch_norm)
     trainer, lr = _trainer(a, model, Xv is not None)
     say = _say(a)
     say(f"fastmlp {fastmlp.__version__}: {a.dataset} {Xt.shape[0]} train / "
@@ -288,6 +292,7 @@ def cmd_train(a):
         f"layers {sizes}, {a.optimizer} lr={lr:g}, backend {model.backend.name}, {a.dtype}"
         + (f", {a.precision} products" if a.precision != "full" else "")
         + (", standardized inputs" if a.standardize else "")
+        + (", batch norm" if a.batch_norm else "")
         + (f", recipe {a.recipe_used}" if a.recipe_used else ""))
     interrupted, seconds = _fit(trainer, Xt, yt, Xv, yv, say)
     hist = trainer.history
@@ -303,7 +308,8 @@ def cmd_train(a):
         print(json.dumps({"dataset": a.dataset, "layer_sizes": list(sizes),
                           "backend": model.backend.name, "dtype": a.dtype,
                           "precision": a.precision, "standardize": a.standardize,
-                          "recipe": a.recipe_used, "epochs": a.epochs,
+                          "batch_norm": a.batch_norm, "recipe": a.recipe_used,
+                          "epochs": a.epochs,
                           "batch_size": a.batch_size, "hidden": list(a.hidden),
                           "dropout": list(a.dropout), "lr_schedule": a.lr_schedule,
                           "label_smoothing": a.label_smoothing,

@@ -74,7 +74,7 @@ def train_table(a, fmt, path):
     model = fastmlp.MLP(sizes, dtype=a.dtype, seed=a.seed, backend=a.backend,
                         output="softmax" if task == "classify" else "identity",
                         dropout=_dropout(a),
-                        standardize=a.standardize)
+                        standardize=a.standardize, batch_norm=a.batch_norm)
     trainer, lr = _trainer(a, model, Xv is not None)
     say = _say(a)
     say(f"fastmlp {fastmlp.__version__}: {path} {Xt.shape[0]} train / "

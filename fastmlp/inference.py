@@ -13,7 +13,9 @@ raw kernels (`reference.forward`), as in training; the output's finishing step (
 logistic, argmax, threshold, exp) runs on each chunk in place.  A model that standardises its
 inputs (MLP(standardize=True)) has one more buffer, xs (m, n_features): each chunk is
 standardised into it (two ufuncs, which take only NumPy's fixed iteration buffer for the
-broadcast statistics) and the network reads it instead of the caller's rows.
+broadcast statistics) and the network reads it instead of the caller's rows.  A batch_norm
+model runs its hidden layers with the running estimates folded into W and b
+(`MLP.inference_params`, made once per call).
 """
 import threading
 
@@ -145,7 +147,8 @@ def run(model, X, what="logits", standardize=False):
         out = np.empty((n, C), model.dtype)
     chunk = min(n, chunk_rows(model))
     cache = _cache(model)
-    raw, weights, biases = model.backend.raw, model.weights, model.biases
+    raw = model.backend.raw
+    weights, biases = model.inference_params()   # a batch_norm model's folded layers
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
         buf = cache.buffers(model, e - s, standardize)

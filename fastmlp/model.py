@@ -23,7 +23,8 @@ import numpy as np
 from . import inference, persistence
 from .backends import get_backend, reference
 from .backends import validation as V
-from .backends.contract import OUTPUT_TARGETS, activation_code, check_dropout, output_code
+from .backends.contract import (OUTPUT_TARGETS, BatchNorm, activation_code, check_dropout,
+                                output_code)
 from .backends.csr import CSR, issparse
 from .persistence import ModelFileError  # noqa: F401  (part of this module's API)
 
@@ -66,10 +67,12 @@ class Workspace:
     values;
     acts[i] (n, sizes[i+1]) (the last is the output's pre-activation); deltas[i] (n, sizes[i])
     for i >= 1 (gradient w.r.t. layer i's input); dZ (n, sizes[-1]); pred (n,) intp, hit (n,)
-    bool and out (n, sizes[-1]) bool for the running accuracy.
+    bool and out (n, sizes[-1]) bool for the running accuracy.  With `batch_norm`: zhats[i]
+    (n, sizes[i+1]), means[i] and vars[i] (sizes[i+1],) per hidden layer (contract.BatchNorm's
+    workspace; empty lists without it).
     """
 
-    def __init__(self, sizes, n, dtype, output="softmax", x_capacity=None):
+    def __init__(self, sizes, n, dtype, output="softmax", x_capacity=None, batch_norm=False):
         self.n, self.x_capacity = n, x_capacity
         self.X = np.empty((n, sizes[0]), dtype) if x_capacity is None else \
             CSR.empty(n, sizes[0], x_capacity, dtype)
@@ -81,6 +84,10 @@ class Workspace:
         self.pred = np.empty(n, np.intp)
         self.hit = np.empty(n, np.bool_)
         self.out = np.empty((n, sizes[-1]), np.bool_)
+        hidden = sizes[1:-1] if batch_norm else ()
+        self.zhats = [np.empty((n, s), dtype) for s in hidden]
+        self.means = [np.empty(s, dtype) for s in hidden]
+        self.vars = [np.empty(s, dtype) for s in hidden]
         self._views = {n: self}
 
     def rows(self, m):
@@ -97,6 +104,8 @@ class Workspace:
             view.pred, view.hit, view.out = self.pred[:m], self.hit[:m], self.out[:m]
             view.acts = [a[:m] for a in self.acts]
             view.deltas = [None] + [d[:m] for d in self.deltas[1:]]
+            view.zhats = [z[:m] for z in self.zhats]
+            view.means, view.vars = self.means, self.vars
             view._views = {m: view}
             self._views[m] = view
         return view
@@ -133,15 +142,27 @@ class MLP:
         1 for a constant feature), or `fit_input_stats` / `set_input_stats` does; a later fit
         keeps them.  Dense X only (centering would fill a sparse X): sparse X is a TypeError.
         Saved, loaded and exported to ONNX with the model.
+    batch_norm : bool (default False)
+        Batch normalisation on every hidden layer (docs/kernels.md): the layer's product
+        x·W is normalised with the batch's mean and variance while training, scaled by a
+        learned `gammas[i]` and shifted by its bias (the bias is BN's β), then activated
+        (dropout follows).  Each training step also moves `running_means` / `running_vars`
+        (PyTorch's momentum 0.1, the unbiased variance; eps 1e-5); forward, predict and
+        score use them, folded into the layer (`inference_params`).  loss_and_grads uses
+        the batch's statistics, as training does.  Saved and loaded with the model.
 
     Attributes
     ----------
     input_mean, input_scale : arrays of shape (n_features,) in the model's dtype, or None
         The input statistics of a standardize model (None otherwise, and until they are set).
+    gammas, running_means, running_vars : lists of arrays (H_i,), one per hidden layer
+        A batch_norm model's scales (initially 1) and running estimates (initially 0 and 1);
+        empty lists without batch_norm.  dgammas: the gammas' last gradient.
     """
 
     def __init__(self, layer_sizes=(784, 256, 10), dtype=np.float32, seed=0, backend="auto",
-                 activation="relu", output="softmax", dropout=0.0, standardize=False):
+                 activation="relu", output="softmax", dropout=0.0, standardize=False,
+                 batch_norm=False):
         sizes = tuple(layer_sizes) if np.iterable(layer_sizes) else None
         if not sizes or len(sizes) < 2:
             raise ValueError(f"layer_sizes needs at least 2 entries (inputs, outputs), "
@@ -167,6 +188,14 @@ class MLP:
             self.biases.append(np.zeros(fan_out, self.dtype))
         self.dweights = [np.zeros_like(W) for W in self.weights]
         self.dbiases = [np.zeros_like(b) for b in self.biases]
+        if not isinstance(batch_norm, (bool, np.bool_)):
+            raise TypeError(f"batch_norm must be True or False, got {batch_norm!r}")
+        self.batch_norm = bool(batch_norm)
+        hidden = self.layer_sizes[1:-1] if self.batch_norm else ()
+        self.gammas = [np.ones(h, self.dtype) for h in hidden]
+        self.dgammas = [np.zeros(h, self.dtype) for h in hidden]
+        self.running_means = [np.zeros(h, self.dtype) for h in hidden]
+        self.running_vars = [np.ones(h, self.dtype) for h in hidden]
 
     # ---- shapes ----------------------------------------------------------------------------
     @property
@@ -195,13 +224,55 @@ class MLP:
         if any(self.dropout):
             kinds += f", dropout={self.dropout}"
         std = ", standardize=True" if self.standardize else ""
+        if self.batch_norm:
+            std += ", batch_norm=True"
         return (f"MLP(layer_sizes={self.layer_sizes}, dtype={self.dtype.name}, "
                 f"backend={self.backend.name!r}{kinds}{std})")
 
     def workspace(self, n, x_capacity=None):
         """A new training workspace for batches of up to n rows (sparse ones of up to
         x_capacity stored entries, when it is given)."""
-        return Workspace(self.layer_sizes, n, self.dtype, self.output, x_capacity)
+        return Workspace(self.layer_sizes, n, self.dtype, self.output, x_capacity,
+                         self.batch_norm)
+
+    # ---- parameters -------------------------------------------------------------------------
+    @property
+    def params(self):
+        """The trained parameters, in the optimizer's order: weights, biases, then the
+        gammas of a batch_norm model (new list, the arrays themselves)."""
+        return self.weights + self.biases + self.gammas
+
+    @property
+    def grads(self):
+        """Their gradient buffers, in the same order."""
+        return self.dweights + self.dbiases + self.dgammas
+
+    @property
+    def buffers(self):
+        """The arrays training changes besides the parameters: a batch_norm model's running
+        means and variances (new list, the arrays themselves)."""
+        return self.running_means + self.running_vars
+
+    def bn_arrays(self, ws, state=None):
+        """The contract.BatchNorm of this batch_norm model with workspace `ws` (rows of a
+        Workspace) and the gammas' optimizer `state`; None without batch_norm."""
+        if not self.batch_norm:
+            return None
+        return BatchNorm(self.gammas, self.dgammas, ws.zhats, ws.means, ws.vars,
+                         self.running_means, self.running_vars,
+                         state if state is not None else [None] * len(self.gammas))
+
+    def inference_params(self):
+        """(weights, biases) of the network as inference runs it: the model's own arrays, or
+        for a batch_norm model the hidden layers with their running estimates folded in
+        (reference.bn_fold: new arrays, made at each call)."""
+        if not self.batch_norm:
+            return self.weights, self.biases
+        folded = [reference.bn_fold(W, b, g, rm, rv)
+                  for W, b, g, rm, rv in zip(self.weights, self.biases, self.gammas,
+                                             self.running_means, self.running_vars)]
+        return ([W for W, _ in folded] + [self.weights[-1]],
+                [b for _, b in folded] + [self.biases[-1]])
 
     def check_targets(self, y, n, name="y"):
         """Training targets for n samples as the loss kernel takes them (int64 labels for a
@@ -291,11 +362,12 @@ class MLP:
 
         Fills self.dweights / self.dbiases with the gradient of the loss (no penalty) and
         returns that loss."""
-        raw = self.backend.raw
-        Z = reference.forward(raw, self.weights, self.biases, X, ws.acts, self.activation)
+        raw, bn = self.backend.raw, self.bn_arrays(ws)
+        Z = reference.forward(raw, self.weights, self.biases, X, ws.acts, self.activation,
+                              bn=bn)
         loss = reference.loss_grad(raw, self.output, Z, y, ws.dZ, sample_weight)
         reference.backward(raw, self.weights, X, ws.acts, ws.dZ, self.dweights, self.dbiases,
-                           ws.deltas, self.activation)
+                           ws.deltas, self.activation, bn=bn)
         return loss
 
     def _n_correct(self, ws, y):
@@ -361,9 +433,12 @@ class MLP:
 
     def loss_and_grads(self, X, y, weight_decay=0.0, sample_weight=None):
         """The output's loss + weight_decay * sum ||W||^2 on (X, y), and its gradients
-        (X (N, n_features), standardised first by a standardize model).
+        (X (N, n_features), standardised first by a standardize model; a batch_norm model
+        normalises with the batch's statistics, as in training, and leaves its running
+        estimates alone).
 
-        Returns (loss, dweights, dbiases): new arrays shaped like weights / biases."""
+        Returns (loss, dweights, dbiases): new arrays shaped like weights / biases; a
+        batch_norm model returns (loss, dweights, dbiases, dgammas)."""
         X = self.check_X(X)
         y = self.check_targets(y, X.shape[0])
         wd = V.check_number("weight_decay", weight_decay, low=0.0)
@@ -374,6 +449,8 @@ class MLP:
             X = self._standardized(X, out=ws.X)
         loss = self._loss_grad(ws, X, y, sw) + self.penalty(wd)
         dW = [g + (2 * wd) * W if wd else g.copy() for g, W in zip(self.dweights, self.weights)]
+        if self.batch_norm:
+            return loss, dW, [g.copy() for g in self.dbiases], [g.copy() for g in self.dgammas]
         return loss, dW, [g.copy() for g in self.dbiases]
 
     # ---- persistence (persistence.py) -----------------------------------------------------
@@ -401,6 +478,10 @@ class MLP:
             model.biases[i][...] = arrays[f"b{i}"]
         if model.standardize:
             model.set_input_stats(arrays["input_mean"], arrays["input_scale"])
+        for i in range(len(model.gammas)):
+            model.gammas[i][...] = arrays[f"gamma{i}"]
+            model.running_means[i][...] = arrays[f"running_mean{i}"]
+            model.running_vars[i][...] = arrays[f"running_var{i}"]
         return model
 
 

@@ -13,6 +13,8 @@ which skl2onnx adds for classifiers, takes float only: `_parse_classifier` casts
 
 An MLP with standardize=True gets its input standardisation as the graph's first nodes:
 Sub input_mean, Div input_scale (as MLP._standardized computes it), before the first MatMul.
+An MLP with batch_norm=True exports its inference layers, the running estimates folded into
+W and b (MLP.inference_params), as predict runs them.
 
 Outputs: classifiers `label` (N,) (classes_[argmax], or (N, K) 0/1 for logistic outputs of
 more than one unit / an MLP's logistic output) and `probabilities`; regressors `variable`
@@ -73,7 +75,8 @@ def spec_of_model(model):
     """The _Spec of a fastmlp.MLP (its own predict semantics: class index, 0/1 matrix)."""
     task = {"softmax": "multiclass", "logistic": "multilabel"}.get(model.output, "regression")
     mean, scale = model._input_stats() if model.standardize else (None, None)
-    return _Spec(model.weights, model.biases, model.activation, model.output, task,
+    weights, biases = model.inference_params()   # batch norm folded into the layers
+    return _Spec(weights, biases, model.activation, model.output, task,
                  input_mean=mean, input_scale=scale)
 
 

@@ -9,7 +9,9 @@ adds `standardize` (a bool) and, exactly when it is true, the input statistics i
 input_scale (n_features,) in the model's dtype (finite, scale > 0), and `dropout` (n_hidden,)
 float64 probabilities in [0, 1) (a training setting: a loaded model trains as it did).  Formats 2 (no
 standardize) and 1 (no activation/output either: a ReLU network with a softmax output) still
-load.
+load.  Format 4 adds `batch_norm` (a bool) and, exactly when it is true, per hidden layer
+i gamma{i}, running_mean{i} and running_var{i} (H_i,) in the model's dtype (finite,
+running_var >= 0); a format-3 file loads as batch_norm=False.
 """
 import os
 import tempfile
@@ -19,10 +21,11 @@ import numpy as np
 from .backends.contract import ACTIVATIONS, OUTPUTS
 from .backends.validation import all_finite
 
-FORMAT_VERSION = 3
-_READS = (1, 2, 3)
+FORMAT_VERSION = 4
+_READS = (1, 2, 3, 4)
 _V1 = {"activation": "relu", "output": "softmax"}
 _STATS = ("input_mean", "input_scale")
+_BN = ("gamma", "running_mean", "running_var")
 
 
 class ModelFileError(ValueError):
@@ -37,7 +40,11 @@ def save(model, path):
               "dtype": np.array(model.dtype.name),
               "activation": np.array(model.activation), "output": np.array(model.output),
               "standardize": np.array(model.standardize),
-              "dropout": np.array(model.dropout, np.float64)}
+              "dropout": np.array(model.dropout, np.float64),
+              "batch_norm": np.array(model.batch_norm)}
+    for i, (g, rm, rv) in enumerate(zip(model.gammas, model.running_means,
+                                        model.running_vars)):
+        arrays[f"gamma{i}"], arrays[f"running_mean{i}"], arrays[f"running_var{i}"] = g, rm, rv
     if model.standardize:
         arrays["input_mean"], arrays["input_scale"] = model._input_stats()
     for i, (W, b) in enumerate(zip(model.weights, model.biases)):
@@ -75,7 +82,8 @@ def read(path):
 def checked(arrays, path):
     """(layer_sizes, dtype name, options) of a file's arrays, every array checked; options
     are the MLP's keyword arguments activation, output, standardize (when true, the file
-    holds input_mean and input_scale) and dropout.  ModelFileError naming the problem otherwise."""
+    holds input_mean and input_scale), dropout and batch_norm (when true, the file holds
+    gamma{i}, running_mean{i}, running_var{i}).  ModelFileError naming the problem otherwise."""
     def fail(msg):
         raise ModelFileError(f"{path}: {msg}")
     for key in ("format_version", "layer_sizes", "dtype"):
@@ -108,6 +116,7 @@ def checked(arrays, path):
         if standardize:
             names += _STATS
         names += ("dropout",)
+    batch_norm = False
     sizes = arrays["layer_sizes"]
     if sizes.ndim != 1 or sizes.size < 2 or sizes.dtype.kind not in "iu" or np.any(sizes < 1):
         fail(f"bad layer_sizes {sizes!r}")
@@ -115,12 +124,23 @@ def checked(arrays, path):
     if dtype_name not in ("float32", "float64"):
         fail(f"bad dtype {dtype_name!r}")
     n_layers = sizes.size - 1
+    if int(version) >= 4:
+        names += ("batch_norm",)
+        a = arrays.get("batch_norm")
+        if a is None:
+            fail("missing 'batch_norm'")
+        if a.shape != () or a.dtype != np.bool_:
+            fail(f"bad batch_norm {a!r}, expected a bool")
+        batch_norm = bool(a)
+        if batch_norm:
+            names += tuple(f"{p}{i}" for i in range(n_layers - 1) for p in _BN)
     expected = {"format_version", "layer_sizes", "dtype", *names} | \
         {f"{p}{i}" for i in range(n_layers) for p in "Wb"}
     if set(arrays) != expected:
         fail(f"arrays {sorted(set(arrays) ^ expected)} do not match layer_sizes "
              f"{sizes.tolist()}" + (f" and standardize={standardize}" if int(version) >= 3
-                                    else ""))
+                                    else "")
+             + (f" and batch_norm={batch_norm}" if int(version) >= 4 else ""))
     sizes = [int(s) for s in sizes]
     for i in range(n_layers):  # check every array before allocating a model
         for name, shape in ((f"W{i}", (sizes[i], sizes[i + 1])), (f"b{i}", (sizes[i + 1],))):
@@ -130,6 +150,17 @@ def checked(arrays, path):
                      f"{shape} {dtype_name}")
             if not all_finite(a):
                 fail(f"{name} contains NaN or infinity")
+    if batch_norm:
+        for i in range(n_layers - 1):
+            for p in _BN:
+                a = arrays[f"{p}{i}"]
+                if a.shape != (sizes[i + 1],) or a.dtype != np.dtype(dtype_name):
+                    fail(f"{p}{i} has shape {a.shape} dtype {a.dtype}, expected "
+                         f"({sizes[i + 1]},) {dtype_name}")
+                if not all_finite(a):
+                    fail(f"{p}{i} contains NaN or infinity")
+            if not np.all(arrays[f"running_var{i}"] >= 0):
+                fail(f"running_var{i} has entries < 0")
     dropout = (0.0,) * (n_layers - 1)
     if int(version) >= 3:
         a = arrays["dropout"]
@@ -147,4 +178,5 @@ def checked(arrays, path):
                 fail(f"{name} contains NaN or infinity")
         if not np.all(arrays["input_scale"] > 0):
             fail("input_scale has entries <= 0")
-    return sizes, dtype_name, {**kinds, "standardize": standardize, "dropout": dropout}
+    return sizes, dtype_name, {**kinds, "standardize": standardize, "dropout": dropout,
+                               "batch_norm": batch_norm}

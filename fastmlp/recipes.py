@@ -16,7 +16,7 @@ learning-rate schedule (per step), dropout on the hidden layer.
 # the options every run has, and their plain defaults (no recipe)
 BASE = dict(hidden=(256,), optimizer="adam", lr=None, batch_size=128, epochs=20,
             lr_schedule="constant", dropout=(0.0,), label_smoothing=0.0, standardize=False,
-            validation_fraction=0.1)
+            batch_norm=False, validation_fraction=0.1)
 
 RECIPES = {
     # 784-256-10, one hidden layer: 15 epochs of Adam peaking at 5e-3, batch 256,

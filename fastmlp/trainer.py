@@ -171,7 +171,8 @@ class Trainer:
 
     # ---- optimizer state -------------------------------------------------------------------
     def get_state(self):
-        """(state, t): per parameter (weights then biases) None (plain SGD), the velocity
+        """(state, t): per parameter (weights, biases, then a batch_norm model's gammas:
+        MLP.params) None (plain SGD), the velocity
         (momentum) or Adam's (m, v) -- the arrays themselves, updated in place by training --
         and the number of steps taken."""
         self._ensure_state()
@@ -180,7 +181,7 @@ class Trainer:
     def set_state(self, state, t):
         """Resume from `get_state()`'s (state, t), e.g. saved from an earlier Trainer on the
         same model and optimizer.  The arrays are adopted, not copied."""
-        params = self.model.weights + self.model.biases
+        params = self.model.params
         t = V.check_number("t", t, low=0, integer=True)
         if not isinstance(state, (list, tuple)) or len(state) != len(params):
             raise ValueError(f"state needs one entry per parameter ({len(params)})")
@@ -223,15 +224,16 @@ class Trainer:
     def _ensure_state(self):
         if self._state is not None:
             return
-        params = self.model.weights + self.model.biases
+        params = self.model.params
         if self.optimizer == "adam":
             self._state = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
         elif self.momentum > 0:
             self._state = [np.zeros_like(p) for p in params]
         else:
             self._state = [None] * len(params)
-        self._snapshot = [p.copy() for p in params]
-        self._spare = [p.copy() for p in params]
+        kept = params + self.model.buffers   # what a divergence restores
+        self._snapshot = [p.copy() for p in kept]
+        self._spare = [p.copy() for p in kept]
         self._snapshot_step = self.t
 
     # ---- one step ----------------------------------------------------------------------------
@@ -244,18 +246,20 @@ class Trainer:
                  self.precision, m.dropout, self.label_smoothing)
         key = self._plan_key
         if (plan is not None and key[0] is self._ws and key[1] is raw and key[2] is self._state
-                and key[3] == hyper and plan.uses(m.weights, m.biases)):
+                and key[3] == hyper and plan.uses(m.weights, m.biases)
+                and all(a is b for a, b in zip(key[4], m.gammas + m.buffers))):
             return plan
-        ws = self._ws
+        ws, nl = self._ws, m.n_layers
         self._plan = raw.TrainStep(m.weights, m.biases, m.dweights, m.dbiases, ws.acts,
-                                   ws.deltas, ws.dZ, self._state, self.optimizer,
+                                   ws.deltas, ws.dZ, self._state[:2 * nl], self.optimizer,
                                    momentum=self.momentum, nesterov=self.nesterov,
                                    beta1=self.beta1, beta2=self.beta2,
                                    activation=m.activation, output=m.output,
                                    precision=self.precision, dropout=m.dropout,
                                    dropout_seed=self._mask_seed() if any(m.dropout) else 0,
-                                   label_smoothing=self.label_smoothing)
-        self._plan_key = (self._ws, raw, self._state, hyper)
+                                   label_smoothing=self.label_smoothing,
+                                   batch_norm=m.bn_arrays(ws, self._state[2 * nl:]))
+        self._plan_key = (self._ws, raw, self._state, hyper, m.gammas + m.buffers)
         return self._plan
 
     def _mask_seed(self):
@@ -283,7 +287,7 @@ class Trainer:
         plan = self._train_step()
         take = self.t % self.snapshot_every == 0
         if take:  # copy now, keep it only if this step's loss is finite
-            for dst, src in zip(self._spare, self.model.weights + self.model.biases):
+            for dst, src in zip(self._spare, self.model.params + self.model.buffers):
                 np.copyto(dst, src)
         loss = plan.run(X, y, sw, self.current_lr, self.t + 1,
                         self.weight_decay if weight_decay is None else weight_decay,
@@ -297,7 +301,7 @@ class Trainer:
         return loss
 
     def _diverged(self, loss):
-        params = self.model.weights + self.model.biases
+        params = self.model.params + self.model.buffers
         restored = not all(V.all_finite(p) for p in params)
         if restored:
             for dst, src in zip(params, self._snapshot):
@@ -573,7 +577,7 @@ class Trainer:
             if stop:
                 break
         if es is not None and es.restore_best and best_params is not None:
-            for dst, src in zip(m.weights + m.biases, best_params):
+            for dst, src in zip(m.params + m.buffers, best_params):
                 np.copyto(dst, src)
             self._plan.sync()
         return hist
@@ -619,7 +623,7 @@ class Trainer:
         return float(lr)
 
     def _copy_params(self, buf):
-        params = self.model.weights + self.model.biases
+        params = self.model.params + self.model.buffers
         if buf is None:
             return [p.copy() for p in params]
         for dst, src in zip(buf, params):

@@ -8,9 +8,10 @@ writes for the same recipe: the same training rows (the CLI's validation split),
 initial weights (fastmlp's for seed 0), standardisation by the training set's statistics
 inside the timed region, nn.Dropout, Adam under OneCycleLR (cycle_momentum=False: fastmlp's
 OneCycle keeps beta1 fixed), CrossEntropyLoss(label_smoothing=), the recipe's batch size,
-fp32 or bf16 autocast.  The seed network is the CIFAR-10 report's 2000-700 with dropout 0.4
-on Fashion-MNIST, trained for a few epochs with each (without batch normalisation, which
-fastmlp does not have yet).
+fp32 or bf16 autocast.  The seed network is the CIFAR-10 report's 2000-700 with batch
+normalisation and dropout 0.4 on Fashion-MNIST, trained for a few epochs with each (PyTorch:
+Linear without bias, BatchNorm1d, ReLU, Dropout per hidden layer; fastmlp's bias is BN's
+shift, so the two networks have the same parameters).
 """
 import contextlib
 import io
@@ -31,7 +32,8 @@ from .tta import dataset
 # the targets of the recipes (issue 15): Fashion-MNIST with one hidden layer
 FASHION_ACC, FASHION_FP32_S, FASHION_BF16_S, VS_TORCH = 0.900, 5.0, 3.0, 0.4
 DIGITS_ACC = 0.98
-SEED_NET = dict(sizes=(784, 2000, 700, 10), dropout=0.4, lr=1e-3, batch_size=128, epochs=2)
+SEED_NET = dict(sizes=(784, 2000, 700, 10), dropout=0.4, batch_norm=True, lr=1e-3,
+                batch_size=128, epochs=2)
 
 
 def cli_run(name, backend, precision=None, extra=()):
@@ -52,19 +54,27 @@ def cli_run(name, backend, precision=None, extra=()):
     return {"seconds": summary["train_seconds"], "accuracy": summary["test_accuracy"]}
 
 
-def _torch_mlp(torch, sizes, dropout, init):
-    """nn.Sequential of Linear, ReLU, Dropout per hidden layer, then the output Linear, with
-    fastmlp's initial weights `init` [(W (fan_in, fan_out), b)]."""
-    layers = []
+def _torch_mlp(torch, sizes, dropout, init, batch_norm=False):
+    """nn.Sequential of Linear, ReLU, Dropout per hidden layer (batch_norm: Linear without
+    bias, BatchNorm1d whose shift starts at fastmlp's bias, ReLU, Dropout), then the output
+    Linear, with fastmlp's initial weights `init` [(W (fan_in, fan_out), b)]."""
+    layers, shifts = [], []
     for i, (d, h) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(torch.nn.Linear(d, h))
-        if i < len(sizes) - 2:
+        hidden = i < len(sizes) - 2
+        layers.append(torch.nn.Linear(d, h, bias=not (hidden and batch_norm)))
+        if hidden:
+            if batch_norm:
+                layers.append(torch.nn.BatchNorm1d(h))
+                shifts.append(layers[-1])
             layers += [torch.nn.ReLU(), torch.nn.Dropout(dropout[i])]
     net = torch.nn.Sequential(*layers)
     with torch.no_grad():
         for layer, (W, b) in zip([m for m in net if isinstance(m, torch.nn.Linear)], init):
             layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
-            layer.bias.copy_(torch.from_numpy(b))
+            if layer.bias is not None:
+                layer.bias.copy_(torch.from_numpy(b))
+        for bn, (_, b) in zip(shifts, init):
+            bn.bias.copy_(torch.from_numpy(b))
     return net
 
 
@@ -76,7 +86,8 @@ def torch_train(Xt, yt, Xte, yte, sizes, r, seed=0, autocast=False):
     dropout = tuple(r["dropout"]) * (len(sizes) - 2) if len(r["dropout"]) == 1 \
         else tuple(r["dropout"])
     init = MLP(sizes, seed=seed, backend="numpy")
-    net = _torch_mlp(torch, sizes, dropout, list(zip(init.weights, init.biases)))
+    net = _torch_mlp(torch, sizes, dropout, list(zip(init.weights, init.biases)),
+                     r.get("batch_norm", False))
     optim = torch.optim.Adam(net.parameters(), lr=r["lr"])
     bs, epochs, n = r["batch_size"], r["epochs"], Xt.shape[0]
     total = epochs * math.ceil(n / bs)
@@ -117,14 +128,17 @@ def torch_recipe(name, autocast=False, seed=0):
 
 def seed_net(contender, epochs, precision=None):
     """The seed network (SEED_NET) on Fashion-MNIST: fastmlp's Trainer (contender a
-    backend) or PyTorch ("torch"); standardised inputs, Adam under one-cycle."""
+    backend) or PyTorch ("torch"); standardised inputs, batch normalisation, Adam under
+    one-cycle."""
     Xtr, ytr, Xte, yte = dataset("fashion-mnist")
     c = SEED_NET
     r = dict(recipes.BASE, lr=c["lr"], batch_size=c["batch_size"], epochs=epochs,
-             lr_schedule="onecycle", dropout=(c["dropout"],), standardize=True)
+             lr_schedule="onecycle", dropout=(c["dropout"],), standardize=True,
+             batch_norm=c["batch_norm"])
     if contender == "torch":
         return torch_train(Xtr, ytr, Xte, yte, c["sizes"], r, 0, precision == "bf16")
-    model = MLP(c["sizes"], seed=0, backend=contender, dropout=c["dropout"], standardize=True)
+    model = MLP(c["sizes"], seed=0, backend=contender, dropout=c["dropout"], standardize=True,
+                batch_norm=c["batch_norm"])
     tr = Trainer(model, optimizer="adam", lr=c["lr"], batch_size=c["batch_size"],
                  epochs=epochs, lr_schedule=OneCycle(), seed=0, precision=precision)
     t0 = time.perf_counter()
@@ -238,7 +252,8 @@ def format_recipes(res):
         c = SEED_NET
         lines.append(f"seed network {'-'.join(map(str, c['sizes']))}, dropout {c['dropout']}, "
                      f"{c['epochs']} epochs, Adam one-cycle lr {c['lr']:g}, batch "
-                     f"{c['batch_size']} (no batch normalisation):")
+                     f"{c['batch_size']}" + (", batch normalisation:" if c["batch_norm"]
+                                             else ":"))
         if "skipped" in sn:
             lines.append(f"  skipped: {sn['skipped']}")
         for who, r in sn.items() if "skipped" not in sn else ():

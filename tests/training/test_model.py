@@ -122,7 +122,8 @@ def test_save_load_roundtrip(tmp_path):
     for a, b in zip(m.weights + m.biases, m2.weights + m2.biases):
         np.testing.assert_array_equal(a, b)
     with np.load(path, allow_pickle=False) as f:
-        assert int(f["format_version"]) == 3 and str(f["dtype"]) == "float64"
+        assert int(f["format_version"]) == 4 and str(f["dtype"]) == "float64"
+        assert f["batch_norm"].dtype == bool and not f["batch_norm"]
         assert str(f["activation"]) == "relu" and str(f["output"]) == "softmax"
         assert f["standardize"].dtype == bool and not f["standardize"]
         assert "input_mean" not in f.files

@@ -228,7 +228,7 @@ def saved(tmp_path):
     m.fit_input_stats(X)
     path = m.save(tmp_path / "m.npz")
     arrays = _arrays(path)
-    assert int(arrays["format_version"]) == 3 and bool(arrays["standardize"])
+    assert int(arrays["format_version"]) == 4 and bool(arrays["standardize"])
     return arrays
 
 
@@ -251,9 +251,17 @@ def test_bad_statistics_in_a_file_are_refused(saved, edit, text, tmp_path):
     assert text in str(info.value)
 
 
+def test_format_3_files_still_load(saved, tmp_path):
+    arrays = {k: v for k, v in saved.items() if k != "batch_norm"}
+    np.savez(tmp_path / "v3.npz", **{**arrays, "format_version": np.array(3)})
+    m = MLP.load(tmp_path / "v3.npz")
+    assert m.standardize and not m.batch_norm and m.layer_sizes == (6, 5, 3)
+
+
 def test_format_2_files_still_load(saved, tmp_path):
     arrays = {k: v for k, v in saved.items() if k not in ("standardize", "input_mean",
-                                                          "input_scale", "dropout")}
+                                                          "input_scale", "dropout",
+                                                          "batch_norm")}
     np.savez(tmp_path / "v2.npz", **{**arrays, "format_version": np.array(2)})
     m = MLP.load(tmp_path / "v2.npz")
     assert not m.standardize and m.layer_sizes == (6, 5, 3)
