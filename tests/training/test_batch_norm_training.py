@@ -169,6 +169,7 @@ def test_state_covers_the_gammas(backend):
         tr2.set_state(state[:-1], t)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
 def test_divergence_restores_the_batch_norm_arrays(backend):
     """Non-finite parameters are reset to the last snapshot (taken before step 1 here: the
     copy before step 2 is only kept if that step's loss is finite), gammas and running
