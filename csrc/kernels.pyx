@@ -17,6 +17,10 @@
 #   around the GEMM (bias, ReLU, column sums, softmax, optimiser updates) is one fused loop.
 #   `_blas_gemm` (alpha/beta) is the kernels' BLAS call; the fused step (train_step.pxi) calls
 #   the GEMM provider it was built with (fastmlp.backends.blas).
+# * Batch normalisation (training mode) is three passes shared with the fused step:
+#   `_bn_stats` (the column statistics), `_bn_act` (ẑ, then f(γ·ẑ + β)) and `_bn_backward`
+#   (the sums dβ, dγ with the activation's derivative, then the gradient w.r.t. the product),
+#   step_loops.h's loops, whose per-column double accumulators are on the stack.
 # * Loops over many independent elements use `prange` (static schedule) at or above a size
 #   threshold, serially below it (`use_threads_if`).  The default thresholds are high: after
 #   a parallel region libgomp's idle workers spin for a while and take cores from the
@@ -162,6 +166,33 @@ cdef extern from "step_loops.h" nogil:
                        uint16_t* out16, const fm_drop_f32* d)
     void mask_colsum_bf16(float* D, const float* A, Py_ssize_t N, Py_ssize_t H, int act,
                           double* acc, float* out, uint16_t* D16, const fm_drop_f32* d)
+    # batch normalisation's passes (see step_loops.h)
+    void bn_stats_f32(const float* Z, Py_ssize_t N, Py_ssize_t H, float* mean, float* var)
+    void bn_stats_f64(const double* Z, Py_ssize_t N, Py_ssize_t H, double* mean, double* var)
+    void bn_act_f32(float* Z, float* out, Py_ssize_t N, Py_ssize_t H, const float* mean,
+                    const float* var, float eps, const float* gamma, const float* b, int act,
+                    const fm_drop_f32* d)
+    void bn_act_f64(double* Z, double* out, Py_ssize_t N, Py_ssize_t H, const double* mean,
+                    const double* var, double eps, const double* gamma, const double* b,
+                    int act, const fm_drop_f64* d)
+    void bn_act_bf16(float* Z, float* out, Py_ssize_t N, Py_ssize_t H, const float* mean,
+                     const float* var, float eps, const float* gamma, const float* b, int act,
+                     uint16_t* out16, const fm_drop_f32* d)
+    void mask_colsum_bn_f32(float* D, const float* A, const float* Zh, Py_ssize_t N,
+                            Py_ssize_t H, int act, float* dbeta, float* dgamma,
+                            const fm_drop_f32* d)
+    void mask_colsum_bn_f64(double* D, const double* A, const double* Zh, Py_ssize_t N,
+                            Py_ssize_t H, int act, double* dbeta, double* dgamma,
+                            const fm_drop_f64* d)
+    void bn_backward_f32(float* D, const float* Zh, Py_ssize_t N, Py_ssize_t H,
+                         const float* dbeta, const float* dgamma, const float* gamma,
+                         const float* var, float eps)
+    void bn_backward_f64(double* D, const double* Zh, Py_ssize_t N, Py_ssize_t H,
+                         const double* dbeta, const double* dgamma, const double* gamma,
+                         const double* var, double eps)
+    void bn_backward_bf16(float* D, const float* Zh, Py_ssize_t N, Py_ssize_t H,
+                          const float* dbeta, const float* dgamma, const float* gamma,
+                          const float* var, float eps, uint16_t* D16)
     enum:
         ACT_IDENTITY "FASTMLP_IDENTITY"
 
@@ -205,6 +236,83 @@ cdef inline void _mask_colsum(floating* D, const floating* A, Py_ssize_t N, Py_s
         if d != NULL:
             d64 = _drop_f64(d)
         mask_colsum_f64(D, A, N, H, act, acc, out, &d64 if d != NULL else NULL)
+
+
+# Batch normalisation's three passes, shared by the kernels below and the fused step; the
+# statistics, sums and coefficients are step_loops.h's (per-column, on the stack).
+
+cdef inline void _bn_stats(const floating* Z, Py_ssize_t N, Py_ssize_t H, floating* mean,
+                           floating* var) noexcept nogil:
+    """mean, var (H,) = the column means and biased variances of Z (N >= 1, H) (in double)."""
+    if floating is float:
+        bn_stats_f32(Z, N, H, mean, var)
+    else:
+        bn_stats_f64(Z, N, H, mean, var)
+
+
+cdef inline void _bn_act(floating* Z, floating* out, Py_ssize_t N, Py_ssize_t H,
+                         const floating* mean, const floating* var, double eps,
+                         const floating* gamma, const floating* b, int act, const _Drop* d,
+                         uint16_t* out16) noexcept nogil:
+    """Z (N, H) = ẑ = (Z - mean)/√(var + eps) in place, out (N, H) = f(γ·ẑ + b), each row then
+    through d's dropout (d not NULL) and, out16 not NULL (float only), written as bfloat16."""
+    cdef fm_drop_f32 d32
+    cdef fm_drop_f64 d64
+    if floating is float:
+        if d != NULL:
+            d32 = _drop_f32(d)
+        if out16 != NULL:
+            bn_act_bf16(Z, out, N, H, mean, var, <float>eps, gamma, b, act, out16,
+                        &d32 if d != NULL else NULL)
+        else:
+            bn_act_f32(Z, out, N, H, mean, var, <float>eps, gamma, b, act,
+                       &d32 if d != NULL else NULL)
+    else:
+        if d != NULL:
+            d64 = _drop_f64(d)
+        bn_act_f64(Z, out, N, H, mean, var, eps, gamma, b, act, &d64 if d != NULL else NULL)
+
+
+cdef inline void _bn_backward(floating* D, const floating* A, const floating* Zh, Py_ssize_t N,
+                              Py_ssize_t H, int act, const _Drop* d, const floating* gamma,
+                              const floating* var, double eps, floating* dbeta,
+                              floating* dgamma, uint16_t* D16) noexcept nogil:
+    """The backward of a batch-normalised layer's output, D (N, H) the gradient w.r.t. it:
+    D through d's dropout (d not NULL; A the dropped-out output, NULL for the identity) and
+    f'(z), while dbeta = Σ_rows D and dgamma = Σ_rows D·ẑ (Zh (N, H) = ẑ; in double); then
+    D = γ/√(var + eps)·(D - dbeta/N - ẑ·dgamma/N), the gradient w.r.t. the product, in place
+    (D16 not NULL, float only: also written as bfloat16).  Two passes over D."""
+    cdef fm_drop_f32 d32
+    cdef fm_drop_f64 d64
+    if floating is float:
+        if d != NULL:
+            d32 = _drop_f32(d)
+        mask_colsum_bn_f32(D, A, Zh, N, H, act, dbeta, dgamma, &d32 if d != NULL else NULL)
+        if D16 != NULL:
+            bn_backward_bf16(D, Zh, N, H, dbeta, dgamma, gamma, var, <float>eps, D16)
+        else:
+            bn_backward_f32(D, Zh, N, H, dbeta, dgamma, gamma, var, <float>eps)
+    else:
+        if d != NULL:
+            d64 = _drop_f64(d)
+        mask_colsum_bn_f64(D, A, Zh, N, H, act, dbeta, dgamma, &d64 if d != NULL else NULL)
+        bn_backward_f64(D, Zh, N, H, dbeta, dgamma, gamma, var, eps)
+
+
+cdef inline void _bn_running(floating* rmean, floating* rvar, const floating* mean,
+                             const floating* var, Py_ssize_t H, Py_ssize_t n,
+                             double momentum) noexcept nogil:
+    """rmean, rvar (H,) moved toward a batch of n rows' mean and var (H,) with PyTorch's
+    momentum, the variance unbiased (var·n/(n - 1)); n = 1 changes nothing.  In the arrays'
+    dtype, in the reference's order."""
+    cdef Py_ssize_t j
+    cdef floating mo = <floating>momentum, keep, up
+    if n < 2:
+        return
+    keep, up = 1 - mo, mo * <floating>(<double>n / <double>(n - 1))
+    for j in range(H):
+        rmean[j] = rmean[j] * keep + mo * mean[j]
+        rvar[j] = rvar[j] * keep + up * var[j]
 
 
 cdef extern from "sparse_loops.h" nogil:
@@ -359,6 +467,55 @@ cdef void _activation_backward(floating[:, ::1] dH,      # IN/OUT (N, H)
             act_backward_f32(&dH[0, 0], &H[0, 0], N, M, act)
         else:
             act_backward_f64(&dH[0, 0], &H[0, 0], N, M, act)
+
+
+# ---------------------------------------------------------------------------------------
+# Batch normalisation (training mode): the passes of step_loops.h
+# ---------------------------------------------------------------------------------------
+
+cdef void _batch_norm_forward(floating[:, ::1] Z,         # IN/OUT (N, H): X·W, then ẑ
+                              const floating[::1] gamma,  # IN     (H,)
+                              const floating[::1] beta,   # IN     (H,)
+                              floating[:, ::1] out,       # OUT    (N, H)
+                              floating[::1] mean,         # OUT    (H,)
+                              floating[::1] var,          # OUT    (H,)
+                              double eps, int act) noexcept:
+    # Z (N, H) -> mean, var (H,) its column statistics, Z = ẑ, out = f(γ·ẑ + β) (N, H)
+    cdef Py_ssize_t N = Z.shape[0], H = Z.shape[1]
+    if N == 0 or H == 0:
+        return
+    with nogil:
+        _bn_stats(&Z[0, 0], N, H, &mean[0], &var[0])
+        _bn_act(&Z[0, 0], &out[0, 0], N, H, &mean[0], &var[0], eps, &gamma[0], &beta[0], act,
+                NULL, NULL)
+
+
+cdef void _batch_norm_backward(floating[:, ::1] dY,         # IN/OUT (N, H)
+                               const floating[:, ::1] Zhat,  # IN     (N, H)
+                               const floating[::1] gamma,    # IN     (H,)
+                               const floating[::1] var,      # IN     (H,)
+                               floating[::1] dgamma,         # OUT    (H,)
+                               floating[::1] dbeta,          # OUT    (H,)
+                               double eps) noexcept:
+    # dY (N, H) w.r.t. γ·ẑ + β -> dβ, dγ (H,), dY = the gradient w.r.t. the product Z
+    cdef Py_ssize_t N = dY.shape[0], H = dY.shape[1]
+    if N == 0 or H == 0:
+        return
+    with nogil:
+        _bn_backward(&dY[0, 0], <const floating*>NULL, &Zhat[0, 0], N, H, ACT_IDENTITY, NULL,
+                     &gamma[0], &var[0], eps, &dbeta[0], &dgamma[0], NULL)
+
+
+cdef void _batch_norm_running(const floating[::1] mean,  # IN     (H,)
+                              const floating[::1] var,   # IN     (H,)
+                              Py_ssize_t n,              # IN     the batch's rows
+                              floating[::1] rmean,       # IN/OUT (H,)
+                              floating[::1] rvar,        # IN/OUT (H,)
+                              double momentum) noexcept:
+    # mean, var (H,) of a batch of n rows -> rmean, rvar (H,) moved toward them
+    cdef Py_ssize_t H = mean.shape[0]
+    if H:
+        _bn_running(&rmean[0], &rvar[0], &mean[0], &var[0], H, n, momentum)
 
 
 # ---------------------------------------------------------------------------------------
@@ -775,6 +932,37 @@ def dropout(A, p, seed, step, layer):
         with nogil:
             dropout_f32(&Af[0, 0], N, H, &d32)
     return A
+
+
+def batch_norm_forward(Z, gamma, beta, out, mean, var, eps=1e-05, activation="identity"):
+    """Batch normalisation in training mode: mean, var = Z's column means and biased
+    variances (in double), Z = ẑ = (Z - mean)/√(var + eps) in place, out = f(γ·ẑ + β).
+    Z, out (N, H), N >= 1; gamma, beta, mean, var (H,).  Returns out."""
+    if Z.dtype == _F64:
+        _batch_norm_forward[double](Z, gamma, beta, out, mean, var, eps, _ACT[activation])
+    else:
+        _batch_norm_forward[float](Z, gamma, beta, out, mean, var, eps, _ACT[activation])
+    return out
+
+
+def batch_norm_backward(dY, Zhat, gamma, var, dgamma, dbeta, eps=1e-05):
+    """dβ = Σ_rows dY, dγ = Σ_rows dY·ẑ (in double); dY = γ/√(var + eps)·(dY - dβ/N -
+    ẑ·dγ/N) in place.  dY, Zhat (N, H); gamma, var, dgamma, dbeta (H,).  Returns dY."""
+    if dY.dtype == _F64:
+        _batch_norm_backward[double](dY, Zhat, gamma, var, dgamma, dbeta, eps)
+    else:
+        _batch_norm_backward[float](dY, Zhat, gamma, var, dgamma, dbeta, eps)
+    return dY
+
+
+def batch_norm_running(mean, var, n, running_mean, running_var, momentum=0.1):
+    """running = (1 - momentum)·running + momentum·batch, the variance unbiased (var·n/(n-1));
+    n = 1 changes nothing.  All (H,).  Returns running_mean."""
+    if mean.dtype == _F64:
+        _batch_norm_running[double](mean, var, n, running_mean, running_var, momentum)
+    else:
+        _batch_norm_running[float](mean, var, n, running_mean, running_var, momentum)
+    return running_mean
 
 
 # ---------------------------------------------------------------------------------------

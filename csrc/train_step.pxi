@@ -27,6 +27,17 @@
 #   not stored -- before the activation's derivative.
 # * A sparse first layer (a CSR X) runs the loops of sparse_loops.h instead of its two GEMMs;
 #   its weight gradient goes to dweights[0] and the update loop follows.
+# * Batch normalisation (batch_norm=contract.BatchNorm; step_loops.h, the passes shared with
+#   the kernels): a hidden layer's GEMM (or the CSR loop) writes its product a·W, no bias,
+#   to the layer's zhat buffer; `_bn_stats` takes the batch's column statistics in one pass
+#   (means, vars) and `_bn_act` writes ẑ back into zhat and act = f(γ·ẑ + b) -- b is BN's
+#   shift -- with dropout and the bf16 copy, row by row as the bias + activation pass does.
+#   Backward, `_bn_backward` is the activation-backward pass (dropout's mask, f') that also
+#   sums dY·ẑ (dγ) beside dY (dβ, the bias gradient), then one pass that turns the delta into
+#   the gradient w.r.t. the product (and writes its bf16 copy), which both GEMMs of the
+#   layer read.  After the weights and biases the gammas get the same update (their own
+#   state, no weight decay), then the running estimates move (`_bn_running`).  Per-column
+#   accumulators and coefficients live on the stack (step_loops.h): nothing is allocated.
 # * A non-finite loss returns before the backward pass: nothing is updated.
 #
 # * precision="bf16" (float32 only): every GEMM takes bfloat16 operands and accumulates in
@@ -86,6 +97,16 @@ cdef struct _Layer:
     void* A16      # (n_max, fan_out) bfloat16 copy of act (hidden layers)
     void* D16      # (n_max, fan_out) bfloat16 delta: the gradient w.r.t. act's pre-activation
     _Drop drop     # dropout of act (hidden layers; drop.p = 0: none); stream set per step
+    # batch normalisation of a hidden layer (contract.BatchNorm; all NULL: none)
+    void* zhat     # (n_max, fan_out) the product a·W, then ẑ
+    void* gamma    # (fan_out,) γ
+    void* dgamma   # (fan_out,) its gradient
+    void* sg1      # γ's velocity or Adam m; NULL for plain SGD
+    void* sg2      # γ's Adam v
+    void* mean     # (fan_out,) the batch's column means
+    void* var      # (fan_out,) and biased variances
+    void* rmean    # (fan_out,) running estimates
+    void* rvar
 
 # the GEMM provider's functions (fastmlp.backends.blas: Fortran ABI, addresses at run time)
 ctypedef void (*_gemm_f)(char*, char*, int*, int*, int*, void*, const void*, int*, const void*,
@@ -140,6 +161,7 @@ cdef struct _Plan:
     void* X16      # (n_max, D_0) bfloat16 batch converted from a float32 X
     uint64_t seed  # the dropout masks' key (contract.py, "dropout masks")
     double smooth  # the softmax output's label smoothing
+    double bn_momentum, bn_eps   # batch normalisation's (contract.BatchNorm)
 
 
 cdef void _gemm(_Plan* p, char ta, char tb, int m, int n, int k, floating alpha,
@@ -235,6 +257,8 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
     cdef const uint16_t* a16 = X16
     cdef floating* delta
     cdef floating* W
+    cdef floating* prod
+    cdef _Layer* Lp
     cdef floating lr = <floating>lr_d, wd2 = <floating>(2 * wd), mu = <floating>p.mu
     cdef floating b1 = <floating>p.b1, b2 = <floating>p.b2, eps = <floating>eps_d
     cdef floating c1 = <floating>(1.0 - pow(p.b1, step)), c2 = <floating>(1.0 - pow(p.b2, step))
@@ -249,20 +273,26 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
     post.b1, post.b2, post.c1, post.c2 = p.b1, p.b2, 1.0 - pow(p.b1, step), 1.0 - pow(p.b2, step)
     post.P16 = NULL
 
-    # forward: act_i = f(a · W_i + b_i) (the last layer stays linear)
+    # forward: act_i = f(a · W_i + b_i) (the last layer stays linear); with batch
+    # normalisation act_i = f(γ_i·ẑ + b_i), ẑ the normalised a · W_i (in zhat)
     for i in range(p.n_layers):
         L = &p.L[i]
-        if i == 0 and Xptr != NULL:   # act_0 = X·W_0, one row of W_0 per stored entry
-            if _csr_forward(Xdata, Xind, Xptr, m, <floating*>L.W, L.fan_in, L.fan_out,
-                            <floating*>L.act):
+        prod = <floating*>(L.zhat if L.zhat != NULL else L.act)   # (m, fo) the product
+        if i == 0 and Xptr != NULL:   # X·W_0, one row of W_0 per stored entry
+            if _csr_forward(Xdata, Xind, Xptr, m, <floating*>L.W, L.fan_in, L.fan_out, prod):
                 return -2
         else:
-            # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major
+            # prodᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major
             _gemm(p, c'N', c'N', L.fan_out, m, L.fan_in, one, _op(p, L.W, L.W16), L.fan_out,
-                  _op(p, a, a16), L.fan_in, zero, <floating*>L.act, L.fan_out, NULL)
+                  _op(p, a, a16), L.fan_in, zero, prod, L.fan_out, NULL)
         if L.drop.p > 0:   # this step's mask of the layer's output (dropout.h)
             L.drop.stream = fm_dropout_stream(p.seed, <uint64_t>step, i)
-        if p.bf16 and i < last:   # (dropout and) the activations' bf16 copy, row by row
+        if L.zhat != NULL:   # statistics, then ẑ, γ·ẑ + b, f, dropout (bf16: A16) by rows
+            _bn_stats(prod, m, L.fan_out, <floating*>L.mean, <floating*>L.var)
+            _bn_act(prod, <floating*>L.act, m, L.fan_out, <floating*>L.mean,
+                    <floating*>L.var, p.bn_eps, <floating*>L.gamma, <floating*>L.b,
+                    p.activation, _dropout(L), <uint16_t*>L.A16)
+        elif p.bf16 and i < last:   # (dropout and) the activations' bf16 copy, row by row
             if L.drop.p > 0:
                 d32 = _drop_f32(&L.drop)
             bias_act_bf16(<float*>L.act, <float*>L.b, m, L.fan_out, p.activation,
@@ -296,7 +326,12 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
             _gemm(p, c'T', c'N', fi, m, fo, one, _op(p, W, L.W16), fo, _op(p, delta, L.D16),
                   fo, zero, <floating*>L.dX, fi, NULL)
             # (through layer i-1's dropout mask first, when it has one)
-            if p.bf16:
+            Lp = &p.L[i - 1]
+            if Lp.zhat != NULL:   # and dγ; then dX becomes the gradient w.r.t. its product
+                _bn_backward(<floating*>L.dX, a, <floating*>Lp.zhat, m, fi, p.activation,
+                             _dropout(Lp), <floating*>Lp.gamma, <floating*>Lp.var, p.bn_eps,
+                             <floating*>Lp.db, <floating*>Lp.dgamma, <uint16_t*>Lp.D16)
+            elif p.bf16:
                 if p.L[i - 1].drop.p > 0:
                     d32 = _drop_f32(&p.L[i - 1].drop)
                 mask_colsum_bf16(<float*>L.dX, <float*>a, m, fi, p.activation, p.acc,
@@ -319,6 +354,14 @@ cdef double _run(_Plan* p, const floating* X, const floating* Xdata, const int64
         _update(p.kind, <floating*>L.b, <floating*>L.db, <floating*>L.sb1, <floating*>L.sb2,
                 fo, lr, zero, mu, b1, b2, c1, c2, eps)
         delta = <floating*>L.dX
+    # batch normalisation: the gammas (not decayed), then the running estimates
+    for i in range(last):
+        L = &p.L[i]
+        if L.zhat != NULL:
+            _update(p.kind, <floating*>L.gamma, <floating*>L.dgamma, <floating*>L.sg1,
+                    <floating*>L.sg2, L.fan_out, lr, zero, mu, b1, b2, c1, c2, eps)
+            _bn_running(<floating*>L.rmean, <floating*>L.rvar, <floating*>L.mean,
+                        <floating*>L.var, L.fan_out, m, p.bn_momentum)
     return loss
 
 
@@ -333,7 +376,7 @@ cdef class TrainStep:
     TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
               momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu',
               output='softmax', gemm='auto', precision=None, dropout=0.0, dropout_seed=0,
-              label_smoothing=0.0)
+              label_smoothing=0.0, batch_norm=None)
 
     weights[i] (D_i, D_i+1), biases[i] (D_i+1,), dweights/dbiases the same shapes; acts[i]
     (n_max, D_i+1); deltas[i] (n_max, D_i) for i >= 1 (deltas[0] is ignored); dZ (n_max, C);
@@ -345,7 +388,10 @@ cdef class TrainStep:
     fastmlp.backends.csr.CSR), y (m,) int64 labels (softmax) or (m, C) values, with
     m <= n_max, and returns the loss.  precision="bf16" (float32 arrays, oneDNN installed):
     bfloat16 GEMM operands, X float32 or uint16 bfloat16 bits; `sync()` re-reads W into
-    its bf16 copy after the weights were changed outside the step.
+    its bf16 copy after the weights were changed outside the step.  batch_norm: None, or a
+    contract.BatchNorm of the hidden layers (zhats (n_max, H_i)): every hidden layer is then
+    batch-normalised (its bias is the shift), the gammas trained with their own state and
+    the running estimates moved after each step with a finite loss.
     """
     cdef _Plan p
     cdef bint f64
@@ -369,17 +415,19 @@ cdef class TrainStep:
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
                  output="softmax", gemm="auto", precision=None, dropout=0.0, dropout_seed=0,
-                 label_smoothing=0.0):
+                 label_smoothing=0.0, batch_norm=None):
         cdef int i, nl
         cdef _Layer* L
         cdef size_t gemm_f, pool_f
         self.provider = pv = _get_provider(gemm)
         lay = self._layout = _contract.step_layout(
             weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
-            nesterov, activation, output, precision, dropout, dropout_seed, label_smoothing)
+            nesterov, activation, output, precision, dropout, dropout_seed, label_smoothing,
+            batch_norm)
         self.precision = precision
         self.dropout = lay.dropout[:-1]
         self.p.seed, self.p.smooth = lay.dropout_seed, lay.label_smoothing
+        self.p.bn_momentum, self.p.bn_eps = lay.bn_momentum, lay.bn_eps
         if lay.bf16:
             self.p.gemm16 = <_gemm_f><size_t>_onednn.load().gemm_bf16   # ImportError: extra
             self._bf16 = _contract.bf16_buffers(lay)
@@ -398,7 +446,7 @@ cdef class TrainStep:
         if self.p.L == NULL or self.p.acc == NULL:
             raise MemoryError()
         self._params = list(weights) + list(biases)
-        self._keep = [weights, biases, dweights, dbiases, acts, deltas, dZ, state]
+        self._keep = [weights, biases, dweights, dbiases, acts, deltas, dZ, state, batch_norm]
         for i in range(nl):
             L = &self.p.L[i]
             rec = layers[i]
@@ -411,6 +459,12 @@ cdef class TrainStep:
                 b16 = self._bf16
                 L.W16, L.D16 = _ptr(b16.W16[i].ctypes.data), _ptr(b16.D16[i].ctypes.data)
                 L.A16 = _ptr(b16.A16[i].ctypes.data) if i < nl - 1 else NULL
+            if i < len(lay.batch_norm):   # (gamma, dgamma, sg1, sg2, zhat, mean, var, rm, rv)
+                bn = lay.batch_norm[i]
+                L.gamma, L.dgamma = _ptr(bn[0]), _ptr(bn[1])
+                L.sg1, L.sg2 = _ptr(bn[2]), _ptr(bn[3])
+                L.zhat, L.mean, L.var = _ptr(bn[4]), _ptr(bn[5]), _ptr(bn[6])
+                L.rmean, L.rvar = _ptr(bn[7]), _ptr(bn[8])
         self.p.dZ = _ptr(lay.dZ)
         if lay.bf16:
             self.p.bf16, self.p.X16 = True, _ptr(self._bf16.X16.ctypes.data)
