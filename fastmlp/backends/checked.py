@@ -259,6 +259,8 @@ class CheckedBackend:
                                dgamma=(dgamma, True), dbeta=(dbeta, True))
         if dY.shape[0] < 1:
             raise ValueError("dY needs at least one row")
+        if np.shares_memory(dY, Zhat):
+            raise ValueError("dY must not overlap Zhat (dY becomes the gradient w.r.t. Z)")
         check_bn_settings(0.0, eps)
         return self.raw.batch_norm_backward(dY, Zhat, gamma, var, dgamma, dbeta, float(eps))
 

@@ -426,6 +426,10 @@ def step_layout(weights, biases, dweights, dbiases, acts, deltas, dZ, state, opt
     bn, bn_momentum, bn_eps = (), BN_MOMENTUM, BN_EPS
     if batch_norm is not None:
         bn = bn_layout(batch_norm, [r[1] for r in layers[:-1]], n, dt, kind)
+        for i, z in enumerate(batch_norm.zhats):
+            if any(np.shares_memory(z, a) for a in (acts[i], deltas[i + 1], dZ)):
+                raise ValueError(f"TrainStep: batch_norm.zhats[{i}] must not overlap the "
+                                 f"activations or deltas")
         bn_momentum, bn_eps = check_bn_settings(batch_norm.momentum, batch_norm.eps)
     return Layout(kind, act_code, out_code, dt, n, layers, dZ_address, precision == "bf16",
                   drop, dropout_seed, smooth, bn, bn_momentum, bn_eps)

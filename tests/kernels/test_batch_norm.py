@@ -128,9 +128,11 @@ def test_batch_norm_refuses(compiled_backend):
     with pytest.raises(ValueError, match="eps must be"):
         be.batch_norm_forward(Z, *v[:2], np.empty_like(Z), *v[2:], 0.0)
     with pytest.raises(ValueError, match="momentum must be"):
-        be.batch_norm_running(*v, 3, 1.5)
+        be.batch_norm_running(v[0], v[1], 3, v[2], v[3], 1.5)
     with pytest.raises(ValueError, match="n must be"):
-        be.batch_norm_running(*v, 0)
+        be.batch_norm_running(v[0], v[1], 0, v[2], v[3])
+    with pytest.raises(ValueError, match="must not overlap"):
+        be.batch_norm_backward(Z, Z, *v)
 
 
 def test_check_bn_settings():
@@ -207,12 +209,17 @@ def test_train_step_batch_norm_changes_the_result(backend):
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_bf16_train_step_with_batch_norm(compiled_backend, activation):
     """The bf16 step with batch normalisation = the reference's bf16 emulation (bf16
-    products, batch normalisation in float32)."""
+    products, batch normalisation in float32).  rtol 5e-4, not test_bf16.py's 1e-4: after a
+    step, float32 differences of ~1e-6 in W flip a few weights' bf16 copies to the
+    neighbouring bf16 value (a 2⁻⁸ jump), and through the batch mean one flip moves a
+    layer's output by about 1e-4; the reference against itself with another float32
+    summation order measured up to 2.8e-4 after 3 steps over 10 seeds (all under 0.7e-4
+    after 1 step)."""
     hyper = dict(momentum=0.9, activation=activation, dropout=0.3, dropout_seed=9,
                  precision="bf16")
     args, outputs, kw = bn_case((784, 256, 10), 128, 100, np.float32, "sgd", hyper, seed=2)
     check_against_reference(compiled_backend, train_steps, args, kw, outputs=outputs,
-                            returns="values", tol=Rel(rtol=1e-4))
+                            returns="values", tol=Rel(rtol=5e-4))
 
 
 def test_train_step_refuses_bad_batch_norm(compiled_backend):
