@@ -188,10 +188,13 @@ def run_recipes(a, say):
         except Unavailable as exc:
             out["seed_net"] = {"skipped": str(exc)}
         else:
-            for who in COMPILED[:1] + ("torch",):
-                say(f"  seed network: {who}")
-                time.sleep(a.settle)
-                out["seed_net"][who] = _attempt(seed_net, who, SEED_NET["epochs"])
+            for prec in (None, "bf16"):
+                tag = "bf16" if prec else "fp32"
+                for who in COMPILED[:1] + ("torch",):
+                    say(f"  seed network: {who} {tag}")
+                    time.sleep(a.settle)
+                    out["seed_net"][f"{who} {tag}"] = _attempt(seed_net, who,
+                                                               SEED_NET["epochs"], prec)
     return out
 
 
@@ -260,8 +263,8 @@ def format_recipes(res):
             if "skipped" in r:
                 lines.append(f"  {who:<12}skipped: {r['skipped']}")
                 continue
-            t = sn.get("torch", {})
-            vs = f"{t['seconds'] / r['seconds']:.2f}×" if "seconds" in t and who != "torch" \
-                else ""
+            t = sn.get(f"torch {who.split()[-1]}", {})
+            vs = f"{t['seconds'] / r['seconds']:.2f}×" if "seconds" in t and \
+                not who.startswith("torch") else ""
             lines.append(f"  {who:<26}{r['seconds']:9.2f}{r['accuracy']:10.4f}{vs:>10}")
     return "\n".join(lines)
