@@ -22,6 +22,12 @@ Design
   time: one specialisation each).  `sgd_update` / `adam_update` are small Python wrappers
   that pick the serial kernel or, at or above the parallel threshold, a `prange` kernel
   (`config.parallel_min_size`: the thread policy lives in config.py).
+* Batch normalisation (`batch_norm_forward` / `_backward` / `_running`) is written as the
+  three passes the fused step makes (`_bn_stats`: the column sums; `_bn_act`: the
+  normalisation with the bias + activation pass's work; `_bn_backward`: the delta w.r.t. the
+  product), csrc's names.  The raw kernels run them on strips of `_COL_BLOCK` columns with
+  their float64 sums and per-column coefficients on the stack (`_stack`, as kernels.pyx's
+  stack arrays); the step runs them on whole rows with its own scratch buffers.
 * `to_bf16` rounds float32 to bfloat16 bits (uint16) with integer operations on the uint32
   view of x, branch-free so LLVM vectorises it: csrc/bf16.h's rounding exactly
   (reference.to_bf16 is the oracle).  The bf16 TrainStep (train_step.py) reuses `_to_bf16`.
@@ -29,8 +35,11 @@ Design
 import math
 import sys
 
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ..contract import ACTIVATIONS, GOLDEN, MIX1, MIX2, dropout_threshold
 from . import config
@@ -628,5 +637,213 @@ def dropout(A, p, seed, step, layer):
                  _U64(dropout_threshold(p)), float(p))
     return A
 
+
+@_jit
+def _bias_act_row(out, i, b, act, stream, thr, s, p):
+    """Row i of a forward pass: _bias_act, then (p > 0) the dropout mask of (stream, thr),
+    kept entries scaled by s (step_loops.h's bias_act_row; the fused step's bias +
+    activation passes and `_bn_act`)."""
+    # out (m, H) IN/OUT, b (H,) IN; stream, thr uint64, s of out's dtype, p float64
+    _bias_act(out[i:i + 1], b, act)
+    if p > 0.0:
+        _dropout_row(out[i], _U64(i) * _U64(out.shape[1]) + _U64(1), stream, thr, s)
+
+
+# --------------------------------------------------------------------------- batch normalisation
+# Three passes, shared by the raw kernels (on strips of _COL_BLOCK columns, their scratch on
+# the stack) and the fused step (on whole rows, its scratch in the plan): `_bn_stats` sums
+# the product's columns (float64), `_bn_act` normalises it in place and writes the layer's
+# output f(γ·ẑ + β) (with dropout and the bf16 copy in the step), `_bn_backward` turns the
+# gradient w.r.t. γ·ẑ + β into the gradient w.r.t. the product.  dβ and dγ are the column
+# sums of that gradient and of it times ẑ: the step sums them in its activation-backward pass
+# (train_step `_mask_colsum`), the raw kernel in `_bn_sums`.
+
+_COL_BLOCK = 64          # columns per strip of the raw kernels (csrc/kernels.pyx's COL_BLOCK)
+_COL_BLOCK2 = 2 * _COL_BLOCK
+_COL_BLOCK3 = 3 * _COL_BLOCK
+
+
+@intrinsic
+def _stack(typingctx, dtype, n):
+    """A pointer to n (a compile-time constant) uninitialised elements of `dtype` (a NumPy
+    scalar type or an array's .dtype) in the calling function's stack frame: a raw kernel's
+    scratch, allocated nowhere else (numba.carray makes it an array)."""
+    if isinstance(dtype, types.NumberClass):
+        elt = dtype.instance_type
+    elif isinstance(dtype, types.DType):
+        elt = dtype.dtype
+    else:
+        return None
+    if not isinstance(n, types.IntegerLiteral):
+        return None
+    size = n.literal_value
+
+    def codegen(context, builder, sig, args):
+        return cgutils.alloca_once(builder, context.get_data_type(elt), size=size)
+    return types.CPointer(elt)(dtype, n), codegen
+
+
+@_jit
+def _bn_stats(Z, mean, var, inv, eps, acc):
+    """mean, var = the column means and biased variances of Z, in float64 in one sweep over
+    the rows, shifted by the first row so that a column's offset does not cancel:
+    s1 = Σ(z - z₀), s2 = Σ(z - z₀)², mean = z₀ + s1/m, var = (s2 - s1²/m)/m (≥ 0); then
+    inv = 1/√(var + eps) in Z's dtype, from var as stored."""
+    # Z (m, H) IN, mean, var, inv (H,) OUT (Z's dtype), eps float64, acc (2H,) float64 scratch
+    m, h = Z.shape
+    t = Z.dtype.type
+    s1, s2 = acc[:h], acc[h:2 * h]
+    z0 = Z[0]
+    for j in range(h):
+        s1[j] = 0.0
+        s2[j] = 0.0
+    for i in range(1, m):
+        z = Z[i]
+        for j in range(h):
+            d = float(z[j]) - float(z0[j])
+            s1[j] += d
+            s2[j] += d * d
+    for j in range(h):
+        mu = s1[j] / m
+        v = (s2[j] - s1[j] * mu) / m
+        if v < 0.0:   # rounding; a NaN stays NaN
+            v = 0.0
+        mean[j] = float(z0[j]) + mu
+        var[j] = v
+        inv[j] = t(1) / np.sqrt(var[j] + t(eps))
+
+
+@_jit
+def _bn_act(Z, gamma, b, out, mean, inv, act, stream, thr, p, out16):
+    """Row by row: Z = ẑ = (Z - mean)·inv in place, out = γ·ẑ, then the bias + activation
+    pass's row (`_bias_act_row`: out = f(out + b), dropout when p > 0) and, out16 given, the
+    row's bfloat16 bits (the bf16 step's activations)."""
+    # Z (m, H) IN/OUT, gamma, b, mean, inv (H,) IN, out (m, H) OUT, out16 (m, H) uint16 OUT
+    # or None; stream, thr uint64, p float64 (the dropout of a whole-row pass)
+    m, h = Z.shape
+    s = out.dtype.type(1.0 / (1.0 - p))
+    for i in range(m):
+        z, o = Z[i], out[i]
+        for j in range(h):
+            v = (z[j] - mean[j]) * inv[j]
+            z[j] = v
+            o[j] = v * gamma[j]
+        _bias_act_row(out, i, b, act, stream, thr, s, p)
+        if out16 is not None:
+            _to_bf16(o, out16[i])
+
+
+@_jit
+def _bn_backward(D, Zh, gamma, var, db, dg, eps, coef, D16):
+    """D = γ/√(var + eps)·(D - dβ/m - ẑ·dγ/m) in place, row by row, db = dβ and dg = dγ the
+    column sums of D and D·ẑ; D16 given: each row then also as bfloat16 bits (the bf16
+    step's delta, the operand of the backward GEMMs)."""
+    # D (m, H) IN/OUT, Zh (m, H) IN, gamma, var, db, dg (H,) IN, eps float64, coef (3H,)
+    # scratch of D's dtype, D16 (m, H) uint16 OUT or None
+    m, h = D.shape
+    t = D.dtype.type
+    n = t(m)
+    a, c, s = coef[:h], coef[h:2 * h], coef[2 * h:3 * h]
+    for j in range(h):
+        a[j] = db[j] / n
+        c[j] = dg[j] / n
+        s[j] = gamma[j] / np.sqrt(var[j] + t(eps))
+    for i in range(m):
+        d, z = D[i], Zh[i]
+        for j in range(h):
+            d[j] = (d[j] - a[j] - z[j] * c[j]) * s[j]
+        if D16 is not None:
+            _to_bf16(d, D16[i])
+
+
+@_jit
+def _bn_sums(D, Zh, db, dg, acc):
+    """db = column sums of D, dg = column sums of D·ẑ, accumulated in float64 (the raw
+    kernel's dβ, dγ; the step's come from its activation-backward pass)."""
+    # D, Zh (m, H) IN, db, dg (H,) OUT, acc (2H,) float64 scratch
+    m, h = D.shape
+    s1, s2 = acc[:h], acc[h:2 * h]
+    for j in range(h):
+        s1[j] = 0.0
+        s2[j] = 0.0
+    for i in range(m):
+        d, z = D[i], Zh[i]
+        for j in range(h):
+            v = float(d[j])
+            s1[j] += v
+            s2[j] += v * float(z[j])
+    for j in range(h):
+        db[j] = s1[j]
+        dg[j] = s2[j]
+
+
+@_jit
+def _batch_norm_forward(Z, gamma, beta, out, mean, var, eps, act):
+    """batch_norm_forward on strips of _COL_BLOCK columns (scratch on the stack)."""
+    # Z (N,H) IN/OUT, gamma, beta (H,) IN, out (N,H) OUT, mean, var (H,) OUT
+    acc = numba.carray(_stack(np.float64, _COL_BLOCK2), _COL_BLOCK2)
+    inv = numba.carray(_stack(Z.dtype, _COL_BLOCK), _COL_BLOCK)
+    h = Z.shape[1]
+    for j0 in range(0, h, _COL_BLOCK):
+        j1 = min(j0 + _COL_BLOCK, h)
+        nb = j1 - j0
+        Zs = Z[:, j0:j1]
+        _bn_stats(Zs, mean[j0:j1], var[j0:j1], inv[:nb], eps, acc[:2 * nb])
+        _bn_act(Zs, gamma[j0:j1], beta[j0:j1], out[:, j0:j1], mean[j0:j1], inv[:nb], act,
+                _U64(0), _U64(0), 0.0, None)
+
+
+@_jit
+def _batch_norm_backward(dY, Zhat, gamma, var, dgamma, dbeta, eps):
+    """batch_norm_backward on strips of _COL_BLOCK columns (scratch on the stack)."""
+    # dY (N,H) IN/OUT, Zhat (N,H) IN, gamma, var (H,) IN, dgamma, dbeta (H,) OUT
+    acc = numba.carray(_stack(np.float64, _COL_BLOCK2), _COL_BLOCK2)
+    coef = numba.carray(_stack(dY.dtype, _COL_BLOCK3), _COL_BLOCK3)
+    h = dY.shape[1]
+    for j0 in range(0, h, _COL_BLOCK):
+        j1 = min(j0 + _COL_BLOCK, h)
+        nb = j1 - j0
+        D, Zs = dY[:, j0:j1], Zhat[:, j0:j1]
+        _bn_sums(D, Zs, dbeta[j0:j1], dgamma[j0:j1], acc[:2 * nb])
+        _bn_backward(D, Zs, gamma[j0:j1], var[j0:j1], dbeta[j0:j1], dgamma[j0:j1], eps,
+                     coef[:3 * nb], None)
+
+
+@_jit
+def _batch_norm_running(mean, var, n, running_mean, running_var, momentum):
+    """running = (1 - momentum)·running + momentum·batch (the variance unbiased, ·n/(n-1)),
+    in the arrays' dtype; n = 1 changes nothing (also the fused step's)."""
+    # mean, var (H,) IN, running_mean, running_var (H,) IN/OUT; n int, momentum float64
+    if n <= 1:
+        return
+    t = mean.dtype.type
+    mo = t(momentum)
+    keep = t(1) - mo
+    k = mo * t(n / (n - 1))
+    for j in range(mean.shape[0]):
+        running_mean[j] = running_mean[j] * keep + mo * mean[j]
+        running_var[j] = running_var[j] * keep + k * var[j]
+
+
+def batch_norm_forward(Z, gamma, beta, out, mean, var, eps=1e-05, activation="identity"):
+    """Batch normalisation in training mode: mean, var = Z's column means and biased
+    variances (float64 sums), Z = ẑ = (Z - mean)/√(var + eps) in place, out = f(γ·ẑ + β).
+    Z, out (N,H); gamma, beta, mean, var (H,).  Returns out."""
+    _batch_norm_forward(Z, gamma, beta, out, mean, var, float(eps), ACT_CODES[activation])
+    return out
+
+
+def batch_norm_backward(dY, Zhat, gamma, var, dgamma, dbeta, eps=1e-05):
+    """dbeta = Σ_rows dY, dgamma = Σ_rows dY·ẑ (float64 sums); in place dY = γ/√(var + eps)·
+    (dY - dβ/N - ẑ·dγ/N).  dY, Zhat (N,H); gamma, var, dgamma, dbeta (H,).  Returns dY."""
+    _batch_norm_backward(dY, Zhat, gamma, var, dgamma, dbeta, float(eps))
+    return dY
+
+
+def batch_norm_running(mean, var, n, running_mean, running_var, momentum=0.1):
+    """The running estimates after a batch of n rows (PyTorch's convention, the unbiased
+    variance); n = 1 changes nothing.  All (H,).  Returns running_mean."""
+    _batch_norm_running(mean, var, int(n), running_mean, running_var, float(momentum))
+    return running_mean
 
 config.stamp_caches(globals(), config, sys.modules[__name__])

@@ -27,6 +27,18 @@ Design
   forms; kernels.py `_dropout_row`, csrc/dropout.h's formula): the forward pass drops and
   scales each row of a hidden layer's output, the backward pass sends the delta through the
   same mask -- recomputed from (seed, step, layer, row, column) -- before the derivative.
+* Batch normalisation (batch_norm=contract.BatchNorm) of every hidden layer, in the passes
+  of csrc/train_step.pxi (kernels.py `_bn_stats`, `_bn_act`, `_bn_backward`): the layer's
+  product goes to its zhat (the CSR loop adds no bias either), one sweep sums its columns
+  (float64: mean and biased variance), one pass normalises it in place and writes
+  f(γ·ẑ + b) with dropout and the bf16 copy; backward, `_mask_colsum` also sums δ·ẑ (dβ into
+  dbiases, dγ), then `_bn_backward` turns δ into the gradient w.r.t. the product (and writes
+  its bf16 copy), which the weight-gradient and δ·Wᵀ GEMMs read.  After every weight and
+  bias, the gammas take the optimizer's loop (weight decay 0), then the running estimates
+  move (kernels `_batch_norm_running`); a non-finite loss returns before either.  Its
+  addresses are 9 more entries of each hidden layer's record, its momentum and eps two
+  more hyper-parameters, its scratch (3·H float coefficients; the float64 sums use the
+  step's accumulator, twice as long) the step's own.
 * BLAS with alpha/beta: `np.dot` in Numba has neither, so the kernel calls the GEMM
   provider's (fastmlp.backends.blas) Fortran sgemm/dgemm, and fastmlp's thread pool
   (csrc/pool.c), through addresses kept in the plan and called by `_fcall` (Fortran
@@ -51,10 +63,11 @@ Design
   `config.JIT_OPTIONS` (cached, nogil, explicit fast-math flags).  It returns the loss as
   a float: unlike an array, a float is boxed without calling back into Python, so a pending
   Ctrl-C cannot surface as SystemError (see kernels.py).
-* The bias + activation pass, the activation backward, the losses and the per-element
-  optimizer steps are kernels.py's own (`_bias_act`, `_act_backward_row`, the `*_grad` losses,
-  `_csr_forward`, `_sgd_step`, `_sgd_momentum_step`, `_adam_step`, `_to_bf16`), so
-  each formula is written once.
+* The bias + activation pass, the activation backward, the losses, batch normalisation's
+  passes and the per-element optimizer steps are kernels.py's own (`_bias_act`,
+  `_bias_act_row`, `_act_backward_row`, the `*_grad` losses, `_csr_forward`, `_bn_*`,
+  `_sgd_step`, `_sgd_momentum_step`, `_adam_step`, `_to_bf16`), so each formula is written
+  once.
   This module imports kernels.py, never the other way; the package's __init__ puts both
   under one name.  Numba keys its on-disk cache on this file only; `config.stamp_caches`
   ties it to kernels.py and config.py too, so changing either recompiles `_run`.
@@ -78,10 +91,11 @@ from ..csr import CSR
 from . import config
 from . import kernels as _kernels
 from .config import JIT_OPTIONS
-from .kernels import (_U64, ACT_CODES, _act_backward_row, _adam_step, _bias_act,
+from .kernels import (_U64, ACT_CODES, _act_backward_row, _adam_step, _batch_norm_running,
+                      _bias_act, _bias_act_row, _bn_act, _bn_backward, _bn_stats,
                       _csr_forward, _csr_weight_grad, _dropout_row, _dropout_stream,
-                      _sgd_momentum_step, _sgd_step, _to_bf16, logistic_xent_grad, poisson_grad, softmax_xent_grad,
-                      squared_error_grad, to_bf16)
+                      _sgd_momentum_step, _sgd_step, _to_bf16, logistic_xent_grad,
+                      poisson_grad, softmax_xent_grad, squared_error_grad, to_bf16)
 
 _jit = njit(**JIT_OPTIONS)
 
@@ -122,7 +136,10 @@ _BF16, _GEMM16, _X16 = range(14, 17)
 # dropout: _DROP the address of the (n_layers,) float64 probabilities of each layer's output
 # (0 for the last), _SEED of the (1,) uint64 key of the masks
 _DROP, _SEED = range(17, 19)
-_HEAD = 19
+# batch normalisation: _BNS the address of a (3·H_max,) scratch of the step's dtype (the
+# per-column coefficients of kernels._bn_stats / _bn_backward; 0 without batch normalisation)
+_BNS = 19
+_HEAD = 20
 _IDENTITY = ACT_CODES["identity"]
 _OUT_LOGISTIC, _OUT_IDENTITY = OUTPUTS.index("logistic"), OUTPUTS.index("identity")
 # per-layer record (at _HEAD + i * _REC): fan_in, fan_out, then addresses (0 = unused), in the
@@ -132,9 +149,16 @@ _OUT_LOGISTIC, _OUT_IDENTITY = OUTPUTS.index("logistic"), OUTPUTS.index("identit
 _FI, _FO, _W, _B, _DW, _DB, _ACT, _DX, _SW1, _SW2, _SB1, _SB2 = range(12)
 _W16, _A16, _D16 = range(12, 15)
 _THR = 15   # the dropout threshold of act (contract.dropout_threshold)
-_REC = 16
-# hyper-parameters (float64 buffer): momentum, Adam's betas, the softmax's label smoothing
-_MU, _B1, _B2, _SMOOTH = range(4)
+# batch normalisation of a hidden layer (0 = none: the output layer, or no batch_norm), in the
+# order of contract.Layout.batch_norm: gamma, dgamma (fan_out,), gamma's state sg1, sg2 (0
+# where unused), zhat (n_max, fan_out) (the product, then ẑ), the batch's mean, var and the
+# running estimates (fan_out,)
+_G, _DG, _SG1, _SG2, _ZH, _MEAN, _VAR, _RM, _RV = range(16, 25)
+_REC = 25
+# hyper-parameters (float64 buffer): momentum, Adam's betas, the softmax's label smoothing,
+# batch normalisation's momentum (of the running estimates) and eps
+_MU, _B1, _B2, _SMOOTH, _BN_MO, _BN_EPS = range(6)
+_NHYPER = 6
 # scratch bytes: the BLAS scalar arguments, passed by address
 _CH_N, _CH_T = 0, 1          # b"N", b"T"
 _INTS = 4                    # int32 m, n, k, lda, ldb, ldc
@@ -270,16 +294,6 @@ def _post_update(post, G, n, dt):
 # --------------------------------------------------------------------------- element-wise
 
 @_jit
-def _bias_act_row(out, i, b, act, stream, thr, s, p):
-    """Row i of a forward pass: kernels._bias_act, then (p > 0) the dropout mask of (stream,
-    thr), kept entries scaled by s (step_loops.h's bias_act_row)."""
-    # out (m, H) IN/OUT, b (H,) IN; stream, thr uint64, s of out's dtype, p float64
-    _bias_act(out[i:i + 1], b, act)
-    if p > 0.0:
-        _dropout_row(out[i], _U64(i) * _U64(out.shape[1]) + _U64(1), stream, thr, s)
-
-
-@_jit
 def _mask_row(D, i, A, act, stream, thr, s, q, p):
     """Row i of a backward pass: (p > 0) through the dropout mask of (stream, thr) -- A is
     then the dropped-out output, f(z) / (1 - p) where kept -- then D[i] *= f'(z), from the
@@ -306,21 +320,32 @@ def _bias_act_drop(out, b, act, stream, thr, p):
 
 
 @_jit
-def _mask_colsum(D, A, act, acc, out, stream, thr, p):
+def _mask_colsum(D, A, act, acc, out, stream, thr, p, Zh, dg):
     """out = column sums of D, in float64, after each row went through _mask_row (dropout,
     then the activation's derivative; nothing for the identity): the activation backward
-    and the previous layer's bias gradient in one pass over D."""
-    # D (m, H) IN/OUT, A (m, H) IN (the activation's output), acc (H,) float64 scratch,
-    # out (H,) OUT; stream, thr uint64, p float64
+    and the previous layer's bias gradient in one pass over D.  With batch normalisation
+    (Zh, the layer's ẑ, given) also dg = column sums of D·ẑ: out and dg are dβ and dγ,
+    kernels._bn_backward's inputs."""
+    # D (m, H) IN/OUT, A (m, H) IN (the activation's output), acc (H,) float64 scratch
+    # ((2H,) with Zh), out (H,) OUT; stream, thr uint64, p float64; Zh (m, H) IN and dg (H,)
+    # OUT, or None
     n, h = D.shape
     s, q = D.dtype.type(1.0 / (1.0 - p)), D.dtype.type(1.0 - p)
     acc[:] = 0.0
+    sg = acc[h:2 * h]   # Σ D·ẑ (empty without Zh)
     for i in range(n):
         _mask_row(D, i, A, act, stream, thr, s, q, p)
         for j in range(h):
             acc[j] += float(D[i, j])
+        if Zh is not None:   # a loop of its own: one loop with both sums ran 2-3x slower
+            row, z = D[i], Zh[i]
+            for j in range(h):
+                sg[j] += float(row[j]) * float(z[j])
     for j in range(h):
         out[j] = acc[j]
+    if dg is not None:
+        for j in range(h):
+            dg[j] = sg[j]
 
 
 @_jit
@@ -424,7 +449,8 @@ def _run(plan, X, data, indices, indptr, x16, m, y, sw, lr, step, weight_decay, 
     nl, kind, scr, fn = plan[_NL], plan[_KIND], plan[_SCRATCH], plan[_FN]
     last = nl - 1
     bf16 = plan[_BF16] != 0
-    hyp = _view(plan[_HYPER], 4, np.float64)
+    hyp = _view(plan[_HYPER], _NHYPER, np.float64)
+    bn_eps = hyp[_BN_EPS]
     ab = _view(scr + _ALPHA, 2, dt)
     lr_, wd2, mu, eps_ = t(lr), t(2.0 * weight_decay), t(hyp[_MU]), t(eps)
     b1, b1c, b2, b2c = t(hyp[_B1]), t(1.0 - hyp[_B1]), t(hyp[_B2]), t(1.0 - hyp[_B2])
@@ -454,25 +480,39 @@ def _run(plan, X, data, indices, indptr, x16, m, y, sw, lr, step, weight_decay, 
     drop = _view(plan[_DROP], nl, np.float64)
     seed, ustep = _view(plan[_SEED], 1, np.uint64)[0], _U64(step)
 
-    # forward: act_i = f(a · W_i + b_i) (the last layer stays linear); a16: a's bf16 copy
+    # forward: act_i = f(a · W_i + b_i) (the last layer stays linear); a16: a's bf16 copy.
+    # With batch normalisation the product goes to zhat_i and act_i = f(γ_i·ẑ_i + b_i)
     a, a16 = xa, xa16
     for i in range(nl):
         L = _HEAD + i * _REC
-        fi, fo, act = plan[L + _FI], plan[L + _FO], plan[L + _ACT]
-        if i == 0 and sparse:   # act_0 = X·W_0, one row of W_0 per stored entry
+        fi, fo, act, zh = plan[L + _FI], plan[L + _FO], plan[L + _ACT], plan[L + _ZH]
+        prod = zh if zh != 0 else act   # where the product goes
+        if i == 0 and sparse:   # X·W_0, one row of W_0 per stored entry (no bias)
             if not _csr_forward(data, indices, indptr, _view(plan[L + _W], (fi, fo), dt),
-                                _view(act, (m, fo), dt)):
+                                _view(prod, (m, fo), dt)):
                 raise ValueError("TrainStep.run: a column index of X is outside [0, D) or "
                                  "its indptr decreases")
         else:
-            # act_iᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major
+            # prodᵀ (fo, m) = W_iᵀ (fo, fi) · aᵀ (fi, m), column-major views of row-major
             _gemm(plan, scr, ab, _CH_N, _CH_N, fo, m, fi, one,
                   plan[L + _W16] if bf16 else plan[L + _W], fo, a16 if bf16 else a, fi, zero,
-                  act, fo, 0)
+                  prod, fo, 0)
         # (dropout and) the bias + activation pass; bf16: and the activations' bf16 copy
         stream = _dropout_stream(seed, ustep, _U64(i))
         thr = _U64(plan[L + _THR])
-        if bf16 and i < last:
+        if zh != 0:   # the batch's statistics, then the normalisation pass
+            Zv, mean = _view(zh, (m, fo), dt), _view(plan[L + _MEAN], fo, dt)
+            inv = _view(plan[_BNS], fo, dt)
+            _bn_stats(Zv, mean, _view(plan[L + _VAR], fo, dt), inv, bn_eps,
+                      _view(plan[_ACC], 2 * fo, np.float64))
+            if bf16:
+                _bn_act(Zv, _view(plan[L + _G], fo, dt), _view(plan[L + _B], fo, dt),
+                        _view(act, (m, fo), dt), mean, inv, fn, stream, thr, drop[i],
+                        _view(plan[L + _A16], (m, fo), np.uint16))
+            else:
+                _bn_act(Zv, _view(plan[L + _G], fo, dt), _view(plan[L + _B], fo, dt),
+                        _view(act, (m, fo), dt), mean, inv, fn, stream, thr, drop[i], None)
+        elif bf16 and i < last:
             _bias_act_bf16(_view(act, (m, fo), dt), _view(plan[L + _B], fo, dt), fn,
                            _view(plan[L + _A16], (m, fo), np.uint16), stream, thr, drop[i])
         else:
@@ -496,7 +536,7 @@ def _run(plan, X, data, indices, indptr, x16, m, y, sw, lr, step, weight_decay, 
                           seed, _U64(0), 0.0)
     else:
         _mask_colsum(dZv, dZv, _IDENTITY, _view(plan[_ACC], C, np.float64),
-                     _view(plan[L + _DB], C, dt), seed, _U64(0), 0.0)
+                     _view(plan[L + _DB], C, dt), seed, _U64(0), 0.0, None, None)
     delta = dZ
     for i in range(last, -1, -1):
         L = _HEAD + i * _REC
@@ -513,7 +553,23 @@ def _run(plan, X, data, indices, indptr, x16, m, y, sw, lr, step, weight_decay, 
             # (through layer i-1's dropout mask first, when it has one)
             stream = _dropout_stream(seed, ustep, _U64(i - 1))
             thr = _U64(plan[P + _THR])
-            if bf16:
+            zh = plan[P + _ZH]
+            if zh != 0:
+                # batch normalisation: the same pass also sums δ·ẑ (dβ into dbiases, dγ),
+                # then δ becomes the gradient w.r.t. layer i-1's product (bf16: and its copy)
+                Dv, Zv = _view(dX, (m, fi), dt), _view(zh, (m, fi), dt)
+                db, dg = _view(plan[P + _DB], fi, dt), _view(plan[P + _DG], fi, dt)
+                _mask_colsum(Dv, _view(a, (m, fi), dt), fn,
+                             _view(plan[_ACC], 2 * fi, np.float64), db, stream, thr,
+                             drop[i - 1], Zv, dg)
+                gamma, var = _view(plan[P + _G], fi, dt), _view(plan[P + _VAR], fi, dt)
+                coef = _view(plan[_BNS], 3 * fi, dt)
+                if bf16:
+                    _bn_backward(Dv, Zv, gamma, var, db, dg, bn_eps, coef,
+                                 _view(plan[P + _D16], (m, fi), np.uint16))
+                else:
+                    _bn_backward(Dv, Zv, gamma, var, db, dg, bn_eps, coef, None)
+            elif bf16:
                 _mask_colsum_bf16(_view(dX, (m, fi), dt), _view(a, (m, fi), dt), fn,
                                   _view(plan[_ACC], fi, np.float64),
                                   _view(plan[P + _DB], fi, dt),
@@ -522,7 +578,7 @@ def _run(plan, X, data, indices, indptr, x16, m, y, sw, lr, step, weight_decay, 
             else:
                 _mask_colsum(_view(dX, (m, fi), dt), _view(a, (m, fi), dt), fn,
                              _view(plan[_ACC], fi, np.float64), _view(plan[P + _DB], fi, dt),
-                             stream, thr, drop[i - 1])
+                             stream, thr, drop[i - 1], None, None)
         else:
             a, a16 = xa, xa16
         # weight gradient inpᵀδ as dWᵀ (fo, fi) = δᵀ (fo, m) · inp (m, fi), fused with the update
@@ -542,6 +598,18 @@ def _run(plan, X, data, indices, indptr, x16, m, y, sw, lr, step, weight_decay, 
         _update(kind, fo, plan[L + _B], plan[L + _DB], plan[L + _SB1], plan[L + _SB2], dt,
                 lr_, zero, mu, b1, b1c, b2, b2c, c1, c2, eps_)
         delta = plan[L + _DX]
+
+    # batch normalisation: the gammas (the same optimizer, never decayed), then the running
+    # estimates from this batch's statistics
+    for i in range(last):
+        L = _HEAD + i * _REC
+        if plan[L + _ZH] != 0:
+            fo = plan[L + _FO]
+            _update(kind, fo, plan[L + _G], plan[L + _DG], plan[L + _SG1], plan[L + _SG2], dt,
+                    lr_, zero, mu, b1, b1c, b2, b2c, c1, c2, eps_)
+            _batch_norm_running(_view(plan[L + _MEAN], fo, dt), _view(plan[L + _VAR], fo, dt),
+                                m, _view(plan[L + _RM], fo, dt), _view(plan[L + _RV], fo, dt),
+                                hyp[_BN_MO])
     return loss
 
 
@@ -551,7 +619,7 @@ class TrainStep:
     TrainStep(weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
               momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation='relu',
               output='softmax', gemm='auto', precision=None, dropout=0.0, dropout_seed=0,
-              label_smoothing=0.0)
+              label_smoothing=0.0, batch_norm=None)
 
     weights[i] (D_i, D_i+1), biases[i] (D_i+1,), dweights/dbiases the same shapes; acts[i]
     (n_max, D_i+1); deltas[i] (n_max, D_i) for i >= 1 (deltas[0] is ignored); dZ (n_max, C);
@@ -563,17 +631,21 @@ class TrainStep:
     float32 or uint16 bfloat16 bits; `sync()` re-reads W into its bf16 copy after the weights
     were changed outside the step.  dropout: one probability or one per hidden layer; the
     masks are keyed by (dropout_seed, run's step, layer, row, column) (contract.py, "dropout
-    masks").
+    masks").  batch_norm: None, or a contract.BatchNorm of the hidden layers (zhats (n_max,
+    H_i)): each hidden layer's product is normalised with the batch's statistics, its bias is
+    BN's shift, the gammas are trained with their own state (not decayed) and the running
+    estimates move after every step with a finite loss.
     """
 
     def __init__(self, weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer,
                  momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, activation="relu",
                  output="softmax", gemm="auto", precision=None, dropout=0.0, dropout_seed=0,
-                 label_smoothing=0.0):
+                 label_smoothing=0.0, batch_norm=None):
         self.provider = get_provider(gemm)
         lay = self._layout = step_layout(
             weights, biases, dweights, dbiases, acts, deltas, dZ, state, optimizer, momentum,
-            nesterov, activation, output, precision, dropout, dropout_seed, label_smoothing)
+            nesterov, activation, output, precision, dropout, dropout_seed, label_smoothing,
+            batch_norm)
         self.precision = precision
         self.dropout = lay.dropout[:-1]
         self._drop = np.array(lay.dropout, np.float64)
@@ -584,10 +656,15 @@ class TrainStep:
             self._bf16 = bf16_buffers(lay)
         layers, n, nl = lay.layers, lay.n_max, len(lay.layers)
         self.dtype, self.n_max = lay.dtype, n
-        self._hyper = np.array([momentum, beta1, beta2, lay.label_smoothing], np.float64)
+        self._hyper = np.array([momentum, beta1, beta2, lay.label_smoothing, lay.bn_momentum,
+                                lay.bn_eps], np.float64)
         self._scratch = np.zeros(_SCRATCH_BYTES, np.uint8)
         self._scratch[_CH_N], self._scratch[_CH_T] = ord("N"), ord("T")
-        self._acc = np.zeros(max(max(r[_FI], r[_FO]) for r in layers), np.float64)
+        # float64 column sums: one row's worth, two with batch normalisation (s1 and s2 of the
+        # statistics, dβ and dγ); _bns: batch normalisation's per-column coefficients
+        widest = max(max(r[_FI], r[_FO]) for r in layers)
+        self._acc = np.zeros(2 * widest if lay.batch_norm else widest, np.float64)
+        self._bns = np.zeros(3 * widest if lay.batch_norm else 1, lay.dtype)
         plan = np.zeros(_HEAD + nl * _REC, np.int64)
         plan[[_NL, _NMAX, _KIND, _DZ, _FN, _OUT]] = nl, n, lay.kind, lay.dZ, lay.activation, \
             lay.output
@@ -601,6 +678,9 @@ class TrainStep:
         records = np.zeros((nl, _REC), np.int64)
         records[:, :_W16] = np.array(layers, np.int64)
         records[:, _THR] = [dropout_threshold(p) for p in lay.dropout]
+        if lay.batch_norm:
+            plan[_BNS] = self._bns.ctypes.data
+            records[:nl - 1, _G:_RV + 1] = np.array(lay.batch_norm, np.int64)
         if lay.bf16:
             b16 = self._bf16
             plan[[_BF16, _GEMM16, _X16]] = 1, gemm16, b16.X16.ctypes.data
@@ -616,7 +696,7 @@ class TrainStep:
         self._no_X = np.zeros((1, 0), lay.dtype)
         self._no_index = np.zeros(0, np.int64)
         # the arrays whose addresses the plan holds stay alive as long as the step
-        self._keep = [weights, biases, dweights, dbiases, acts, deltas, dZ, state]
+        self._keep = [weights, biases, dweights, dbiases, acts, deltas, dZ, state, batch_norm]
         self.sync()
 
     def sync(self):
