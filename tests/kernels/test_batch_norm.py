@@ -209,17 +209,18 @@ def test_train_step_batch_norm_changes_the_result(backend):
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_bf16_train_step_with_batch_norm(compiled_backend, activation):
     """The bf16 step with batch normalisation = the reference's bf16 emulation (bf16
-    products, batch normalisation in float32).  rtol 5e-4, not test_bf16.py's 1e-4: after a
+    products, batch normalisation in float32).  rtol 3e-4, not test_bf16.py's 1e-4: after a
     step, float32 differences of ~1e-6 in W flip a few weights' bf16 copies to the
     neighbouring bf16 value (a 2⁻⁸ jump), and through the batch mean one flip moves a
-    layer's output by about 1e-4; the reference against itself with another float32
-    summation order measured up to 2.8e-4 after 3 steps over 10 seeds (all under 0.7e-4
-    after 1 step)."""
+    layer's output by about 1e-4.  Measured for this case (seed 2): both compiled steps
+    2.6e-4 from the reference; the reference against itself with another float32 summation
+    order up to 2.8e-4 after 3 steps over 10 seeds (all under 0.7e-4 after 1 step); the
+    float32 step 7e-4 to 9e-4 from it, so the test still tells bf16 products from float32."""
     hyper = dict(momentum=0.9, activation=activation, dropout=0.3, dropout_seed=9,
                  precision="bf16")
     args, outputs, kw = bn_case((784, 256, 10), 128, 100, np.float32, "sgd", hyper, seed=2)
     check_against_reference(compiled_backend, train_steps, args, kw, outputs=outputs,
-                            returns="values", tol=Rel(rtol=5e-4))
+                            returns="values", tol=Rel(rtol=3e-4))
 
 
 def test_train_step_refuses_bad_batch_norm(compiled_backend):
