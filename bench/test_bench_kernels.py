@@ -12,7 +12,7 @@ import functools
 import numpy as np
 import pytest
 
-from fastmlp.backends import BACKEND_NAMES, get_backend
+from fastmlp.backends import BACKEND_NAMES, get_backend, reference
 from fastmlp.backends.contract import KERNEL_NAMES
 from fastmlp.bench import cases as B
 from fastmlp.testing import Rel, Within, check_against_reference
@@ -70,6 +70,20 @@ def kernel_case(kernel, n, h, dtype=np.float32, seed=0):
         return (x, np.empty((D, h), np.uint16)), {}, (1,), ("GB/s", 6 * D * h)
     if kernel == "dropout":   # a hidden layer's (n, h) activations at p = 0.2
         return (r(n, h), 0.2, 7, 3, 0), {}, (0,), ("GB/s", 2 * n * h * item)
+    if kernel == "batch_norm_forward":   # a hidden layer's (n, h) product, normalised
+        args = (3 * r(n, h) + 1, 1 + 0.1 * r(h), r(h), np.empty((n, h), dtype),
+                np.empty(h, dtype), np.empty(h, dtype))
+        return args, {"activation": "relu"}, (0, 3, 4, 5), ("GB/s", 4 * n * h * item)
+    if kernel == "batch_norm_backward":
+        Z, gamma = 3 * r(n, h) + 1, 1 + 0.1 * r(h)
+        var = np.empty(h, dtype)
+        reference.batch_norm_forward(Z, gamma, r(h), np.empty((n, h), dtype),
+                                     np.empty(h, dtype), var)
+        args = (r(n, h), Z, gamma, var, np.empty(h, dtype), np.empty(h, dtype))
+        return args, {}, (0, 4, 5), ("GB/s", 4 * n * h * item)
+    if kernel == "batch_norm_running":
+        args = (r(h), np.abs(r(h)), n, r(h), 1 + np.abs(r(h)))
+        return args, {}, (3, 4), ("GB/s", 6 * h * item)
     if kernel == "adam_update":
         args = (r(D, h), r(D, h), r(D, h), np.abs(r(D, h)), 3, 1e-3)
         return args, {}, (0, 2, 3), ("GB/s", 7 * D * h * item)
