@@ -79,6 +79,17 @@ def read(path):
                              f"({type(exc).__name__}: {exc})") from None
 
 
+def _flag(arrays, key, fail):
+    """The bool scalar `key` of a file's arrays; fail(message) when it is missing or not a
+    bool."""
+    a = arrays.get(key)
+    if a is None:
+        fail(f"missing '{key}'")
+    if a.shape != () or a.dtype != np.bool_:
+        fail(f"bad {key} {a!r}, expected a bool")
+    return bool(a)
+
+
 def checked(arrays, path):
     """(layer_sizes, dtype name, options) of a file's arrays, every array checked; options
     are the MLP's keyword arguments activation, output, standardize (when true, the file
@@ -107,12 +118,7 @@ def checked(arrays, path):
     standardize = False
     if int(version) >= 3:
         names += ("standardize",)
-        a = arrays.get("standardize")
-        if a is None:
-            fail("missing 'standardize'")
-        if a.shape != () or a.dtype != np.bool_:
-            fail(f"bad standardize {a!r}, expected a bool")
-        standardize = bool(a)
+        standardize = _flag(arrays, "standardize", fail)
         if standardize:
             names += _STATS
         names += ("dropout",)
@@ -126,12 +132,7 @@ def checked(arrays, path):
     n_layers = sizes.size - 1
     if int(version) >= 4:
         names += ("batch_norm",)
-        a = arrays.get("batch_norm")
-        if a is None:
-            fail("missing 'batch_norm'")
-        if a.shape != () or a.dtype != np.bool_:
-            fail(f"bad batch_norm {a!r}, expected a bool")
-        batch_norm = bool(a)
+        batch_norm = _flag(arrays, "batch_norm", fail)
         if batch_norm:
             names += tuple(f"{p}{i}" for i in range(n_layers - 1) for p in _BN)
     expected = {"format_version", "layer_sizes", "dtype", *names} | \
