@@ -61,7 +61,7 @@ extensions = [
         "fastmlp.backends._cython",
         ["csrc/kernels.pyx"],
         include_dirs=[np.get_include(), "csrc"],
-        depends=["csrc/updates.h", "csrc/step_loops.h", "csrc/sparse_loops.h",
+        depends=["csrc/updates.h", "csrc/step_loops.h", "csrc/sparse_loops.h", "csrc/gather.h",
                  "csrc/pool.h", "csrc/post.h", "csrc/bf16.h", "csrc/dropout.h",
                  "csrc/train_step.pxi"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -58,6 +58,11 @@ def kernel_case(kernel, n, h, dtype=np.float32, seed=0):
         rows = np.random.default_rng(seed).permutation(n)
         return ((*csr, rows, np.empty(nnz, dtype), np.empty(nnz, np.int64),
                  np.empty(n + 1, np.int64)), {}, (4, 5, 6), ("GB/s", nnz * (item + 8) * 2))
+    if kernel == "gather_rows":   # a standardised batch of n random rows of a (20000, 784) X
+        X = r(20000, D)
+        rows = np.random.default_rng(seed).permutation(20000)[:n]
+        return ((X, rows, np.empty((n, D), dtype), r(D), 1 + np.abs(r(D))), {}, (2,),
+                ("GB/s", 2 * n * D * item))
     if kernel in ("logistic_xent_grad", "squared_error_grad", "poisson_grad"):
         Y = (rng.random((n, C)) < 0.3).astype(dtype)
         args = (r(n, C), Y, np.empty((n, C), dtype))
@@ -101,7 +106,7 @@ def check_kernel(backend, kernel, case):
     args, kwargs, outputs, _ = case
     check_against_reference(backend, kernel, args, kwargs, outputs=outputs,
                             returns="float" if kernel.endswith("_grad") else None,
-                            tol=Within(0) if kernel in ("to_bf16", "dropout")
+                            tol=Within(0) if kernel in ("to_bf16", "dropout", "gather_rows")
                             else Rel(B.TOL_EPS))
 
 

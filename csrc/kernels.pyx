@@ -335,6 +335,14 @@ cdef extern from "sparse_loops.h" nogil:
                            int64_t* out_indices, int64_t* out_indptr, int64_t cap)
 
 
+cdef extern from "gather.h" nogil:
+    # a dense mini-batch gathered (and standardised) in one pass; see gather.h
+    void gather_rows_f32(const float* X, Py_ssize_t D, const int64_t* rows, Py_ssize_t m,
+                         const float* mean, const float* scale, float* out)
+    void gather_rows_f64(const double* X, Py_ssize_t D, const int64_t* rows, Py_ssize_t m,
+                         const double* mean, const double* scale, double* out)
+
+
 cdef inline int _csr_forward(const floating* data, const int64_t* indices,
                              const int64_t* indptr, Py_ssize_t N, const floating* W,
                              Py_ssize_t D, Py_ssize_t H, floating* out) noexcept nogil:
@@ -829,6 +837,37 @@ def csr_gather_rows(data, indices, indptr, rows, out_data, out_indices, out_indp
             n = csr_gather_f32(&df[0] if df.shape[0] else NULL, ind_p, &ptr[0], &r[0], m,
                                &of[0], oind_p, &optr[0], cap)
     return n
+
+
+def gather_rows(X, rows, out, mean=None, scale=None):
+    """out (m, D) = X[rows], or (X[rows] - mean) / scale with mean, scale (D,): rows `rows`
+    (m,) int64 of X (N, D) in one pass (gather.h).  Returns out."""
+    cdef const int64_t[::1] r = rows
+    cdef const float[:, ::1] xf
+    cdef const float[::1] mf, sf
+    cdef float[:, ::1] of
+    cdef const double[:, ::1] xd
+    cdef const double[::1] md, sd
+    cdef double[:, ::1] od
+    cdef Py_ssize_t m = r.shape[0], d = out.shape[1]
+    cdef bint std = mean is not None
+    if m == 0 or d == 0:
+        return out
+    if out.dtype == _F64:
+        xd, od = X, out
+        if std:
+            md, sd = mean, scale
+        with nogil:
+            gather_rows_f64(&xd[0, 0], d, &r[0], m, &md[0] if std else NULL,
+                            &sd[0] if std else NULL, &od[0, 0])
+    else:
+        xf, of = X, out
+        if std:
+            mf, sf = mean, scale
+        with nogil:
+            gather_rows_f32(&xf[0, 0], d, &r[0], m, &mf[0] if std else NULL,
+                            &sf[0] if std else NULL, &of[0, 0])
+    return out
 
 
 def activation_backward(dH, H, activation="relu"):

@@ -1,8 +1,9 @@
 """Trainer: mini-batch SGD / momentum / Nesterov / Adam over an MLP, with no per-step allocation.
 
 Design: the one training loop of the package.  `fit_epoch` is one pass over the data: it
-gathers each (shuffled) batch into a Workspace with `np.take(..., out=)` (one per batch size;
-the last, smaller batch uses a cached row-slice of it) and makes one call to the backend's
+gathers each (shuffled) batch into a Workspace with the backend's `gather_rows` (one per batch
+size; the last, smaller batch uses a cached row-slice of it; bf16 bits and CSR rows have
+their own gathers) and makes one call to the backend's
 fused `TrainStep` (docs/kernels.md): forward, backward and the in-place update of every
 parameter.  The step is built once on the workspace, parameters and optimizer state; what
 changes between steps (the learning rate, the step number, and the weight decay and Adam eps
@@ -11,9 +12,10 @@ the lr schedule (per epoch, or per step: `_epoch` then asks it before every batc
 validation, callbacks, early stopping and the progress bar.  MLPClassifier
 trains through `fit_epoch` too, with its own `batch_hyperparameters`.  A model with
 standardize=True trains on (X - input_mean) / input_scale: `fit` sets the statistics from
-its training set when they are not set yet and standardises X (and X_val) once, into one
-copy; `fit_epoch` standardises the X it is given (one copy per call), `step` its batch into
-the workspace.
+its training set when they are not set yet; `fit` and `fit_epoch` standardise each batch as
+they gather it (`gather_rows` with the statistics: no standardised copy of the training set;
+precision="bf16" standardises X once, into its bf16 bits), `fit` standardises X_val once, and
+`step` standardises its batch into the workspace.
 """
 import math
 import time
@@ -376,9 +378,9 @@ class Trainer:
             (C-contiguous arrays of the model's dtype, int64 labels in range, weights of the
             model's dtype): skips a pass over X.  A batch whose weights sum to 0 is skipped.
 
-        A standardize model standardises X (raw features, never bf16 bits) into one copy per
-        call, with the statistics already set (by fit, or fit_input_stats; ValueError
-        otherwise): for many epochs over one X, `fit` standardises it once."""
+        A standardize model standardises X (raw features, never bf16 bits) batch by batch as
+        it gathers them (the `gather_rows` kernel: no standardised copy of X), with the
+        statistics already set (by fit, or fit_input_stats; ValueError otherwise)."""
         m = self.model
         bits = self.precision == "bf16" and getattr(X, "dtype", None) == np.uint16
         if bits and m.standardize:
@@ -391,9 +393,10 @@ class Trainer:
             y = m.check_targets(y, X.shape[0])
             if sample_weight is not None:
                 sample_weight = V.check_sample_weight(sample_weight, X.shape[0], m.dtype)
+        std = None
         if m.standardize:
             m._refuse_sparse(X)
-            X = m._standardized(X)   # one copy (ValueError without the statistics)
+            std = m._input_stats()   # ValueError without the statistics
         if lr is not None:
             self.current_lr = V.check_number("lr", lr, low=0.0, low_inclusive=False)
         n = X.shape[0]
@@ -406,10 +409,11 @@ class Trainer:
                 raise ValueError(f"order must be a permutation of the {n} rows, got "
                                  f"{order.dtype} {order.shape}")
             order = np.ascontiguousarray(order, dtype=np.int64)
-        return self._epoch(X, y, sample_weight, order, None)
+        return self._epoch(X, y, sample_weight, order, None, std)
 
-    def _epoch(self, X, y, sw, order, bar):
-        """fit_epoch on checked arrays; `bar` a tqdm bar or None."""
+    def _epoch(self, X, y, sw, order, bar, std=None):
+        """fit_epoch on checked arrays; `bar` a tqdm bar or None; std None, or the model's
+        (input_mean, input_scale) to standardise each dense batch with as it is gathered."""
         m = self.model
         self._ensure_state()
         self._dense_for_bf16(X)
@@ -418,7 +422,7 @@ class Trainer:
         ws_full = self._workspace(bs, self._capacity(X, bs) if sparse else None)
         self._train_step().sync()   # the weights may have changed since the last epoch
         xbuf = ws_full.X if X.dtype != np.uint16 else self._bf16_batch(ws_full.n, X.shape[1])
-        if sparse and order is None:   # a sparse batch is always gathered: rows in order
+        if (sparse or std is not None) and order is None:   # always gathered: rows in order
             order = self._in_order(n)
         if sw is not None and (getattr(self, "_sw_buf", None) is None
                                or self._sw_buf.shape[0] < bs or self._sw_buf.dtype != m.dtype):
@@ -431,8 +435,8 @@ class Trainer:
                 if per_step is not None:
                     self.current_lr = self._step_lr(per_step)
                 loss_sum, correct = self._batch(X, y, sw, order, ws_full, xbuf, s,
-                                                min(n, s + bs), sparse, classify, loss_sum,
-                                                correct, bar)
+                                                min(n, s + bs), sparse, std, classify,
+                                                loss_sum, correct, bar)
         return loss_sum / n, (correct / n if classify else None)
 
     def _bf16_batch(self, n, d):
@@ -442,10 +446,11 @@ class Trainer:
             self._x16 = buf = np.empty((n, d), np.uint16)
         return buf
 
-    def _batch(self, X, y, sw, order, ws_full, xbuf, s, e, sparse, classify, loss_sum,
+    def _batch(self, X, y, sw, order, ws_full, xbuf, s, e, sparse, std, classify, loss_sum,
                correct, bar):
         """One mini-batch, rows s..e-1 (of `order` when given), for _epoch: gathered into the
-        workspace (X's rows into xbuf: the workspace's, or the bf16 bits' buffer), one step;
+        workspace (X's rows into xbuf: the workspace's, or the bf16 bits' buffer; dense float
+        rows by the backend's `gather_rows`, standardised by `std` when given), one step;
         returns the running (loss_sum, correct)."""
         m = self.model
         ws = ws_full.rows(e - s)
@@ -457,8 +462,10 @@ class Trainer:
                                                  Xb.indices, Xb.indptr) < 0:
                     raise RuntimeError("a sparse mini-batch did not fit its buffer: X "
                                        "changed during the epoch")
-            else:
+            elif X.dtype == np.uint16:
                 Xb = np.take(X, idx, axis=0, out=xbuf[: e - s])
+            else:
+                Xb = m.backend.raw.gather_rows(X, idx, xbuf[: e - s], *(std or ()))
             yb = np.take(y, idx, axis=0, out=ws.y)
             swb = None if sw is None else np.take(sw, idx, out=self._sw_buf[: e - s])
         else:
@@ -500,8 +507,9 @@ class Trainer:
         train_loss, train_acc (classifiers), val_loss and val_acc (classifiers) or val_r2
         (regression), lr (a per-step schedule's: that of the epoch's last batch) and seconds.
         A standardize model whose statistics are not set yet gets them from this X
-        (MLP.fit_input_stats); a later fit keeps them.  X and X_val are standardised once,
-        each into one copy in the model's dtype.
+        (MLP.fit_input_stats); a later fit keeps them.  X's batches are standardised as they
+        are gathered (no copy of X; precision="bf16": X is standardised once, into its bf16
+        bits), X_val once, into one copy in the model's dtype.
         Returns the History (also kept as self.history).  On KeyboardInterrupt the model keeps
         its current weights and self.history holds the finished epochs; the interrupt is
         re-raised."""
@@ -524,10 +532,15 @@ class Trainer:
         if es is not None and es.monitor not in reported:
             raise ValueError(f"early stopping monitors {es.monitor!r}, which a model with a "
                              f"{m.output!r} output does not report: choose from {reported}")
+        std = None
         if m.standardize:
+            m._refuse_sparse(X)
             if m.input_mean is None:
                 m._fit_input_stats(X)
-            X = self._standardized_bf16(X) if self.precision == "bf16" else m._standardized(X)
+            if self.precision == "bf16":
+                X = self._standardized_bf16(X)
+            else:   # each batch is standardised as it is gathered: no copy of X
+                std = m._input_stats()
             X_val = None if X_val is None else m._standardized(X_val)
         X = self.bf16_input(X)   # bf16: the (standardised) training set's bits, once per fit
         n = X.shape[0]
@@ -536,12 +549,12 @@ class Trainer:
         if per_step:
             self._fit_steps = [0, self.epochs * -(-n // min(self.batch_size, n))]
         try:
-            return self._fit_epochs(X, y, sw, X_val, y_val, es, score, perm, per_step)
+            return self._fit_epochs(X, y, sw, X_val, y_val, es, score, perm, per_step, std)
         finally:
             self._fit_steps = None
 
-    def _fit_epochs(self, X, y, sw, X_val, y_val, es, score, perm, per_step):
-        """fit's epochs on checked data."""
+    def _fit_epochs(self, X, y, sw, X_val, y_val, es, score, perm, per_step, std):
+        """fit's epochs on checked data (std: _epoch's)."""
         m, n = self.model, X.shape[0]
         best, wait, best_params = None, 0, None
         self.history = hist = History()
@@ -552,7 +565,7 @@ class Trainer:
             if self.shuffle:
                 self._rng.shuffle(perm)
             bar = self._progress(epoch, n)
-            loss, acc = self._epoch(X, y, sw, perm if self.shuffle else None, bar)
+            loss, acc = self._epoch(X, y, sw, perm if self.shuffle else None, bar, std)
             row = dict(epoch=epoch + 1, train_loss=loss)
             if acc is not None:
                 row["train_acc"] = acc

@@ -117,6 +117,24 @@ class CheckedBackend:
         return self.raw.csr_gather_rows(data, indices, indptr, rows, out_data, out_indices,
                                         out_indptr)
 
+    def gather_rows(self, X, rows, out, mean=None, scale=None):
+        dt = check_float_array("X", X, 2)
+        n, d = X.shape
+        rows = check_labels(rows, rows.shape[0] if isinstance(rows, np.ndarray) else -1, n,
+                            name="rows")
+        check_float_array("out", out, 2, dt, writeable=True)
+        check_shape("out", out, (rows.size, d))
+        if (mean is None) != (scale is None):
+            raise ValueError("give both mean and scale, or neither")
+        stats = () if mean is None else (("mean", mean), ("scale", scale))
+        for name, a in stats:
+            check_float_array(name, a, 1, dt)
+            check_shape(name, a, (d,))
+        for name, a in (("X", X), ("rows", rows)) + stats:
+            if np.shares_memory(out, a):
+                raise ValueError(f"out must not overlap {name}")
+        return self.raw.gather_rows(X, rows, out, mean, scale)
+
     def activation_backward(self, dH, H, activation="relu"):
         dt = check_float_array("dH", dH, 2, writeable=True)
         check_float_array("H", H, 2, dt)

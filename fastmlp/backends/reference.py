@@ -104,6 +104,18 @@ def csr_gather_rows(data, indices, indptr, rows, out_data, out_indices, out_indp
     return int(out_indptr[-1])
 
 
+def gather_rows(X, rows, out, mean=None, scale=None):
+    """out = X[rows], the rows `rows` (m,) of a dense X (N, D) into out (m, D): a mini-batch;
+    with mean and scale (D,) each row standardised, out = (X[rows] - mean) / scale (in X's
+    dtype, as written), so a standardised mini-batch needs no standardised copy of X.
+    Returns out."""
+    np.take(X, rows, axis=0, out=out)
+    if mean is not None:
+        np.subtract(out, mean, out=out)
+        np.divide(out, scale, out=out)
+    return out
+
+
 def activation_backward(dH, H, activation="relu"):
     """dH *= f'(z) in place, the derivative taken from the layer's output H = f(z):
     relu 1[H > 0], tanh 1 - H², logistic H (1 - H), identity 1.  dH, H (N, H).  Returns dH."""

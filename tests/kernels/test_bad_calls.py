@@ -102,6 +102,18 @@ CASES = [
     ("gather buffer too small", "be.csr_gather_rows(f(3), np.array([0, 1, 2]), "
      "np.array([0, 1, 3]), np.array([1]), f(1), np.zeros(1, 'i8'), np.zeros(2, 'i8'))",
      "ValueError", "room"),
+    ("dense gather row out of range", "be.gather_rows(f(4, 3), np.array([4]), f(1, 3))",
+     "ValueError", "rows"),
+    ("dense gather strided X", "be.gather_rows(f(4, 6)[:, ::2], np.array([1]), f(1, 3))",
+     "ValueError", "C-contiguous"),
+    ("dense gather mean alone", "be.gather_rows(f(4, 3), np.array([1]), f(1, 3), f(3))",
+     "ValueError", "both"),
+    ("dense gather scale shape", "be.gather_rows(f(4, 3), np.array([1]), f(1, 3), f(3), f(4))",
+     "ValueError", "scale"),
+    ("dense gather out rows", "be.gather_rows(f(4, 3), np.array([1, 2]), f(1, 3))",
+     "ValueError", "out"),
+    ("dense gather into X", "be.gather_rows(x := f(4, 3), np.array([1]), x[:1])",
+     "ValueError", "overlap"),
     # object arrays, strings, mixed dtypes, other ranks and layouts
     ("object X", "be.linear_forward(f(4, 3).astype(object), f(3, 2), f(2), f(4, 2))",
      "TypeError", "X"),

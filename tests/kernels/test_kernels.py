@@ -302,6 +302,24 @@ def test_csr_gather_rows(compiled_backend, dtype, rows):
     assert got == want == int(np.sum(np.diff(X.indptr)[rows]))
 
 
+@pytest.mark.parametrize("rows", [[0], [2, 0, 2, 1], list(range(7))[::-1], []],
+                         ids=["one", "repeats", "all-reversed", "none"])
+@pytest.mark.parametrize("standardize", [False, True], ids=["plain", "standardised"])
+@pytest.mark.parametrize("d", [1, 13, 784])
+def test_gather_rows(compiled_backend, dtype, rows, standardize, d):
+    """The dense mini-batch gather, plain and standardised: the reference's values exactly
+    (the same subtraction and division in X's dtype)."""
+    rng = np.random.default_rng(16)
+    X = rand(rng, (7, d), dtype, 5.0) + 3
+    rows = np.array(rows, np.int64)
+    stats = [rand(rng, (d,), dtype), np.abs(rand(rng, (d,), dtype)) + dtype(0.3)] \
+        if standardize else []
+    args = [X, rows, np.full((rows.size, d), np.nan, dtype)] + stats
+    want, got = check_against_reference(compiled_backend, "gather_rows", args, outputs=[2],
+                                        returns=2)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_sparse_kernels_equal_dense_ones(backend, dtype):
     """X·W and Xᵀ·dY from the CSR kernels = the dense kernels on X.toarray()."""
     be = fastmlp.get_backend(backend)

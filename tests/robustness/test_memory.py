@@ -150,6 +150,22 @@ def test_prediction_allocates_only_its_result(compiled, output, rows, monkeypatc
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_standardize_fit_makes_no_copy_of_the_training_set(compiled, dtype):
+    """fit and fit_epoch standardise each batch as they gather it (`gather_rows`): beyond
+    the per-fit order (int64, N) and the history, nothing of X's size is allocated."""
+    rng = np.random.default_rng(0)
+    X = rng.random((20_000, 64)).astype(dtype)          # 5 or 10 MB
+    y = rng.integers(0, 4, 20_000)
+    m = MLP((64, 16, 4), dtype=dtype, seed=0, backend=compiled, standardize=True)
+    m.fit_input_stats(X)
+    tr = Trainer(m, batch_size=256, epochs=1, seed=0)
+    tr.fit(X[:512], y[:512])   # warm-up: workspaces, state, JIT
+    for run in (lambda: tr.fit(X, y), lambda: tr.fit_epoch(X, y)):
+        peak, _ = _peak_growth(lambda: (run(), np.empty(0))[1])
+        assert peak < X.nbytes / 8, (peak, X.nbytes)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rows", [100, 1000])
 def test_standardized_prediction_allocates_no_copy_of_X(compiled, dtype, rows, monkeypatch):
     """A standardize model standardises each chunk into this thread's cached (m, n_features)

@@ -112,6 +112,17 @@ def test_fit_epoch_and_step_standardise_what_they_get(dtype, backend):
     assert same(params(m), params(plain))
 
 
+@pytest.mark.parametrize("backend", ("numpy", "numba", "cython"))
+def test_fit_without_shuffling_standardises_the_batches_in_order(backend):
+    X, y = data()
+    m, plain = pair(np.float32, backend)
+    opts = dict(lr=0.05, batch_size=64, epochs=2, shuffle=False, seed=0)
+    got = Trainer(m, **opts).fit(X, y).as_dict()
+    want = Trainer(plain, **opts).fit(standardised(m, X), y).as_dict()
+    assert got["train_loss"] == want["train_loss"] and got["train_acc"] == want["train_acc"]
+    assert same(params(m), params(plain))
+
+
 def test_a_second_fit_keeps_the_statistics():
     X, y = data()
     m = MLP((6, 8, 3), standardize=True)

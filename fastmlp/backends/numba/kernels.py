@@ -247,6 +247,22 @@ def _csr_gather(data, indices, indptr, rows, out_data, out_indices, out_indptr):
     return o
 
 
+@_jit
+def _gather_rows(X, rows, out, mean, scale):
+    """out[i] = X[rows[i]], or (X[rows[i]] - mean) / scale, for each of the m rows
+    (csrc/gather.h)."""
+    # X (N,D) IN, rows (m,) int64 IN (trusted), out (m,D) OUT, mean/scale (D,) IN or None
+    d = X.shape[1]
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        if mean is None:
+            for j in range(d):
+                out[i, j] = X[r, j]
+        else:
+            for j in range(d):
+                out[i, j] = (X[r, j] - mean[j]) / scale[j]
+
+
 # The compiled kernels above return nothing: a jitted function that returns an array boxes it
 # by calling back into Python, where a pending Ctrl-C surfaces as SystemError instead of
 # KeyboardInterrupt.  These wrappers return the caller's buffer (and turn the activation's
@@ -291,6 +307,13 @@ def csr_gather_rows(data, indices, indptr, rows, out_data, out_indices, out_indp
     """Rows `rows` (m,) of a CSR X into the CSR buffer out_*; returns the entries written, or
     -1 (nothing written past the buffer) when they do not fit."""
     return int(_csr_gather(data, indices, indptr, rows, out_data, out_indices, out_indptr))
+
+
+def gather_rows(X, rows, out, mean=None, scale=None):
+    """out (m, D) = X[rows], or (X[rows] - mean) / scale with mean, scale (D,): rows `rows`
+    (m,) int64 of X (N, D) in one pass.  Returns out."""
+    _gather_rows(X, rows, out, mean, scale)
+    return out
 
 
 # --------------------------------------------------------------------------- loss
