@@ -14,6 +14,8 @@
  *     the blocks and each block's arithmetic are the same (training is bit-reproducible);
  *   - under contention the caller simply does more of the work (`use_workers` = 0 lets it do
  *     all of it), so nothing spins waiting for a descheduled thread.
+ * A bf16 step's GEMMs come as jobs too (opsize 2: bfloat16 A and B, a float32 C), each block
+ * one call of oneDNN's bf16 GEMM, which may thread it further on TBB's pool.
  * A job may carry an optimiser update (`fm_job.post`, updates.h) of the weight whose gradient
  * C is: each block is updated by the thread that computed it, right after its GEMM, so the
  * memory-bound pass over the weight runs on every thread and on data still in cache.
@@ -55,10 +57,6 @@ static struct {
     _Atomic uint64_t next;
     _Atomic int done;         /* blocks finished in the current job */
     _Atomic int sleeping;     /* workers asleep on cv */
-    _Atomic int quiet;        /* the current job is an update alone (gemm NULL): workers sleep
-                               * right after it instead of spinning, since the next GEMM is
-                               * oneDNN's, on its own threads, which a spinning worker would
-                               * slow down */
     fm_job *_Atomic job;
     int n_workers;
     /* counters for tests and the benchmark (stats()): GEMMs given to fm_gemm, those shared
@@ -94,7 +92,7 @@ static void fm_block(const fm_job *j, int c, int chunks) {
      * op(B) is k x n).  The choice depends on the shape alone. */
     char ta = j->ta, tb = j->tb;
     int m = j->m, n = j->n, k = j->k, lda = j->lda, ldb = j->ldb, ldc = j->ldc;
-    size_t isz = (size_t)j->itemsize;
+    size_t isz = (size_t)j->itemsize, osz = (size_t)j->opsize;
     const char *A = j->A, *B = j->B;
     char *C = j->C;
     int m0 = 0, n0 = 0;
@@ -102,20 +100,18 @@ static void fm_block(const fm_job *j, int c, int chunks) {
         m0 = (int)((int64_t)m * c / chunks);
         m = (int)((int64_t)j->m * (c + 1) / chunks) - m0;
         /* row m0 of op(A): a row of A ('N', stride 1) or a column of it ('T', stride lda) */
-        A += (size_t)m0 * (ta == 'N' ? 1 : (size_t)lda) * isz;
+        A += (size_t)m0 * (ta == 'N' ? 1 : (size_t)lda) * osz;
         C += (size_t)m0 * isz;
     } else {
         n0 = (int)((int64_t)n * c / chunks);
         n = (int)((int64_t)j->n * (c + 1) / chunks) - n0;
         /* column n0 of op(B): a column of B ('N', stride ldb) or a row of it ('T') */
-        B += (size_t)n0 * (tb == 'N' ? (size_t)ldb : 1) * isz;
+        B += (size_t)n0 * (tb == 'N' ? (size_t)ldb : 1) * osz;
         C += (size_t)n0 * (size_t)ldc * isz;
     }
     if (m <= 0 || n <= 0)
         return;
-    if (j->gemm != NULL)   /* NULL: C is computed already; the job is its update alone */
-        j->gemm(&ta, &tb, &m, &n, &k, (void *)j->alpha, A, &lda, B, &ldb, (void *)j->beta, C,
-                &ldc);
+    j->gemm(&ta, &tb, &m, &n, &k, (void *)j->alpha, A, &lda, B, &ldb, (void *)j->beta, C, &ldc);
     if (j->post != NULL)
         fm_post_block(j, m0, m, n0, n);
 }
@@ -147,12 +143,11 @@ static int64_t fm_now_ns(void) {
 static void *fm_worker(void *arg) {
     (void)arg;
     uint64_t seen = FM_GEN(atomic_load(&P.next));
-    int64_t spin = FM_SPIN_NS;
     for (;;) {
         uint64_t cur = atomic_load(&P.next);
         int64_t t0 = fm_now_ns();
         while (FM_GEN(cur) == seen) {   /* spin a while: a step's next GEMM comes soon */
-            if (fm_now_ns() - t0 >= spin) {
+            if (fm_now_ns() - t0 >= FM_SPIN_NS) {
                 pthread_mutex_lock(&P.mu);
                 atomic_fetch_add(&P.sleeping, 1);
                 while (FM_GEN(atomic_load(&P.next)) == seen)
@@ -165,7 +160,6 @@ static void *fm_worker(void *arg) {
         }
         seen = FM_GEN(cur);
         fm_take(cur, 1);
-        spin = atomic_load(&P.quiet) ? 0 : FM_SPIN_NS;
     }
     return NULL;
 }
@@ -207,7 +201,6 @@ void fm_gemm(fm_job *j) {
     }
     atomic_fetch_add_explicit(&P.shared, 1, memory_order_relaxed);
     atomic_store(&P.done, 0);
-    atomic_store(&P.quiet, j->gemm == NULL);
     atomic_store(&P.job, j);
     uint64_t cur = ((FM_GEN(atomic_load(&P.next)) + 1) << 40) | ((uint64_t)chunks << 32);
     atomic_store(&P.next, cur);   /* publishes the job */
@@ -228,7 +221,7 @@ void fm_gemm(fm_job *j) {
  * fastmlp.backends.onednn opens libdnnl at run time (no build-time link) and hands its two
  * row-major GEMMs here (set_dnnl); these adapters give them fm_gemm_fn's Fortran signature,
  * so the fused steps call oneDNN's fp32 GEMM and its bf16 one (A and B uint16_t bfloat16, C
- * float32) exactly as they call a BLAS provider's sgemm.  oneDNN threads them itself (TBB). */
+ * float32) exactly as they call a BLAS provider's sgemm.  oneDNN may thread each call (TBB). */
 typedef int (*fm_dnnl_fn)(char, char, int64_t, int64_t, int64_t, float, const void *, int64_t,
                           const void *, int64_t, float, float *, int64_t);
 static fm_dnnl_fn fm_dnnl_sgemm_f, fm_dnnl_bf16_f;
@@ -295,7 +288,7 @@ static PyObject *stats(PyObject *self, PyObject *noargs) {
 static PyObject *job_layout(PyObject *self, PyObject *noargs) {
     (void)self; (void)noargs;
     return Py_BuildValue(
-        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
+        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
         "size", (Py_ssize_t)sizeof(fm_job), "gemm", (Py_ssize_t)offsetof(fm_job, gemm),
         "ta", (Py_ssize_t)offsetof(fm_job, ta), "tb", (Py_ssize_t)offsetof(fm_job, tb),
         "m", (Py_ssize_t)offsetof(fm_job, m), "n", (Py_ssize_t)offsetof(fm_job, n),
@@ -304,6 +297,7 @@ static PyObject *job_layout(PyObject *self, PyObject *noargs) {
         "itemsize", (Py_ssize_t)offsetof(fm_job, itemsize),
         "chunks", (Py_ssize_t)offsetof(fm_job, chunks),
         "use_workers", (Py_ssize_t)offsetof(fm_job, use_workers),
+        "opsize", (Py_ssize_t)offsetof(fm_job, opsize),
         "alpha", (Py_ssize_t)offsetof(fm_job, alpha), "A", (Py_ssize_t)offsetof(fm_job, A),
         "B", (Py_ssize_t)offsetof(fm_job, B), "beta", (Py_ssize_t)offsetof(fm_job, beta),
         "C", (Py_ssize_t)offsetof(fm_job, C), "post", (Py_ssize_t)offsetof(fm_job, post));

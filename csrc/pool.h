@@ -27,13 +27,14 @@ typedef struct {
 } fm_post;
 
 typedef struct {
-    fm_gemm_fn gemm;          /* the provider's Fortran sgemm or dgemm; NULL: C is computed
-                               * already, the blocks run `post` alone (a bf16 step's update) */
+    fm_gemm_fn gemm;          /* the provider's Fortran sgemm or dgemm, or oneDNN's bf16 GEMM
+                               * (pool.c fm_gemm_bf16; opsize 2) */
     char ta, tb;              /* 'N' or 'T' */
     int m, n, k, lda, ldb, ldc;
-    int itemsize;             /* 4 or 8 */
+    int itemsize;             /* C's elements: 4 or 8 */
     int chunks;               /* blocks, >= 1: the result depends on this, not on threads */
     int use_workers;          /* 0: the caller computes every block */
+    int opsize;               /* A's and B's elements: itemsize, or 2 (bfloat16 operands) */
     const void *alpha, *A, *B, *beta;
     void *C;
     const fm_post *post;      /* NULL: no update */

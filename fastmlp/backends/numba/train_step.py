@@ -101,9 +101,9 @@ _jit = njit(**JIT_OPTIONS)
 
 
 # csrc/pool.h's fm_job as the LP64 ABI lays it out (checked against the built pool below)
-_JOB_LAYOUT = {"size": 96, "gemm": 0, "ta": 8, "tb": 9, "m": 12, "n": 16, "k": 20, "lda": 24,
+_JOB_LAYOUT = {"size": 104, "gemm": 0, "ta": 8, "tb": 9, "m": 12, "n": 16, "k": 20, "lda": 24,
                "ldb": 28, "ldc": 32, "itemsize": 36, "chunks": 40, "use_workers": 44,
-               "alpha": 48, "A": 56, "B": 64, "beta": 72, "C": 80, "post": 88}
+               "opsize": 48, "alpha": 56, "A": 64, "B": 72, "beta": 80, "C": 88, "post": 96}
 # and its fm_post (the update a GEMM carries): lr, wd2, mu, b1, b2, c1, c2, eps float64s,
 # then P16 (the bf16 step's copy of P; 0 otherwise)
 _POST_LAYOUT = {"size": 104, "kind": 0, "P": 8, "s1": 16, "s2": 24, "lr": 32, "P16": 96}
@@ -111,7 +111,8 @@ _POST_LAYOUT = {"size": 104, "kind": 0, "P": 8, "s1": 16, "s2": 24, "lr": 32, "P
 
 def _pool_layout():
     """(gemm, ta, m, alpha, size) offsets of fm_job: tb follows ta; n, k, lda, ldb, ldc,
-    itemsize, chunks, use_workers follow m as int32s; A, B, beta, C, post follow alpha."""
+    itemsize, chunks, use_workers, opsize follow m as int32s; A, B, beta, C, post follow
+    alpha."""
     try:
         from .. import _pool
     except ImportError:
@@ -216,37 +217,29 @@ def _gemm(plan, scr, ab, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc, p
     alpha/beta slots in the arrays' dtype.  A GEMM of at least plan[_MINFLOPS] flops is cut
     into plan[_CHUNKS] blocks for fastmlp's threads (csrc/pool.c: an fm_job in the scratch,
     each block updated after its GEMM), a smaller one is one call and one update.  A bf16
-    step's GEMMs (A, B bfloat16) are one call of plan[_GEMM16] each, threaded by oneDNN; a
-    large one's update then goes to fastmlp's threads alone (an fm_job whose gemm is 0)."""
+    step's GEMMs (A, B bfloat16) are plan[_GEMM16]'s, cut into blocks the same way (each
+    block a oneDNN call; csrc/train_step.pxi `_gemm` has the measurements)."""
     ab[0] = alpha
     ab[1] = beta
     a = scr + _ALPHA
     bf16 = plan[_BF16] != 0
-    pooled = plan[_POOL] != 0 and 2 * m * n * k >= plan[_MINFLOPS]
-    if bf16:
-        _gemm_call(plan[_GEMM16], scr, ta, tb, m, n, k, a, A, lda, B, ldb, a + ab.itemsize,
-                   C, ldc)
-        if post == 0:
-            return
-        if not pooled:
-            _post_update(post, C, m * n, ab.dtype)
-            return
-    if pooled:
+    f = plan[_GEMM16] if bf16 else plan[_GEMMF]
+    if plan[_POOL] != 0 and 2 * m * n * k >= plan[_MINFLOPS]:
         job = scr + _JOB
-        _view(job + _J_GEMM, 1, np.int64)[0] = 0 if bf16 else plan[_GEMMF]
+        _view(job + _J_GEMM, 1, np.int64)[0] = f
         chars = _view(job + _J_TA, 2, np.uint8)
         chars[0] = 78 if ta == _CH_N else 84   # b"N", b"T"
         chars[1] = 78 if tb == _CH_N else 84
-        ints = _view(job + _J_M, 9, np.int32)
+        ints = _view(job + _J_M, 10, np.int32)
         ints[0], ints[1], ints[2], ints[3], ints[4], ints[5] = m, n, k, lda, ldb, ldc
         ints[6], ints[7], ints[8] = ab.itemsize, plan[_CHUNKS], plan[_WORKERS]
+        ints[9] = 2 if bf16 else ab.itemsize
         ptrs = _view(job + _J_ALPHA, 6, np.int64)
         ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4] = a, A, B, a + ab.itemsize, C
         ptrs[5] = post
         _fcall(plan[_POOL], (_ptr(job),))
         return
-    _gemm_call(plan[_GEMMF], scr, ta, tb, m, n, k, a, A, lda, B, ldb, a + ab.itemsize, C,
-               ldc)
+    _gemm_call(f, scr, ta, tb, m, n, k, a, A, lda, B, ldb, a + ab.itemsize, C, ldc)
     if post != 0:
         _post_update(post, C, m * n, ab.dtype)
 
