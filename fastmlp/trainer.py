@@ -348,9 +348,10 @@ class Trainer:
         out = np.empty(X.shape, np.uint16)
         rows = max(1, min(X.shape[0], (1 << 20) // max(1, X.shape[1])))
         buf = np.empty((rows, X.shape[1]), m.dtype)
+        order, stats, raw = self._in_order(X.shape[0]), m._input_stats(), m.backend.raw
         for s in range(0, X.shape[0], rows):
             e = min(s + rows, X.shape[0])
-            m.backend.raw.to_bf16(m._standardized(X[s:e], out=buf[:e - s]), out[s:e])
+            raw.to_bf16(raw.gather_rows(X, order[s:e], buf[:e - s], *stats), out[s:e])
         return out
 
     def bf16_input(self, X):
