@@ -22,7 +22,8 @@ class _Job(ctypes.Structure):
                 ("m", ctypes.c_int), ("n", ctypes.c_int), ("k", ctypes.c_int),
                 ("lda", ctypes.c_int), ("ldb", ctypes.c_int), ("ldc", ctypes.c_int),
                 ("itemsize", ctypes.c_int), ("chunks", ctypes.c_int),
-                ("use_workers", ctypes.c_int), ("alpha", ctypes.c_void_p),
+                ("use_workers", ctypes.c_int), ("opsize", ctypes.c_int),
+                ("alpha", ctypes.c_void_p),
                 ("A", ctypes.c_void_p), ("B", ctypes.c_void_p), ("beta", ctypes.c_void_p),
                 ("C", ctypes.c_void_p), ("post", ctypes.c_void_p)]   # post: NULL, no update
 
@@ -52,7 +53,7 @@ def pool_gemm(n, h, d=784, workers=True, seed=0, kind="forward"):
         args = (b"N", b"T", h, d, n, h, d, h)
     else:
         raise ValueError(f"kind must be 'forward' or 'dW', got {kind!r}")
-    job = _Job(get_provider().sgemm, *args, 4, chunks, int(workers), one.ctypes.data,
+    job = _Job(get_provider().sgemm, *args, 4, chunks, int(workers), 4, one.ctypes.data,
                W.ctypes.data, X.ctypes.data, zero.ctypes.data, out.ctypes.data)
     fm = ctypes.CFUNCTYPE(None, ctypes.POINTER(_Job))(address)
     ref = ctypes.byref(job)
