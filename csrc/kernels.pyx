@@ -839,20 +839,32 @@ def csr_gather_rows(data, indices, indptr, rows, out_data, out_indices, out_indp
     return n
 
 
+cdef void _gather_rows(const floating[:, ::1] X, const int64_t[::1] rows,
+                       floating[:, ::1] out, const floating[::1] mean,
+                       const floating[::1] scale):
+    """gather_rows for one dtype; mean and scale both None or both (D,)."""
+    cdef Py_ssize_t m = rows.shape[0], d = out.shape[1]
+    cdef const floating* mp = NULL
+    cdef const floating* sp = NULL
+    if m == 0 or d == 0:
+        return
+    if mean is not None:
+        mp, sp = &mean[0], &scale[0]
+    with nogil:
+        if floating is float:
+            gather_rows_f32(&X[0, 0], d, &rows[0], m, mp, sp, &out[0, 0])
+        else:
+            gather_rows_f64(&X[0, 0], d, &rows[0], m, mp, sp, &out[0, 0])
+
+
 def gather_rows(X, rows, out, mean=None, scale=None):
     """out (m, D) = X[rows], or (X[rows] - mean) / scale with mean, scale (D,): rows `rows`
     (m,) int64 of X (N, D) in one pass (gather.h).  Returns out."""
-    cdef const int64_t[::1] r = rows
-    cdef const float[:, ::1] xf
-    cdef const float[::1] mf, sf
-    cdef float[:, ::1] of
-    cdef const double[:, ::1] xd
-    cdef const double[::1] md, sd
-    cdef double[:, ::1] od
-    cdef Py_ssize_t m = r.shape[0], d = out.shape[1]
-    cdef bint std = mean is not None
-    if m == 0 or d == 0:
-        return out
+    if out.dtype == _F64:
+        _gather_rows[double](X, rows, out, mean, scale)
+    else:
+        _gather_rows[float](X, rows, out, mean, scale)
+    return out
     if out.dtype == _F64:
         xd, od = X, out
         if std:
