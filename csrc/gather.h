@@ -10,7 +10,8 @@
  * arithmetic is the reference's, (x - mean) / scale in T, no FMA and a true division, so the
  * result equals NumPy's bit for bit.  The rows are trusted (the checked face checks them).
  * Shapes: X (N, D), rows (m,) in [0, N), mean and scale (D,) or both NULL (a plain copy),
- * out (m, D); all C-contiguous.
+ * out (m, D); all C-contiguous.  The uint16_t instance gathers a bf16 step's training set
+ * (its bfloat16 bits): always a plain copy, mean and scale NULL.
  */
 #ifndef FASTMLP_GATHER_H
 #define FASTMLP_GATHER_H
@@ -41,5 +42,6 @@ FASTMLP_CLONES static void gather_rows_##SUFFIX(const T *restrict X, ptrdiff_t D
 
 FASTMLP_DEFINE_GATHER(float, f32)
 FASTMLP_DEFINE_GATHER(double, f64)
+FASTMLP_DEFINE_GATHER(uint16_t, u16)
 
 #endif

@@ -67,6 +67,7 @@ cdef Py_ssize_t _par_elems = 1 << 22   # optimiser updates: elements
 cdef Py_ssize_t _par_xent = 1 << 19    # softmax: N*C
 
 _F64 = np.dtype(np.float64)
+_U16 = np.dtype(np.uint16)
 # activation codes (contract.ACTIVATIONS, step_loops.h)
 _ACT = {"identity": 0, "relu": 1, "tanh": 2, "logistic": 3}
 
@@ -341,6 +342,8 @@ cdef extern from "gather.h" nogil:
                          const float* mean, const float* scale, float* out)
     void gather_rows_f64(const double* X, Py_ssize_t D, const int64_t* rows, Py_ssize_t m,
                          const double* mean, const double* scale, double* out)
+    void gather_rows_u16(const uint16_t* X, Py_ssize_t D, const int64_t* rows, Py_ssize_t m,
+                         const uint16_t* mean, const uint16_t* scale, uint16_t* out)
 
 
 cdef inline int _csr_forward(const floating* data, const int64_t* indices,
@@ -859,8 +862,18 @@ cdef void _gather_rows(const floating[:, ::1] X, const int64_t[::1] rows,
 
 def gather_rows(X, rows, out, mean=None, scale=None):
     """out (m, D) = X[rows], or (X[rows] - mean) / scale with mean, scale (D,): rows `rows`
-    (m,) int64 of X (N, D) in one pass (gather.h).  Returns out."""
-    if out.dtype == _F64:
+    (m,) int64 of X (N, D) in one pass (gather.h); X uint16 (bf16 bits): a copy.  Returns
+    out."""
+    cdef const uint16_t[:, ::1] xb
+    cdef uint16_t[:, ::1] ob
+    cdef const int64_t[::1] r
+    if out.dtype == _U16:
+        xb, ob, r = X, out, rows
+        if r.shape[0] and ob.shape[1]:
+            with nogil:
+                gather_rows_u16(&xb[0, 0], ob.shape[1], &r[0], r.shape[0], NULL, NULL,
+                                &ob[0, 0])
+    elif out.dtype == _F64:
         _gather_rows[double](X, rows, out, mean, scale)
     else:
         _gather_rows[float](X, rows, out, mean, scale)

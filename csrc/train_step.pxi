@@ -63,7 +63,6 @@ from fastmlp.backends.blas import gemm_pool as _gemm_pool, get_provider as _get_
 from fastmlp.backends.csr import CSR as _CSR
 
 _check_batch = _contract.check_batch
-_U16 = np.dtype(np.uint16)
 
 # the arrays are validated by contract.step_layout and the batch by contract.check_batch,
 # which the Numba step shares; these kinds are the values step_layout returns

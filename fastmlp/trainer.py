@@ -1,9 +1,9 @@
 """Trainer: mini-batch SGD / momentum / Nesterov / Adam over an MLP, with no per-step allocation.
 
 Design: the one training loop of the package.  `fit_epoch` is one pass over the data: it
-gathers each (shuffled) batch into a Workspace with the backend's `gather_rows` (one per batch
-size; the last, smaller batch uses a cached row-slice of it; bf16 bits and CSR rows have
-their own gathers) and makes one call to the backend's
+gathers each (shuffled) batch into a Workspace with the backend's `gather_rows` (float rows or
+bf16 bits; one workspace per batch size, the last, smaller batch uses a cached row-slice of
+it; CSR rows have their own gather) and makes one call to the backend's
 fused `TrainStep` (docs/kernels.md): forward, backward and the in-place update of every
 parameter.  The step is built once on the workspace, parameters and optimizer state; what
 changes between steps (the learning rate, the step number, and the weight decay and Adam eps
@@ -450,8 +450,8 @@ class Trainer:
     def _batch(self, X, y, sw, order, ws_full, xbuf, s, e, sparse, std, classify, loss_sum,
                correct, bar):
         """One mini-batch, rows s..e-1 (of `order` when given), for _epoch: gathered into the
-        workspace (X's rows into xbuf: the workspace's, or the bf16 bits' buffer; dense float
-        rows by the backend's `gather_rows`, standardised by `std` when given), one step;
+        workspace (X's rows into xbuf: the workspace's, or the bf16 bits' buffer; dense rows
+        by the backend's `gather_rows`, float ones standardised by `std` when given), one step;
         returns the running (loss_sum, correct)."""
         m = self.model
         ws = ws_full.rows(e - s)
@@ -463,9 +463,7 @@ class Trainer:
                                                  Xb.indices, Xb.indptr) < 0:
                     raise RuntimeError("a sparse mini-batch did not fit its buffer: X "
                                        "changed during the epoch")
-            elif X.dtype == np.uint16:
-                Xb = np.take(X, idx, axis=0, out=xbuf[: e - s])
-            else:
+            else:   # float rows (standardised when std is given), or bf16 bits
                 Xb = m.backend.raw.gather_rows(X, idx, xbuf[: e - s], *(std or ()))
             yb = np.take(y, idx, axis=0, out=ws.y)
             swb = None if sw is None else np.take(sw, idx, out=self._sw_buf[: e - s])

@@ -53,7 +53,8 @@ KERNELS = (
            "X as CSR, rows (m,) int64, out_* a CSR buffer of m rows", ("out_data", "out_indices",
                                                                       "out_indptr"), "nnz"),
     Kernel("gather_rows", ("X", "rows", "out", "mean=None", "scale=None"),
-           "X (N,D), rows (m,) int64 in [0, N), out (m,D), mean, scale (D,) or None",
+           "X (N,D) float or uint16 bf16 bits, rows (m,) int64 in [0, N), out (m,D), mean, "
+           "scale (D,) or None (always None for bits)",
            ("out",), "out"),
     Kernel("sgd_update", ("W", "dW", "lr", "weight_decay=0.0", "velocity=None", "momentum=0.0",
                           "nesterov=False"),

@@ -107,7 +107,8 @@ def csr_gather_rows(data, indices, indptr, rows, out_data, out_indices, out_indp
 def gather_rows(X, rows, out, mean=None, scale=None):
     """out = X[rows], the rows `rows` (m,) of a dense X (N, D) into out (m, D): a mini-batch;
     with mean and scale (D,) each row standardised, out = (X[rows] - mean) / scale (in X's
-    dtype, as written), so a standardised mini-batch needs no standardised copy of X.
+    dtype, as written), so a standardised mini-batch needs no standardised copy of X.  X
+    may be uint16 (a bf16 step's training set as bfloat16 bits), without mean and scale.
     Returns out."""
     np.take(X, rows, axis=0, out=out)
     if mean is not None:

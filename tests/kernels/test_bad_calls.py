@@ -114,6 +114,10 @@ CASES = [
      "ValueError", "out"),
     ("dense gather into X", "be.gather_rows(x := f(4, 3), np.array([1]), x[:1])",
      "ValueError", "overlap"),
+    ("bits gather with mean", "be.gather_rows(np.zeros((4, 3), 'u2'), np.array([1]), "
+     "np.zeros((1, 3), 'u2'), f(3), f(3))", "ValueError", "no mean"),
+    ("bits gather into floats", "be.gather_rows(np.zeros((4, 3), 'u2'), np.array([1]), f(1, 3))",
+     "TypeError", "out"),
     # object arrays, strings, mixed dtypes, other ranks and layouts
     ("object X", "be.linear_forward(f(4, 3).astype(object), f(3, 2), f(2), f(4, 2))",
      "TypeError", "X"),

@@ -320,6 +320,19 @@ def test_gather_rows(compiled_backend, dtype, rows, standardize, d):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("rows", [[0], [2, 0, 2, 1], []], ids=["one", "repeats", "none"])
+@pytest.mark.parametrize("d", [1, 784])
+def test_gather_rows_of_bf16_bits(compiled_backend, rows, d):
+    """A bf16 step's training set (uint16 bits) gathers as it is, every bit pattern kept."""
+    rng = np.random.default_rng(17)
+    X = rng.integers(0, 1 << 16, (7, d)).astype(np.uint16)
+    rows = np.array(rows, np.int64)
+    got = fastmlp.get_backend(compiled_backend).gather_rows(
+        X, rows, np.zeros((rows.size, d), np.uint16))
+    np.testing.assert_array_equal(got, reference.gather_rows(
+        X, rows, np.ones((rows.size, d), np.uint16)))
+
+
 def test_sparse_kernels_equal_dense_ones(backend, dtype):
     """X·W and Xᵀ·dY from the CSR kernels = the dense kernels on X.toarray()."""
     be = fastmlp.get_backend(backend)
