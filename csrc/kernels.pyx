@@ -878,21 +878,6 @@ def gather_rows(X, rows, out, mean=None, scale=None):
     else:
         _gather_rows[float](X, rows, out, mean, scale)
     return out
-    if out.dtype == _F64:
-        xd, od = X, out
-        if std:
-            md, sd = mean, scale
-        with nogil:
-            gather_rows_f64(&xd[0, 0], d, &r[0], m, &md[0] if std else NULL,
-                            &sd[0] if std else NULL, &od[0, 0])
-    else:
-        xf, of = X, out
-        if std:
-            mf, sf = mean, scale
-        with nogil:
-            gather_rows_f32(&xf[0, 0], d, &r[0], m, &mf[0] if std else NULL,
-                            &sf[0] if std else NULL, &of[0, 0])
-    return out
 
 
 def activation_backward(dH, H, activation="relu"):
