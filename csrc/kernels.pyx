@@ -842,37 +842,38 @@ def csr_gather_rows(data, indices, indptr, rows, out_data, out_indices, out_indp
     return n
 
 
-cdef void _gather_rows(const floating[:, ::1] X, const int64_t[::1] rows,
-                       floating[:, ::1] out, const floating[::1] mean,
-                       const floating[::1] scale):
-    """gather_rows for one dtype; mean and scale both None or both (D,)."""
+ctypedef fused _gathered:   # gather_rows' element types: floats, and bf16 bits
+    float
+    double
+    uint16_t
+
+
+cdef void _gather_rows(const _gathered[:, ::1] X, const int64_t[::1] rows,
+                       _gathered[:, ::1] out, const _gathered[::1] mean,
+                       const _gathered[::1] scale):
+    """gather_rows for one dtype; mean and scale both None (always for bits) or both (D,)."""
     cdef Py_ssize_t m = rows.shape[0], d = out.shape[1]
-    cdef const floating* mp = NULL
-    cdef const floating* sp = NULL
+    cdef const _gathered* mp = NULL
+    cdef const _gathered* sp = NULL
     if m == 0 or d == 0:
         return
     if mean is not None:
         mp, sp = &mean[0], &scale[0]
     with nogil:
-        if floating is float:
+        if _gathered is float:
             gather_rows_f32(&X[0, 0], d, &rows[0], m, mp, sp, &out[0, 0])
-        else:
+        elif _gathered is double:
             gather_rows_f64(&X[0, 0], d, &rows[0], m, mp, sp, &out[0, 0])
+        else:
+            gather_rows_u16(&X[0, 0], d, &rows[0], m, mp, sp, &out[0, 0])
 
 
 def gather_rows(X, rows, out, mean=None, scale=None):
     """out (m, D) = X[rows], or (X[rows] - mean) / scale with mean, scale (D,): rows `rows`
     (m,) int64 of X (N, D) in one pass (gather.h); X uint16 (bf16 bits): a copy.  Returns
     out."""
-    cdef const uint16_t[:, ::1] xb
-    cdef uint16_t[:, ::1] ob
-    cdef const int64_t[::1] r
     if out.dtype == _U16:
-        xb, ob, r = X, out, rows
-        if r.shape[0] and ob.shape[1]:
-            with nogil:
-                gather_rows_u16(&xb[0, 0], ob.shape[1], &r[0], r.shape[0], NULL, NULL,
-                                &ob[0, 0])
+        _gather_rows[uint16_t](X, rows, out, mean, scale)
     elif out.dtype == _F64:
         _gather_rows[double](X, rows, out, mean, scale)
     else:

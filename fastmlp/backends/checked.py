@@ -119,12 +119,22 @@ class CheckedBackend:
 
     def gather_rows(self, X, rows, out, mean=None, scale=None):
         if isinstance(X, np.ndarray) and X.dtype == np.uint16:   # bf16 bits: a plain copy
-            return self._gather_bits(X, rows, out, mean, scale)
-        dt = check_float_array("X", X, 2)
+            if mean is not None or scale is not None:
+                raise ValueError("X holds bf16 bits (uint16): gather_rows copies them, with "
+                                 "no mean or scale")
+            for name, a, w in (("X", X, False), ("out", out, True)):
+                if not isinstance(a, np.ndarray) or a.dtype != np.uint16 or a.ndim != 2 \
+                        or not a.flags.c_contiguous or (w and not a.flags.writeable):
+                    raise TypeError(f"{name} must be a{' writeable' if w else ''} 2-D "
+                                    "C-contiguous uint16 array (X holds bf16 bits)")
+            dt = None
+        else:
+            dt = check_float_array("X", X, 2)
         n, d = X.shape
         rows = check_labels(rows, rows.shape[0] if isinstance(rows, np.ndarray) else -1, n,
                             name="rows")
-        check_float_array("out", out, 2, dt, writeable=True)
+        if dt is not None:
+            check_float_array("out", out, 2, dt, writeable=True)
         check_shape("out", out, (rows.size, d))
         if (mean is None) != (scale is None):
             raise ValueError("give both mean and scale, or neither")
@@ -136,23 +146,6 @@ class CheckedBackend:
             if np.shares_memory(out, a):
                 raise ValueError(f"out must not overlap {name}")
         return self.raw.gather_rows(X, rows, out, mean, scale)
-
-    def _gather_bits(self, X, rows, out, mean, scale):
-        """gather_rows of a uint16 X (bf16 bits): no statistics, out uint16 too."""
-        if mean is not None or scale is not None:
-            raise ValueError("X holds bf16 bits (uint16): gather_rows copies them, with no "
-                             "mean or scale")
-        for name, a, w in (("X", X, False), ("out", out, True)):
-            if not isinstance(a, np.ndarray) or a.dtype != np.uint16 or a.ndim != 2 \
-                    or not a.flags.c_contiguous or (w and not a.flags.writeable):
-                raise TypeError(f"{name} must be a{' writeable' if w else ''} 2-D "
-                                "C-contiguous uint16 array (X holds bf16 bits)")
-        rows = check_labels(rows, rows.shape[0] if isinstance(rows, np.ndarray) else -1,
-                            X.shape[0], name="rows")
-        check_shape("out", out, (rows.size, X.shape[1]))
-        if np.shares_memory(out, X):
-            raise ValueError("out must not overlap X")
-        return self.raw.gather_rows(X, rows, out)
 
     def activation_backward(self, dH, H, activation="relu"):
         dt = check_float_array("dH", dH, 2, writeable=True)
