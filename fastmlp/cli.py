@@ -377,7 +377,7 @@ def cmd_info(a):
               f"({pool.get('user_api')}, {pool.get('num_threads')} threads) "
               f"{os.path.basename(pool.get('filepath', ''))}")
     from fastmlp.backends import blas, onednn
-    for name in blas.PROVIDERS:
+    for name in blas.POOLS:
         p = blas._try(name)
         print(f"GEMM library: {p.describe() if p else name + ' (not installed)'}")
     cpu = onednn.cpu_bf16()
@@ -391,6 +391,11 @@ def cmd_info(a):
         print(f"GEMM library: {engine.describe()}")
         precisions = "full (float32, float64), bf16" + (
             "" if cpu else " (emulated by oneDNN on this CPU: correct, but slow)")
+    auto = blas.auto_name()
+    why = (f"oneDNN runs its {blas.AUTO_ONEDNN_ISA} kernels" if auto == "onednn" else
+           f"oneDNN's sgemm is used by default only on its {blas.AUTO_ONEDNN_ISA} kernels")
+    print(f"fused float32 step GEMM (gemm='auto'): {auto} ({why}; FASTMLP_GEMM or gemm= "
+          f"picks one of {', '.join(blas.available_providers())})")
     print(f"precisions: {precisions}")
     return 0
 

@@ -22,13 +22,15 @@ none, and the result is the same whoever computed which block.
 * While any training steers it, the provider's pool is set to 1 thread (a pool's count is
   one per process, and OpenBLAS's results depend on it); its own count is put back when the
   last epoch or step ends, so the process's BLAS state is the user's again after a fit
-  (NumPy's pool is never touched).
+  (NumPy's pool is never touched).  The "onednn" provider's pool is its BLAS base's; while
+  any training steers, oneDNN's TBB pool is held to 1 thread as well (a TBB global_control,
+  destroyed when the last one ends), for the fp32 GEMMs of "onednn" and the bf16 ones alike.
 """
 import os
 import threading
 import time
 
-from .backends import blas
+from .backends import blas, onednn
 
 RECHECK_SECONDS = 0.02
 # provider -> [its pool's count before the first policy began, policies steering it now]
@@ -116,7 +118,8 @@ class ThreadPolicy:
     def limit(self):
         """The user's limit now: the smallest count of the process's BLAS pools, and the
         CPUs this process may use."""
-        blas.available_providers()   # opens each once, so its count is seen
+        for name in blas.POOLS:   # opens each once, so its count is seen
+            blas._try(name)
         with _steering_lock:   # a pool steered now runs 1 thread: its user's count is saved
             counts = [_steering[p][0] if p in _steering else p.threads()
                       for p in blas.loaded_providers()] or [1]
@@ -127,11 +130,14 @@ class ThreadPolicy:
         of the process ends (the pool's count is one per process, and OpenBLAS's results
         depend on it); returns the cap for fastmlp's threads."""
         limit = self.limit()
+        pool = self.provider.pool
         with _steering_lock:
-            held = _steering.get(self.provider)
+            if not _steering:
+                onednn.hold_one_thread()
+            held = _steering.get(pool)
             if held is None:
-                held = _steering[self.provider] = [self.provider.threads(), 0]
-                self.provider.set_threads(1)
+                held = _steering[pool] = [pool.threads(), 0]
+                pool.set_threads(1)
             held[1] += 1
             self.saved = held
         self._max = limit if self.threads == "auto" else min(self.threads, limit)
@@ -162,6 +168,9 @@ class ThreadPolicy:
             held = self.saved
             held[1] -= 1
             if held[1] == 0:
-                self.provider.set_threads(held[0])
-                del _steering[self.provider]
+                pool = self.provider.pool
+                pool.set_threads(held[0])
+                del _steering[pool]
+                if not _steering:
+                    onednn.release_one_thread()
         self.saved = None

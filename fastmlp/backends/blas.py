@@ -13,11 +13,20 @@ stand behind the same `_gemm`.  Two are known:
   SciPy's own BLAS symbols.  Its thread pool is its own.
 * "scipy": SciPy's bundled OpenBLAS through `scipy.linalg.cython_blas` -- what the separate
   kernels call -- the fallback.
+* "onednn" (the optional extra, fastmlp.backends.onednn): oneDNN's fp32 `dnnl_sgemm` through
+  csrc/pool.c's Fortran-signature adapter, with the float64 GEMM and the thread pool of the
+  BLAS provider above ("openblas", else "scipy": `Provider.pool`).  While a training steers
+  it, oneDNN's TBB pool is held to one thread too (`onednn.hold_one_thread`), so each block of
+  fastmlp's threads is one single-threaded oneDNN call, as with OpenBLAS.
 
-`get_provider("auto")` is "openblas" when the wheel is installed, else "scipy".  Thread
-counts: `Provider.threads()` reads the pool's count now (it reflects OPENBLAS_NUM_THREADS /
-OMP_NUM_THREADS, threadpoolctl limits, joblib's and Dask's worker settings, CPU affinity),
-`set_threads(n)` sets it.
+`get_provider("auto")` is decided by what is installed and the CPU alone, never by a timing
+(a model trains to the same bits in every process on one machine): "onednn" when it loads
+and runs its AMX kernels (`AUTO_ONEDNN_ISA`: there its sgemm made the fused float32 step
+6-15% faster than OpenBLAS's; on an AVX512-BF16 EPYC without AMX it was up to 1.6x slower at
+N=128, docs/benchmarks.md), else "openblas" when the wheel is installed, else "scipy".
+FASTMLP_GEMM or `gemm=` pins one.  Thread counts: `Provider.threads()` reads the pool's count
+now (it reflects OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, threadpoolctl limits, joblib's and
+Dask's worker settings, CPU affinity), `set_threads(n)` sets it.
 """
 import ctypes
 import glob
@@ -25,9 +34,11 @@ import importlib.metadata
 import os
 import threading
 
-_lock = threading.Lock()
+_lock = threading.RLock()   # re-entrant: building "onednn" builds its base provider
 _cache = {}
-PROVIDERS = ("openblas", "scipy")
+POOLS = ("openblas", "scipy")          # the providers that are BLAS libraries with a pool
+PROVIDERS = POOLS + ("onednn",)
+AUTO_ONEDNN_ISA = "avx512_core_amx"    # the oneDNN kernels "auto" prefers to OpenBLAS
 
 
 class Provider:
@@ -38,6 +49,7 @@ class Provider:
         self.sgemm, self.dgemm = sgemm, dgemm
         self._set = self._get = None
         self.version = self.architecture = None
+        self.pool = self   # the provider whose thread pool this one's count is
         if lib is not None:
             self._set = _symbol(lib, "scipy_openblas_set_num_threads" + suffix,
                                 "openblas_set_num_threads" + suffix)
@@ -74,6 +86,28 @@ class Provider:
 
     def __repr__(self):
         return f"<fastmlp GEMM provider {self.describe()}>"
+
+
+class _OneDNNProvider(Provider):
+    """oneDNN's sgemm (its Fortran-signature adapter) with `base`'s dgemm; its thread counts
+    are `base`'s pool (oneDNN's own TBB pool is held to one thread while a policy steers)."""
+
+    def __init__(self, engine, base):
+        self.name, self.path, self.engine, self.pool = "onednn", engine.path, engine, base
+        self.sgemm, self.dgemm = engine.sgemm, base.dgemm
+        self.version, self.architecture = engine.version, engine.isa
+
+    def threads(self):
+        return self.pool.threads()
+
+    def set_threads(self, n):
+        self.pool.set_threads(n)
+
+    def describe(self):
+        """'onednn 3.2.0 (avx512_core_amx kernels; float64 GEMM and thread count: openblas
+        0.3.34 ...) .../libdnnl.so.3'."""
+        return (f"onednn {self.version} ({self.architecture} kernels; float64 GEMM and "
+                f"thread count: {self.pool.describe()}) {self.path}")
 
 
 def _symbol(lib, *names):
@@ -136,14 +170,27 @@ def _openblas():
     return Provider("openblas", path, *fns, lib)
 
 
+def _onednn():
+    """oneDNN's sgemm over the first BLAS provider that loads (ImportError without the
+    extra)."""
+    from . import onednn
+    engine = onednn.load()
+    base = next((p for p in map(_try, POOLS) if p is not None), None)
+    if base is None:
+        raise ImportError("no BLAS provider for oneDNN's float64 GEMM and thread count")
+    return _OneDNNProvider(engine, base)
+
+
 def loaded_providers():
-    """The providers whose libraries are open in this process so far (opens none)."""
+    """The thread pools of the providers open in this process so far, each once (opens
+    none)."""
     with _lock:
-        return tuple(p for p in _cache.values() if p is not None)
+        pools = [p.pool for p in _cache.values() if p is not None]
+    return tuple(dict.fromkeys(pools))
 
 
 def available_providers():
-    """Names of the GEMM providers that load here, e.g. ('openblas', 'scipy')."""
+    """Names of the GEMM providers that load here, e.g. ('openblas', 'scipy', 'onednn')."""
     return tuple(n for n in PROVIDERS if _try(n) is not None)
 
 
@@ -151,28 +198,38 @@ def _try(name):
     with _lock:
         if name not in _cache:
             try:
-                _cache[name] = {"openblas": _openblas, "scipy": _scipy}[name]()
+                _cache[name] = {"openblas": _openblas, "scipy": _scipy,
+                                "onednn": _onednn}[name]()
             except (ImportError, OSError):
                 _cache[name] = None
         return _cache[name]
 
 
+def auto_name():
+    """What "auto" is here: "onednn" on its AMX kernels, else "openblas", else "scipy"."""
+    p = _try("onednn")
+    if p is not None and p.architecture == AUTO_ONEDNN_ISA:
+        return "onednn"
+    return next((n for n in POOLS if _try(n) is not None), POOLS[-1])
+
+
 def get_provider(name="auto"):
-    """The Provider called `name` ("openblas", "scipy"), or "auto": openblas, else scipy.
+    """The Provider called `name` ("openblas", "scipy", "onednn"), or "auto" (`auto_name`).
     FASTMLP_GEMM (same values) sets the default."""
     if name == "auto":
         name = os.environ.get("FASTMLP_GEMM", "auto").strip() or "auto"
     if name == "auto":
-        for n in PROVIDERS:
-            p = _try(n)
-            if p is not None:
-                return p
+        name = auto_name()
     if name not in PROVIDERS:
         raise ValueError(f"unknown GEMM provider {name!r}; choose from {PROVIDERS} or 'auto'")
     p = _try(name)
+    if p is None and name == "onednn":
+        from . import onednn
+        onednn.load()   # raises the reason it does not load, naming the extra
     if p is None:
         raise ImportError(f"GEMM provider {name!r} is not available here"
-                          + (" (pip install scipy-openblas32)" if name == "openblas" else ""))
+                          + {"openblas": " (pip install scipy-openblas32)",
+                             "onednn": ' (pip install "fastmlp[onednn]")'}.get(name, ""))
     return p
 
 

@@ -7,7 +7,11 @@ installed (importlib.metadata), opens their dependencies by path, then libdnnl p
 (RTLD_LOCAL), and hands the addresses of its two row-major GEMMs, `dnnl_sgemm` and
 `dnnl_gemm_bf16bf16f32`, to fastmlp's C side (csrc/pool.c `set_dnnl`), which returns
 adapters with the Fortran BLAS signature the fused steps call (`OneDNN.sgemm`,
-`OneDNN.gemm_bf16`).  oneDNN threads its GEMMs itself, on TBB's pool.
+`OneDNN.gemm_bf16`).  oneDNN threads its GEMMs itself, on TBB's pool; while a training
+steers the threads (fastmlp.threads) TBB is held to one thread (`hold_one_thread`, a TBB
+`global_control` of max_allowed_parallelism 1, made through TBB's C++ ABI by ctypes), so
+each block of fastmlp's threads is one single-threaded oneDNN call: the thread count the
+user allows is honoured, and no TBB worker competes with fastmlp's for the cores.
 Without the extra, `load()` raises ImportError naming it and nothing else changes.
 
 bf16 is the upper half of a float32 (uint16 bits here); on a CPU without AVX512-BF16 or AMX
@@ -28,6 +32,17 @@ _ISA = ((0x3ef, "avx512_core_amx"), (0xe7, "avx512_core_bf16"), (0x67, "avx512_c
 
 _lock = threading.Lock()
 _loaded = None
+# TBB's global_control ABI (oneTBB 2021+, tbb/global_control.h: d1::global_control and r1's
+# create / destroy / global_control_active_value); parameter 0 is max_allowed_parallelism
+_TBB_CREATE = "_ZN3tbb6detail2r16createERNS0_2d114global_controlE"
+_TBB_DESTROY = "_ZN3tbb6detail2r17destroyERNS0_2d114global_controlE"
+_TBB_ACTIVE = "_ZN3tbb6detail2r127global_control_active_valueEi"
+_hold = {"count": 0, "control": None}
+
+
+class _GlobalControl(ctypes.Structure):
+    _fields_ = [("value", ctypes.c_size_t), ("reserved", ctypes.c_ssize_t),
+                ("param", ctypes.c_int)]
 
 
 class _Version(ctypes.Structure):
@@ -82,7 +97,65 @@ def _open():
     adapters = _pool.set_dnnl(sgemm, bf16)
     engine = OneDNN(path, adapters[0], adapters[1], f"{v.major}.{v.minor}.{v.patch}", isa)
     engine._libs = libs   # keep the handles open
+    engine._tbb = _tbb_functions(libs[2])
     return engine
+
+
+def _tbb_functions(tbb):
+    """(create, destroy, active_value) of TBB's global_control, or None if not exported."""
+    try:
+        create, destroy, active = (getattr(tbb, n) for n in (_TBB_CREATE, _TBB_DESTROY,
+                                                              _TBB_ACTIVE))
+    except AttributeError:
+        return None
+    for f in (create, destroy):
+        f.argtypes, f.restype = [ctypes.POINTER(_GlobalControl)], None
+    active.argtypes, active.restype = [ctypes.c_int], ctypes.c_size_t
+    return create, destroy, active
+
+
+def loaded():
+    """The OneDNN engine if this process has opened it, else None (opens nothing)."""
+    engine = _loaded
+    return None if engine is None or isinstance(engine, ImportError) else engine
+
+
+def hold_one_thread():
+    """Until the matching `release_one_thread`, TBB (and so oneDNN) runs every parallel
+    region on its caller alone.  Counted: the first hold makes the control, the last release
+    destroys it, TBB's own (or the user's) limit is in force again.  A no-op if oneDNN is
+    not open or its TBB does not export global_control."""
+    engine = loaded()
+    if engine is None or engine._tbb is None:
+        return
+    with _lock:
+        if _hold["count"] == 0:
+            control = _GlobalControl(1, 0, 0)
+            engine._tbb[0](ctypes.byref(control))
+            _hold["control"] = control
+        _hold["count"] += 1
+
+
+def release_one_thread():
+    """Ends one `hold_one_thread`."""
+    engine = loaded()
+    if engine is None or engine._tbb is None:
+        return
+    with _lock:
+        if _hold["count"] == 0:
+            return
+        _hold["count"] -= 1
+        if _hold["count"] == 0:
+            engine._tbb[1](ctypes.byref(_hold["control"]))
+            _hold["control"] = None
+
+
+def tbb_threads():
+    """TBB's max_allowed_parallelism in force now (None if oneDNN is not open)."""
+    engine = loaded()
+    if engine is None or engine._tbb is None:
+        return None
+    return int(engine._tbb[2](0))
 
 
 def load():

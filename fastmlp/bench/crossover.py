@@ -73,11 +73,12 @@ def crossover(shapes=SHAPES, rounds=15, say=print):
     time with the workers ÷ time alone (< 1: the second thread pays)."""
     from ..backends import _pool
     from ..backends.blas import get_provider
+    from ..threads import ThreadPolicy
     if _pool.workers() < 1:
         return []
-    provider = get_provider()
-    saved = provider.threads()
-    provider.set_threads(1)   # as while training: the provider's own pool runs one thread
+    # as while training: the provider's own pool (and oneDNN's TBB) runs one thread
+    policy = ThreadPolicy(get_provider(), 1)
+    policy.begin()
     try:
         out = []
         for kind, n, h in shapes:
@@ -91,7 +92,7 @@ def crossover(shapes=SHAPES, rounds=15, say=print):
                         "ratio": ratio(best, "workers", "alone")})
         return out
     finally:
-        provider.set_threads(saved)
+        policy.end()
 
 
 def format_crossover(rows, min_flops):

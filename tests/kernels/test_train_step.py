@@ -250,11 +250,14 @@ def test_train_step_non_finite_loss_changes_nothing(backend):
     assert all(np.array_equal(p, q, equal_nan=True) for p, q in zip(after, before))
 
 
-@pytest.mark.parametrize("gemm", ["openblas", "scipy"])
+@pytest.mark.parametrize("gemm", ["openblas", "scipy", "onednn"])
 def test_train_step_every_gemm_provider(compiled_backend, dtype, gemm):
     """The fused step through each GEMM provider = the reference (its large GEMMs are cut
-    into blocks for fastmlp's threads: X·W1 and Xᵀ·δ here are 40 MFLOP each)."""
+    into blocks for fastmlp's threads: X·W1 and Xᵀ·δ here are 40 MFLOP each).  "onednn":
+    oneDNN's sgemm for float32, its BLAS base's dgemm for float64."""
     from fastmlp.backends.blas import get_provider
+    if gemm == "onednn" and not onednn.available():
+        pytest.skip(f"oneDNN is not installed ({onednn.EXTRA})")
     sizes, n_max, m = (784, 256, 10), 128, 100
     optimizer, hyper = STEP_OPTS["momentum"]
     rng = np.random.default_rng(14)

@@ -9,7 +9,7 @@ import pytest
 import threadpoolctl
 
 from fastmlp import MLP, MLPClassifier, Trainer
-from fastmlp.backends import _pool, blas
+from fastmlp.backends import _pool, blas, onednn
 from fastmlp.backends.contract import MIN_GEMM_FLOPS, gemm_threads, step_gemms
 from fastmlp.threads import ThreadPolicy, check_threads
 
@@ -209,3 +209,64 @@ def test_others_running_counts_other_processes_only():
         spin.wait()
     assert busy >= 1, busy
     assert T._own_running() >= 1
+
+
+needs_onednn = pytest.mark.skipif(not onednn.available(),
+                                  reason=f"oneDNN is not installed ({onednn.EXTRA})")
+
+
+@needs_onednn
+def test_auto_picks_onednn_only_on_its_amx_kernels(monkeypatch):
+    """'auto' depends on what is installed and the CPU alone: oneDNN's sgemm on its AMX
+    kernels, else the OpenBLAS wheel; FASTMLP_GEMM and gemm= pin a provider."""
+    p = blas.get_provider("onednn")
+    monkeypatch.delenv("FASTMLP_GEMM", raising=False)
+    expected = "onednn" if p.architecture == blas.AUTO_ONEDNN_ISA else "openblas"
+    assert blas.auto_name() == expected and blas.get_provider().name == expected
+    monkeypatch.setattr(p, "architecture", "avx512_core_bf16")
+    assert blas.get_provider().name == "openblas"
+    monkeypatch.setattr(p, "architecture", blas.AUTO_ONEDNN_ISA)
+    assert blas.get_provider() is p
+    monkeypatch.setenv("FASTMLP_GEMM", "scipy")
+    assert blas.get_provider().name == "scipy"
+    assert blas.get_provider("openblas").name == "openblas"
+
+
+@needs_onednn
+def test_onednn_provider_steers_its_base_pool_and_holds_tbb_to_one_thread():
+    """The "onednn" provider's float64 GEMM and thread count are its BLAS base's; steering
+    it sets that pool to 1 thread and TBB's max_allowed_parallelism to 1, and the last policy
+    to end puts both back."""
+    p, base = blas.get_provider("onednn"), blas.get_provider("openblas")
+    assert p.pool is base and p.dgemm == base.dgemm and p.sgemm != base.sgemm
+    assert p.threads() == base.threads()
+    assert sum(q is base for q in blas.loaded_providers()) == 1   # one pool, listed once
+    tbb, count = onednn.tbb_threads(), base.threads()
+    assert tbb >= 1
+    a, b = ThreadPolicy(p, 1), ThreadPolicy(base, 1)
+    a.begin()
+    try:
+        assert base.threads() == 1 and onednn.tbb_threads() == 1
+        b.begin()
+        a.end()
+        assert base.threads() == 1 and onednn.tbb_threads() == 1   # b still steers
+    finally:
+        a.end()
+        b.end()
+    assert base.threads() == count and onednn.tbb_threads() == tbb
+
+
+@needs_onednn
+@pytest.mark.parametrize("precision", [None, "bf16"], ids=["fp32", "bf16"])
+def test_tbb_is_restored_after_training(compiled, precision, monkeypatch):
+    """A fit and a step through oneDNN (its sgemm, or its bf16 GEMM) leave TBB's limit as it
+    was, and the step ran through the provider asked for."""
+    monkeypatch.setenv("FASTMLP_GEMM", "onednn")
+    X, y = big_data()
+    tbb = onednn.tbb_threads()
+    tr = Trainer(MLP((784, 256, 10), backend=compiled, seed=0), batch_size=128, epochs=1,
+                 precision=precision)
+    tr.fit(X, y)
+    tr.step(X[:128], y[:128])
+    assert tr._train_step().provider.name == "onednn"
+    assert onednn.tbb_threads() == tbb
