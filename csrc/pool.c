@@ -247,6 +247,22 @@ static void fm_gemm_bf16(char *ta, char *tb, int *m, int *n, int *k, void *alpha
     fm_dnnl_call(fm_dnnl_bf16_f, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+/* oneDNN's sgemm for the large GEMMs, the BLAS base's for the small ones (set_mixed): below
+ * `fm_mixed_min_flops` (2·m·n·k) a call goes to the base, where oneDNN's per-call cost
+ * showed (docs/benchmarks.md).  The choice depends on the shape alone, so a step's
+ * arithmetic is still the same in every run. */
+static fm_gemm_fn fm_mixed_base;
+static double fm_mixed_min_flops;
+
+static void fm_sgemm_mixed(char *ta, char *tb, int *m, int *n, int *k, void *alpha,
+                           const void *A, int *lda, const void *B, int *ldb, void *beta,
+                           void *C, int *ldc) {
+    if (2.0 * *m * *n * *k < fm_mixed_min_flops)
+        fm_mixed_base(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+        fm_dnnl_call(fm_dnnl_sgemm_f, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* ------------------------------------------------------------------------ the module */
 
 static PyObject *gemm_address(PyObject *self, PyObject *noargs) {
@@ -276,6 +292,25 @@ static PyObject *set_dnnl(PyObject *self, PyObject *args) {
     fm_dnnl_bf16_f = (fm_dnnl_fn)pb;
     return Py_BuildValue("(NN)", PyLong_FromVoidPtr((void *)fm_sgemm_dnnl),
                          PyLong_FromVoidPtr((void *)fm_gemm_bf16));
+}
+
+static PyObject *set_mixed(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *b;
+    double min_flops;
+    if (!PyArg_ParseTuple(args, "Od", &b, &min_flops))
+        return NULL;
+    void *pb = PyLong_AsVoidPtr(b);
+    if (PyErr_Occurred())
+        return NULL;
+    if (pb == NULL || fm_dnnl_sgemm_f == NULL) {
+        PyErr_SetString(PyExc_ValueError,
+                        "set_mixed: null base sgemm address, or set_dnnl not called yet");
+        return NULL;
+    }
+    fm_mixed_base = (fm_gemm_fn)pb;
+    fm_mixed_min_flops = min_flops;
+    return PyLong_FromVoidPtr((void *)fm_sgemm_mixed);
 }
 
 static PyObject *stats(PyObject *self, PyObject *noargs) {
@@ -318,6 +353,9 @@ static PyMethodDef methods[] = {
     {"set_dnnl", set_dnnl, METH_VARARGS,
      "set_dnnl(sgemm, gemm_bf16bf16f32): oneDNN's row-major GEMMs (addresses); returns the "
      "addresses of their Fortran-signature adapters (fp32, bf16)."},
+    {"set_mixed", set_mixed, METH_VARARGS,
+     "set_mixed(base_sgemm, min_flops): the address of an sgemm that calls oneDNN's when "
+     "2*m*n*k >= min_flops and the base's (a Fortran sgemm address) below."},
     {"workers", workers, METH_NOARGS, "The pool's worker threads (started on first use)."},
     {"stats", stats, METH_NOARGS,
      "Counters since import: GEMMs given to the pool ('jobs'), those shared with its workers "

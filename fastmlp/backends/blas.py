@@ -14,8 +14,10 @@ stand behind the same `_gemm`.  Two are known:
 * "scipy": SciPy's bundled OpenBLAS through `scipy.linalg.cython_blas` -- what the separate
   kernels call -- the fallback.
 * "onednn" (the optional extra, fastmlp.backends.onednn): oneDNN's fp32 `dnnl_sgemm` through
-  csrc/pool.c's Fortran-signature adapter, with the float64 GEMM and the thread pool of the
-  BLAS provider above ("openblas", else "scipy": `Provider.pool`).  While a training steers
+  csrc/pool.c's Fortran-signature adapter for GEMMs of at least `ONEDNN_MIN_FLOPS`, with the
+  BLAS provider above ("openblas", else "scipy": `Provider.pool`) for smaller sgemms, where
+  oneDNN's per-call cost made it up to 1.8x slower (docs/benchmarks.md), and for the float64
+  GEMM and the thread pool.  While a training steers
   it, oneDNN's TBB pool is held to one thread too (`onednn.hold_one_thread`), so each block of
   fastmlp's threads is one single-threaded oneDNN call, as with OpenBLAS.
 
@@ -39,6 +41,7 @@ _cache = {}
 POOLS = ("openblas", "scipy")          # the providers that are BLAS libraries with a pool
 PROVIDERS = POOLS + ("onednn",)
 AUTO_ONEDNN_ISA = "avx512_core_amx"    # the oneDNN kernels "auto" prefers to OpenBLAS
+ONEDNN_MIN_FLOPS = 4e6   # "onednn" leaves GEMMs under 2*m*n*k = 4 MFLOP to its base
 
 
 class Provider:
@@ -94,7 +97,9 @@ class _OneDNNProvider(Provider):
 
     def __init__(self, engine, base):
         self.name, self.path, self.engine, self.pool = "onednn", engine.path, engine, base
-        self.sgemm, self.dgemm = engine.sgemm, base.dgemm
+        from . import _pool
+        self.sgemm = _pool.set_mixed(base.sgemm, ONEDNN_MIN_FLOPS)
+        self.dgemm = base.dgemm
         self.version, self.architecture = engine.version, engine.isa
 
     def threads(self):

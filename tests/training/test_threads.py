@@ -256,6 +256,46 @@ def test_onednn_provider_steers_its_base_pool_and_holds_tbb_to_one_thread():
     assert base.threads() == count and onednn.tbb_threads() == tbb
 
 
+def _fortran_sgemm(address, A, B):
+    """Row-major C = A·B (float32) through the Fortran-ABI sgemm at `address`, as Cᵀ = Bᵀ·Aᵀ."""
+    import ctypes
+    (m, k), n = A.shape, B.shape[1]
+    C, ab = np.zeros((m, n), np.float32), np.array([1, 0], np.float32)
+    i = ctypes.POINTER(ctypes.c_int)
+    v = ctypes.c_void_p
+    fn = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, i, i, i, v, v, i, v, i, v, v,
+                          i)(address)
+    ints = [ctypes.c_int(x) for x in (n, m, k, n, k, n)]
+    fn(b"N", b"N", *map(ctypes.byref, ints[:3]), ab[:1].ctypes.data, B.ctypes.data,
+       ctypes.byref(ints[3]), A.ctypes.data, ctypes.byref(ints[4]), ab[1:].ctypes.data,
+       C.ctypes.data, ctypes.byref(ints[5]))
+    return C
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(4, 4096, 4), (64, 784, 32), (128, 784, 256)],
+                         ids=["tiny", "below", "above"])
+def test_onednn_sgemm_leaves_small_gemms_to_its_base(shape):
+    """The "onednn" provider's sgemm is oneDNN's for 2·m·n·k >= ONEDNN_MIN_FLOPS and its
+    base's below, bit for bit (the shapes are ones where the two libraries round apart)."""
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+    p = blas.get_provider("onednn")
+    got, base, dnnl = (_fortran_sgemm(a, A, B) for a in (p.sgemm, p.pool.sgemm,
+                                                             p.engine.sgemm))
+    np.testing.assert_allclose(got, A.astype(np.float64) @ B, rtol=0, atol=2e-5 * np.sqrt(k))
+    assert not np.array_equal(base, dnnl)   # else this shape could not tell them apart
+    expected = dnnl if 2 * m * n * k >= blas.ONEDNN_MIN_FLOPS else base
+    np.testing.assert_array_equal(got, expected)
+
+
+@needs_onednn
+def test_set_mixed_refuses_a_null_base():
+    with pytest.raises(ValueError, match="null base sgemm"):
+        _pool.set_mixed(0, blas.ONEDNN_MIN_FLOPS)
+
+
 @needs_onednn
 @pytest.mark.parametrize("precision", [None, "bf16"], ids=["fp32", "bf16"])
 def test_tbb_is_restored_after_training(compiled, precision, monkeypatch):

@@ -1,0 +1,89 @@
+"""oneDNN's sgemm against OpenBLAS's, GEMM by GEMM of a training step, and in a digits fit.
+
+    python bench/compare_providers.py [ROUNDS]     # default 9; needs the onednn extra
+
+Why: the "onednn" GEMM provider (fastmlp.backends.blas) sends a float32 GEMM to oneDNN's
+`dnnl_sgemm` only from `blas.ONEDNN_MIN_FLOPS` (2·m·n·k) up and leaves smaller ones to its
+BLAS base, and "auto" picks it on oneDNN's AMX kernels.  This script shows the figures that
+rule stands on (docs/benchmarks.md, "oneDNN's sgemm in the fused step"):
+
+1. each of the step's five products (X·W1, H·W2, Hᵀ·dZ, dZ·W2ᵀ, Xᵀ·dH) at the digits shape
+   and at 784-H-10 shapes, by address through the openblas32 sgemm, oneDNN's pure sgemm
+   adapter, and the "onednn" provider's sgemm, with both thread pools held to one thread
+   (as the fused step runs each call), interleaved; medians of each turn's best call;
+2. a digits-size MLPClassifier.fit (1400x64, 100 hidden, 200 epochs, float32) with
+   FASTMLP_GEMM=openblas against FASTMLP_GEMM=onednn, each compiled backend, interleaved.
+"""
+import os
+import sys
+import types
+import warnings
+
+import numpy as np
+from sklearn.datasets import load_digits
+
+from fastmlp import MLPClassifier
+from fastmlp.backends import blas
+from fastmlp.bench import cases as B
+from fastmlp.bench.timing import interleave
+from fastmlp.threads import ThreadPolicy
+
+SHAPES = ((200, 100, 64), (32, 128, 784), (128, 256, 784), (512, 1024, 784))   # N, H, D
+
+
+def per_gemm(rounds):
+    ob, od = blas.get_provider("openblas"), blas.get_provider("onednn")
+    libs = {"openblas": ob, "dnnl": types.SimpleNamespace(sgemm=od.engine.sgemm),
+            "provider": od}
+    print(f"per GEMM, one thread each: openblas = {ob.describe()}\n  dnnl = oneDNN's sgemm "
+          f"for every call; provider = \"onednn\" (oneDNN from {blas.ONEDNN_MIN_FLOPS:g} "
+          "flops, openblas below)")
+    policy = ThreadPolicy(od, 1)   # the openblas pool on 1 thread, TBB held to 1
+    policy.begin()
+    try:
+        for n, h, d in SHAPES:
+            named = B._floor_products(n, h, d, 10, np.float32, 0)
+            groups = [[(f"{g} {k}", B._provider_floor([p], lib, np.float32))
+                       for k, lib in libs.items()] for g, p in named.items()]
+            best = interleave(groups, rounds, 0.0)
+            print(f"N={n} H={h} D={d}:  MFLOP  openblas µs  dnnl ÷ openblas  "
+                  "provider ÷ openblas")
+            for g, (a, b, _) in named.items():
+                t = {k: np.median(best[f"{g} {k}"]) for k in libs}
+                print(f"  {g:8s} {2 * a.shape[0] * a.shape[1] * b.shape[1] / 1e6:8.2f} "
+                      f"{t['openblas'] * 1e6:10.1f}  {t['dnnl'] / t['openblas']:15.2f}  "
+                      f"{t['provider'] / t['openblas']:19.2f}")
+    finally:
+        policy.end()
+
+
+def digits_fit(rounds):
+    X, y = load_digits(return_X_y=True)
+    X, y = (X / 16).astype(np.float32)[:1400], y[:1400]
+
+    def fit(gemm, backend):
+        def run():
+            os.environ["FASTMLP_GEMM"] = gemm
+            try:
+                MLPClassifier((100,), max_iter=200, tol=0, n_iter_no_change=10**6,
+                              random_state=0, backend=backend).fit(X, y)
+            finally:
+                del os.environ["FASTMLP_GEMM"]
+        return run
+
+    groups = [[(f"{b} {g}", fit(g, b)) for b in ("cython", "numba")
+               for g in ("openblas", "onednn")]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        best = interleave(groups, rounds, 0.0, turn_seconds=0.0)
+    print("digits MLPClassifier.fit, 200 epochs: median ms over rounds")
+    for b in ("cython", "numba"):
+        o, d = (np.median(best[f"{b} {g}"]) for g in ("openblas", "onednn"))
+        print(f"  {b:7s} openblas {o * 1e3:7.1f}  onednn {d * 1e3:7.1f}  "
+              f"onednn ÷ openblas {d / o:5.2f}")
+
+
+if __name__ == "__main__":
+    r = int(sys.argv[1]) if len(sys.argv) > 1 else 9
+    per_gemm(r)
+    digits_fit(r)
