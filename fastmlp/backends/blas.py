@@ -4,7 +4,7 @@ Design: a `Provider` is one BLAS library as the compiled steps see it -- the add
 its Fortran-ABI sgemm and dgemm (32-bit integers), and its thread-count setter and getter
 (ctypes functions) -- plus what to print about it (file, version, the kernel it runs).  The
 steps take these addresses when they are built (no build-time link), so more providers can
-stand behind the same `_gemm`.  Two are known:
+stand behind the same `_gemm`.  Three are known:
 
 * "openblas": the OpenBLAS of the `scipy-openblas32` wheel (the packaging NumPy and SciPy
   build against), a newer release than SciPy's bundled copy and 8-20% faster on one thread at
