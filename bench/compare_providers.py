@@ -10,7 +10,9 @@ rule stands on (docs/benchmarks.md, "oneDNN's sgemm in the fused step"):
 1. each of the step's five products (X·W1, H·W2, Hᵀ·dZ, dZ·W2ᵀ, Xᵀ·dH) at the digits shape
    and at 784-H-10 shapes, by address through the openblas32 sgemm, oneDNN's pure sgemm
    adapter, and the "onednn" provider's sgemm, with both thread pools held to one thread
-   (as the fused step runs each call), interleaved; medians of each turn's best call;
+   (as the fused step runs each call), interleaved; medians of each turn's best call.  The
+   products are whole here; in a step, a product of at least contract.MIN_GEMM_FLOPS is
+   cut into blocks on fastmlp's threads and the rule judges each block on its own;
 2. a digits-size MLPClassifier.fit (1400x64, 100 hidden, 200 epochs, float32) with
    FASTMLP_GEMM=openblas against FASTMLP_GEMM=onednn, each compiled backend, interleaved.
 """

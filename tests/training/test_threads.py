@@ -257,18 +257,13 @@ def test_onednn_provider_steers_its_base_pool_and_holds_tbb_to_one_thread():
 
 
 def _fortran_sgemm(address, A, B):
-    """Row-major C = A·B (float32) through the Fortran-ABI sgemm at `address`, as Cᵀ = Bᵀ·Aᵀ."""
-    import ctypes
-    (m, k), n = A.shape, B.shape[1]
-    C, ab = np.zeros((m, n), np.float32), np.array([1, 0], np.float32)
-    i = ctypes.POINTER(ctypes.c_int)
-    v = ctypes.c_void_p
-    fn = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, i, i, i, v, v, i, v, i, v, v,
-                          i)(address)
-    ints = [ctypes.c_int(x) for x in (n, m, k, n, k, n)]
-    fn(b"N", b"N", *map(ctypes.byref, ints[:3]), ab[:1].ctypes.data, B.ctypes.data,
-       ctypes.byref(ints[3]), A.ctypes.data, ctypes.byref(ints[4]), ab[1:].ctypes.data,
-       C.ctypes.data, ctypes.byref(ints[5]))
+    """Row-major C = A·B (float32) through the Fortran-ABI sgemm at `address` (the
+    benchmark floors' by-address driver)."""
+    from types import SimpleNamespace
+
+    from fastmlp.bench.cases import _provider_floor
+    C = np.zeros((A.shape[0], B.shape[1]), np.float32)
+    _provider_floor([(A, B, C)], SimpleNamespace(sgemm=address), np.float32)()
     return C
 
 
