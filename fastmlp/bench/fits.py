@@ -10,6 +10,11 @@ from . import tta
 from .cases import COMPILED
 from .timing import interleave, ratio
 
+# --quick runs the whole-fit groups smaller (the benchmark smoke test runs every group; these
+# two were 110 of its ~230 s); the report's headers print the case that ran
+QUICK_SPARSE = dict(rows=B.SPARSE_CASE["rows"] // 5, epochs=1)
+QUICK_ESTIMATOR_EPOCHS = 100   # a fit's fixed ~2.5 ms validation cost: ~2% of it
+
 
 def run_tta(a, say):
     plan = [("digits", tta.TTA_EPOCHS["digits"])]
@@ -37,12 +42,13 @@ def run_tta(a, say):
 
 def run_sparse(a, say):
     """fastmlp.MLPClassifier against scikit-learn's on a TF-IDF-like sparse problem
-    (cases.SPARSE_CASE), interleaved fits; seconds per epoch and the speed-up."""
-    out = []
+    (cases.SPARSE_CASE; --quick: QUICK_SPARSE, a fifth of its rows for one epoch),
+    interleaved fits; seconds per epoch and the speed-up."""
+    out, case = [], QUICK_SPARSE if a.quick else {}
     for b in COMPILED:
         say(f"  sparse input {b}")
         try:
-            fits = B.sparse_fits(b, epochs=1 if a.quick else B.SPARSE_CASE["epochs"])
+            fits = B.sparse_fits(b, **case)
         except B.Unavailable as exc:
             out.append({"backend": b, "skipped": str(exc)})
             continue
@@ -50,7 +56,7 @@ def run_sparse(a, say):
         best = interleave([[("fastmlp", fits["fastmlp"]), ("sklearn", fits["sklearn"])]],
                           2 if a.quick else 3, a.settle, turn_seconds=0.0)
         X, y = fits["data"]
-        out.append({"backend": b, "epochs": epochs, "nnz": fits["nnz"], "shape": X.shape,
+        out.append({"backend": b, "epochs": epochs, "nnz": fits["nnz"], "shape": list(X.shape),
                     "s_per_epoch": {k: float(np.median(v)) / epochs for k, v in best.items()},
                     "x_sklearn": ratio(best, "sklearn", "fastmlp"),
                     "train_accuracy": float(fits["model"].score(X, y))})
@@ -76,16 +82,18 @@ ESTIMATOR_LIMIT = 1.05   # MLPClassifier.fit per step <= 1.05 x Trainer.fit per 
 
 def run_estimator(a, say):
     """MLPClassifier.fit against Trainer.fit on the same data, net and optimizer (digits,
-    64-100-10, Adam, batch 200, 200 epochs), interleaved; per-step times and their ratio."""
+    64-100-10, Adam, batch 200, 200 epochs; --quick: QUICK_ESTIMATOR_EPOCHS), interleaved;
+    per-step times and their ratio."""
     out = []
+    epochs = QUICK_ESTIMATOR_EPOCHS if a.quick else B.ESTIMATOR_CASE["epochs"]
     for b in COMPILED:
         say(f"  estimator overhead {b}")
-        fits = B.estimator_vs_trainer(b)
+        fits = B.estimator_vs_trainer(b, epochs=epochs)
         steps = fits.pop("steps")
-        best = interleave([list(fits.items())], max(3, a.repeat // 3), a.settle,
-                          turn_seconds=0.0)
+        rounds = 2 if a.quick else max(3, a.repeat // 3)
+        best = interleave([list(fits.items())], rounds, a.settle, turn_seconds=0.0)
         q1, v, q3 = ratio(best, "MLPClassifier.fit", "Trainer.fit")
-        out.append({"backend": b, "steps": steps, "ratio": (q1, v, q3),
+        out.append({"backend": b, "steps": steps, "epochs": epochs, "ratio": (q1, v, q3),
                     "us_per_step": {k: float(np.median(t)) / steps * 1e6
                                     for k, t in best.items()},
                     "status": "PASS" if v <= ESTIMATOR_LIMIT else "FAIL"})

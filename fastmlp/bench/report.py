@@ -224,12 +224,14 @@ def main(argv=None):
         print(format_activations(acts))
     if est:
         print("\nEstimator overhead: MLPClassifier.fit against Trainer.fit, digits 64-100-10, "
-              "Adam, batch 200, 200 epochs, float32; per-step time, ratio median [IQR] over "
-              "interleaved rounds")
+              f"Adam, batch 200, {est[0]['epochs']} epochs, float32; per-step time, ratio "
+              "median [IQR] over interleaved rounds")
         print(format_estimator(est))
     if sparse:
         c = B.SPARSE_CASE
-        print(f"\nSparse input: MLPClassifier on {c['rows']} x {c['features']} CSR at "
+        rows, features = next((r["shape"] for r in sparse if "shape" in r),
+                              (c["rows"], c["features"]))
+        print(f"\nSparse input: MLPClassifier on {rows} x {features} CSR at "
               f"{c['density']:.1%} (TF-IDF-like), {c['hidden']} hidden units, Adam, batch 200, "
               "float32, the same X for both; interleaved fits, median over rounds")
         print(format_sparse(sparse))
