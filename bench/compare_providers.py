@@ -14,7 +14,12 @@ rule stands on (docs/benchmarks.md, "oneDNN's sgemm in the fused step"):
    products are whole here; in a step, a product of at least contract.MIN_GEMM_FLOPS is
    cut into blocks on fastmlp's threads and the rule judges each block on its own;
 2. a digits-size MLPClassifier.fit (1400x64, 100 hidden, 200 epochs, float32) with
-   FASTMLP_GEMM=openblas against FASTMLP_GEMM=onednn, each compiled backend, interleaved.
+   FASTMLP_GEMM=openblas against FASTMLP_GEMM=onednn, each compiled backend, interleaved;
+3. the fused float32 step itself, as `fit` runs it (the thread policy steering, a slice of
+   STEP_CASES' steps per call), on a Trainer built with each provider, interleaved in pairs:
+   the median and IQR of onednn's time ÷ openblas's, round by round.
+
+Run it with the benchmark's environment (`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`).
 """
 import os
 import sys
@@ -85,7 +90,31 @@ def digits_fit(rounds):
               f"onednn ÷ openblas {d / o:5.2f}")
 
 
+STEP_CASES = (("sgd", 128, 256, 10), ("sgd", 32, 128, 40), ("sgd", 512, 1024, 1),
+              ("adam", 128, 256, 10), ("adam", 32, 128, 40))   # opt, N, H, steps per call
+
+
+def fused_step(rounds):
+    print("fused float32 step (784-H-10), FASTMLP_GEMM=onednn ÷ openblas, round by round")
+    for backend in ("cython", "numba"):
+        for opt, n, h, steps in STEP_CASES:
+            pair = []
+            for gemm in ("openblas", "onednn"):
+                os.environ["FASTMLP_GEMM"] = gemm   # read when the Trainer builds its step
+                try:
+                    pair.append((gemm, B.fastmlp_steps(backend, opt, n, h, steps)))
+                finally:
+                    del os.environ["FASTMLP_GEMM"]
+            best = interleave([pair], rounds, 0.0, turn_seconds=0.05)
+            r = best["onednn"] / best["openblas"]
+            print(f"  {backend:6s} {opt:4s} N={n:3d} H={h:4d}: openblas "
+                  f"{np.median(best['openblas']) / steps * 1e6:7.1f} µs  ratio "
+                  f"{np.median(r):.3f} [IQR {np.percentile(r, 25):.3f}, "
+                  f"{np.percentile(r, 75):.3f}]")
+
+
 if __name__ == "__main__":
     r = int(sys.argv[1]) if len(sys.argv) > 1 else 9
     per_gemm(r)
     digits_fit(r)
+    fused_step(r)
