@@ -116,9 +116,11 @@ def test_sparse_epochs_allocate_nothing_per_step(compiled):
     finally:
         tracemalloc.stop()
         gc.unfreeze()
-    # a batch's CSR copy (about 960 stored entries, 11.5 kB) would show at an epoch's peak;
-    # a leak of 2 bytes a step would add 400 bytes between the two counts
-    assert peak_growth < 4096 and growth[1] - growth[0] < 400, (peak_growth, growth)
+    # a batch's CSR copy (about 960 stored entries, 11.5 kB) would show at an epoch's peak,
+    # over the epoch's transient Python objects (measured 4008-4064 bytes: frames, the
+    # calls' small ints and tuples; a 4096 bound failed once in a full run); a leak of 2 bytes
+    # a step would add 400 bytes between the two counts
+    assert peak_growth < 8192 and growth[1] - growth[0] < 400, (peak_growth, growth)
 
 
 def _peak_growth(fn):
