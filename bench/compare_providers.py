@@ -17,12 +17,17 @@ rule stands on (docs/benchmarks.md, "oneDNN's sgemm in the fused step"):
    FASTMLP_GEMM=openblas against FASTMLP_GEMM=onednn, each compiled backend, interleaved;
 3. the fused float32 step itself, as `fit` runs it (the thread policy steering, a slice of
    STEP_CASES' steps per call), on a Trainer built with each provider, interleaved in pairs:
-   the median and IQR of onednn's time ÷ openblas's, round by round.
+   the median and IQR of onednn's time ÷ openblas's, round by round;
+4. whole fits, which decide "auto": Fashion-MNIST 784-256-10, Adam, batch 128, 3 epochs
+   (when the dataset is installed), each provider in turn, alternating which goes first.
+   On the AVX512-BF16 EPYC, part 3 favoured oneDNN at N >= 128 while this part measured
+   it at 0.96-1.16x openblas's time (a fit's batches change every step; part 3 reuses one).
 
 Run it with the benchmark's environment (`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`).
 """
 import os
 import sys
+import time
 import types
 import warnings
 
@@ -113,8 +118,38 @@ def fused_step(rounds):
                   f"{np.percentile(r, 75):.3f}]")
 
 
+def fashion_fit(rounds):
+    from fastmlp import MLP, Trainer
+    from fastmlp.datasets import load_fashion_mnist
+    try:
+        X, y = load_fashion_mnist()[:2]
+    except (OSError, FileNotFoundError) as exc:
+        print(f"Fashion-MNIST fit: skipped ({exc})")
+        return
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    print("Fashion-MNIST 784-256-10 fit, Adam, batch 128, 3 epochs: seconds, onednn ÷ openblas")
+    for backend in ("cython", "numba"):
+        t = {"openblas": [], "onednn": []}
+        for r in range(rounds):
+            for gemm in ("openblas", "onednn")[::1 if r % 2 == 0 else -1]:
+                os.environ["FASTMLP_GEMM"] = gemm
+                try:
+                    tr = Trainer(MLP((784, 256, 10), seed=0, backend=backend), optimizer="adam",
+                                 lr=1e-3, batch_size=128, epochs=3, seed=0)
+                    start = time.perf_counter()
+                    tr.fit(X, y)
+                    t[gemm].append(time.perf_counter() - start)
+                finally:
+                    del os.environ["FASTMLP_GEMM"]
+        o, d = np.array(t["openblas"]), np.array(t["onednn"])
+        print(f"  {backend:6s} openblas {np.median(o):6.3f}  onednn {np.median(d):6.3f}  ratio "
+              f"{np.median(d / o):.3f} [IQR {np.percentile(d / o, 25):.3f}, "
+              f"{np.percentile(d / o, 75):.3f}]")
+
+
 if __name__ == "__main__":
     r = int(sys.argv[1]) if len(sys.argv) > 1 else 9
     per_gemm(r)
     digits_fit(r)
     fused_step(r)
+    fashion_fit(r)

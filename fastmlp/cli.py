@@ -392,9 +392,8 @@ def cmd_info(a):
         precisions = "full (float32, float64), bf16" + (
             "" if cpu else " (emulated by oneDNN on this CPU: correct, but slow)")
     auto = blas.auto_name()
-    isas = " or ".join(blas.AUTO_ONEDNN_ISAS)
-    why = (f"oneDNN runs its {engine.isa} kernels" if auto == "onednn" else
-           f"oneDNN's sgemm is used by default only on its {isas} kernels")
+    why = (f"oneDNN runs its {blas.AUTO_ONEDNN_ISA} kernels" if auto == "onednn" else
+           f"oneDNN's sgemm is used by default only on its {blas.AUTO_ONEDNN_ISA} kernels")
     print(f"fused float32 step GEMM (gemm='auto'): {auto} ({why}; FASTMLP_GEMM or gemm= "
           f"picks one of {', '.join(blas.available_providers())})")
     print(f"precisions: {precisions}")

@@ -23,11 +23,11 @@ stand behind the same `_gemm`.  Three are known:
 
 `get_provider("auto")` is decided by what is installed and the CPU alone, never by a timing
 (a model trains to the same bits in every process on one machine): "onednn" when it loads
-and runs its AMX or AVX512-BF16 kernels (`AUTO_ONEDNN_ISAS`, the two it was measured on:
-with the small GEMMs left to its base, the fused float32 step was 4-17% faster than on
-OpenBLAS at N=512 H=1024 on an AMX Xeon, and 5-18% faster at N=128 H=256 and N=512 H=1024 on
-an AVX512-BF16 EPYC, within noise at N=32 on both; docs/benchmarks.md), else "openblas" when
-the wheel is installed, else "scipy".
+and runs its AMX kernels (`AUTO_ONEDNN_ISA`: there its sgemm made the fused float32 step
+6-15% faster than OpenBLAS's; on an AVX512-BF16 EPYC without AMX the step alone measured
+5-18% faster at N >= 128 but whole Fashion-MNIST fits took 0.96-1.16x OpenBLAS's time,
+docs/benchmarks.md), else
+"openblas" when the wheel is installed, else "scipy".
 FASTMLP_GEMM or `gemm=` pins one.  Thread counts: `Provider.threads()` reads the pool's count
 now (it reflects OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, threadpoolctl limits, joblib's and
 Dask's worker settings, CPU affinity), `set_threads(n)` sets it.
@@ -42,7 +42,7 @@ _lock = threading.RLock()   # re-entrant: building "onednn" builds its base prov
 _cache = {}
 POOLS = ("openblas", "scipy")          # the providers that are BLAS libraries with a pool
 PROVIDERS = POOLS + ("onednn",)
-AUTO_ONEDNN_ISAS = ("avx512_core_amx", "avx512_core_bf16")   # oneDNN kernels "auto" prefers
+AUTO_ONEDNN_ISA = "avx512_core_amx"    # the oneDNN kernels "auto" prefers to OpenBLAS
 ONEDNN_MIN_FLOPS = 4e6   # "onednn" leaves GEMMs under 2*m*n*k = 4 MFLOP to its base
 
 
@@ -213,10 +213,9 @@ def _try(name):
 
 
 def auto_name():
-    """What "auto" is here: "onednn" on the kernels of AUTO_ONEDNN_ISAS, else "openblas",
-    else "scipy"."""
+    """What "auto" is here: "onednn" on its AMX kernels, else "openblas", else "scipy"."""
     p = _try("onednn")
-    if p is not None and p.architecture in AUTO_ONEDNN_ISAS:
+    if p is not None and p.architecture == AUTO_ONEDNN_ISA:
         return "onednn"
     return next((n for n in POOLS if _try(n) is not None), POOLS[-1])
 
