@@ -364,7 +364,8 @@ class Trainer:
         return self.model.backend.raw.to_bf16(X, np.empty(X.shape, np.uint16))
 
     # ---- epochs ------------------------------------------------------------------------------
-    def fit_epoch(self, X, y, sample_weight=None, *, order=None, lr=None, check_input=True):
+    def fit_epoch(self, X, y, sample_weight=None, *, order=None, lr=None, check_input=True,
+                  accuracy=True):
         """One pass over X (N, D), y (N,) in mini-batches of `batch_size`, one optimizer step
         each.  Returns (loss, accuracy): the mean over the epoch's rows of each batch's loss
         (the output's loss plus the weight-decay penalty at that step's weight decay, both
@@ -378,6 +379,8 @@ class Trainer:
         check_input : False when X, y, sample_weight already passed the checks of `fit`
             (C-contiguous arrays of the model's dtype, int64 labels in range, weights of the
             model's dtype): skips a pass over X.  A batch whose weights sum to 0 is skipped.
+        accuracy : False skips counting the correct predictions of each batch (an argmax over
+            its outputs per step); the accuracy returned is then None.
 
         A standardize model standardises X (raw features, never bf16 bits) batch by batch as
         it gathers them (the `gather_rows` kernel: no standardised copy of X), with the
@@ -410,11 +413,12 @@ class Trainer:
                 raise ValueError(f"order must be a permutation of the {n} rows, got "
                                  f"{order.dtype} {order.shape}")
             order = np.ascontiguousarray(order, dtype=np.int64)
-        return self._epoch(X, y, sample_weight, order, None, std)
+        return self._epoch(X, y, sample_weight, order, None, std, accuracy)
 
-    def _epoch(self, X, y, sw, order, bar, std=None):
+    def _epoch(self, X, y, sw, order, bar, std=None, accuracy=True):
         """fit_epoch on checked arrays; `bar` a tqdm bar or None; std None, or the model's
-        (input_mean, input_scale) to standardise each dense batch with as it is gathered."""
+        (input_mean, input_scale) to standardise each dense batch with as it is gathered;
+        accuracy False: no training accuracy (None), no per-batch count."""
         m = self.model
         self._ensure_state()
         self._dense_for_bf16(X)
@@ -428,7 +432,7 @@ class Trainer:
         if sw is not None and (getattr(self, "_sw_buf", None) is None
                                or self._sw_buf.shape[0] < bs or self._sw_buf.dtype != m.dtype):
             self._sw_buf = np.empty(bs, m.dtype)
-        loss_sum, correct, classify = 0.0, 0, m.is_classifier
+        loss_sum, correct, classify = 0.0, 0, m.is_classifier and accuracy
         per_step = self._fit_steps
         with self._steered as steered:
             for s in range(0, n, bs):

@@ -175,7 +175,7 @@ class SolversMixin:
                 if not diverged:
                     try:
                         self.loss_, _ = tr.fit_epoch(X, y, sw, order=order, lr=self._lr,
-                                                     check_input=False)
+                                                     check_input=False, accuracy=False)
                     except TrainingDivergedError:  # what sklearn's update would leave
                         diverged = True
                         for p in model.weights + model.biases:

@@ -193,6 +193,24 @@ def test_fit_epoch_is_fit_one_epoch_at_a_time(backend):
     assert all(np.array_equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
 
 
+def test_fit_epoch_without_accuracy_trains_the_same(backend):
+    """accuracy=False (what the estimators ask for) returns None for the accuracy, counts
+    nothing per batch, and leaves the training itself unchanged."""
+    X, y = small_data(90)
+    runs = []
+    for accuracy in (True, False):
+        m = MLP((8, 6, 3), backend=backend, seed=1)
+        tr = Trainer(m, optimizer="adam", lr=0.01, batch_size=16, seed=4)
+        counted = []
+        orig = m._n_correct
+        m._n_correct = lambda ws, yb: (counted.append(1), orig(ws, yb))[1]
+        loss, acc = tr.fit_epoch(X, y, order=np.arange(90), accuracy=accuracy)
+        assert (acc is None) == (not accuracy) and len(counted) == (6 if accuracy else 0)
+        runs.append((loss, [p.copy() for p in m.weights + m.biases]))
+    assert runs[0][0] == runs[1][0]
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+
 def test_fit_epoch_in_order_visits_rows_as_given():
     X, y = small_data(40)
     seen = []
