@@ -25,6 +25,7 @@ rule stands on (docs/benchmarks.md, "oneDNN's sgemm in the fused step"):
 
 Run it with the benchmark's environment (`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`).
 """
+import contextlib
 import os
 import sys
 import time
@@ -69,18 +70,25 @@ def per_gemm(rounds):
         policy.end()
 
 
+@contextlib.contextmanager
+def pinned(gemm):
+    """FASTMLP_GEMM=gemm inside the block (what "auto" means to a step built there)."""
+    os.environ["FASTMLP_GEMM"] = gemm
+    try:
+        yield
+    finally:
+        del os.environ["FASTMLP_GEMM"]
+
+
 def digits_fit(rounds):
     X, y = load_digits(return_X_y=True)
     X, y = (X / 16).astype(np.float32)[:1400], y[:1400]
 
     def fit(gemm, backend):
         def run():
-            os.environ["FASTMLP_GEMM"] = gemm
-            try:
+            with pinned(gemm):
                 MLPClassifier((100,), max_iter=200, tol=0, n_iter_no_change=10**6,
                               random_state=0, backend=backend).fit(X, y)
-            finally:
-                del os.environ["FASTMLP_GEMM"]
         return run
 
     groups = [[(f"{b} {g}", fit(g, b)) for b in ("cython", "numba")
@@ -105,11 +113,8 @@ def fused_step(rounds):
         for opt, n, h, steps in STEP_CASES:
             pair = []
             for gemm in ("openblas", "onednn"):
-                os.environ["FASTMLP_GEMM"] = gemm   # read when the Trainer builds its step
-                try:
+                with pinned(gemm):   # read when the Trainer builds its step
                     pair.append((gemm, B.fastmlp_steps(backend, opt, n, h, steps)))
-                finally:
-                    del os.environ["FASTMLP_GEMM"]
             best = interleave([pair], rounds, 0.0, turn_seconds=0.05)
             r = best["onednn"] / best["openblas"]
             print(f"  {backend:6s} {opt:4s} N={n:3d} H={h:4d}: openblas "
@@ -132,15 +137,12 @@ def fashion_fit(rounds):
         t = {"openblas": [], "onednn": []}
         for r in range(rounds):
             for gemm in ("openblas", "onednn")[::1 if r % 2 == 0 else -1]:
-                os.environ["FASTMLP_GEMM"] = gemm
-                try:
+                with pinned(gemm):
                     tr = Trainer(MLP((784, 256, 10), seed=0, backend=backend), optimizer="adam",
                                  lr=1e-3, batch_size=128, epochs=3, seed=0)
                     start = time.perf_counter()
                     tr.fit(X, y)
                     t[gemm].append(time.perf_counter() - start)
-                finally:
-                    del os.environ["FASTMLP_GEMM"]
         o, d = np.array(t["openblas"]), np.array(t["onednn"])
         print(f"  {backend:6s} openblas {np.median(o):6.3f}  onednn {np.median(d):6.3f}  ratio "
               f"{np.median(d / o):.3f} [IQR {np.percentile(d / o, 25):.3f}, "

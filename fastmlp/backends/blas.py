@@ -26,8 +26,7 @@ stand behind the same `_gemm`.  Three are known:
 and runs its AMX kernels (`AUTO_ONEDNN_ISA`: there its sgemm made the fused float32 step
 6-15% faster than OpenBLAS's; on an AVX512-BF16 EPYC without AMX the step alone measured
 5-18% faster at N >= 128 but whole Fashion-MNIST fits took 0.96-1.16x OpenBLAS's time,
-docs/benchmarks.md), else
-"openblas" when the wheel is installed, else "scipy".
+docs/benchmarks.md), else "openblas" when the wheel is installed, else "scipy".
 FASTMLP_GEMM or `gemm=` pins one.  Thread counts: `Provider.threads()` reads the pool's count
 now (it reflects OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, threadpoolctl limits, joblib's and
 Dask's worker settings, CPU affinity), `set_threads(n)` sets it.
