@@ -7,8 +7,9 @@
  * step is cut into a fixed number of blocks of rows or columns of C (`fm_job.chunks`, and
  * the side, both chosen from its shape alone), each one a call of the provider's GEMM on one
  * OpenBLAS thread.  The caller and the
- * pool's worker threads take blocks from a shared counter until none is left; the caller
- * never waits for a worker that has not started (it takes the blocks itself), only for blocks
+ * pool's worker threads take blocks from a shared counter until none is left (the caller
+ * from the front, the workers from the back: each thread keeps its block of a weight in its
+ * own cache from step to step); the caller never waits for a worker that has not started (it takes the blocks itself), only for blocks
  * already being computed.  Two consequences:
  *   - the result does not depend on how many threads took part, nor on the machine's load:
  *     the blocks and each block's arithmetic are the same (training is bit-reproducible);
@@ -42,13 +43,20 @@
 #include "pool.h"
 #include "post.h"
 
-/* The block counter: generation (24 bits) | blocks of the job (8 bits) | next block (32
- * bits).  A worker learns the job's size from the counter itself and touches the job only
- * after winning a block of it, which proves the job is still running (its caller waits for
- * every block it handed out). */
+/* The block counter: generation (24 bits) | blocks of the job (8 bits) | blocks taken from
+ * the front (16 bits) | blocks taken from the back (16 bits).  The caller takes blocks from
+ * the front (block 0 first) and the workers from the back (the last block first), so with
+ * the caller and one worker each thread computes, and updates, the same block of a weight's
+ * gradient step after step: the block's weights and optimiser state stay in that core's
+ * cache instead of moving between cores whenever the race for a shared counter went the
+ * other way.  Either side goes on taking blocks until front + back reaches the job's size.
+ * A worker learns the job's size from the counter itself and touches the job only after
+ * winning a block of it, which proves the job is still running (its caller waits for every
+ * block it handed out). */
 #define FM_GEN(c) ((c) >> 40)
 #define FM_CHUNKS(c) ((uint32_t)(((c) >> 32) & 0xFF))
-#define FM_NEXT(c) ((uint32_t)(c))
+#define FM_FRONT(c) (((uint32_t)(c) >> 16) & 0xFFFF)
+#define FM_BACK(c) ((uint32_t)(c) & 0xFFFF)
 #define FM_MAX_CHUNKS 255
 
 static struct {
@@ -117,15 +125,17 @@ static void fm_block(const fm_job *j, int c, int chunks) {
 }
 
 /* Take blocks of the job whose counter read `cur` until none is left (or a newer job is
- * published, which means this one is over). */
+ * published, which means this one is over): the caller from the front, a worker from the
+ * back. */
 static void fm_take(uint64_t cur, int worker) {
     const uint64_t gen = FM_GEN(cur);
     for (;;) {
-        if (FM_GEN(cur) != gen || FM_NEXT(cur) >= FM_CHUNKS(cur))
+        uint32_t front = FM_FRONT(cur), back = FM_BACK(cur), chunks = FM_CHUNKS(cur);
+        if (FM_GEN(cur) != gen || front + back >= chunks)
             return;
         fm_job *j = atomic_load(&P.job);
-        if (atomic_compare_exchange_weak(&P.next, &cur, cur + 1)) {
-            fm_block(j, (int)FM_NEXT(cur), (int)FM_CHUNKS(cur));
+        if (atomic_compare_exchange_weak(&P.next, &cur, cur + (worker ? 1u : 1u << 16))) {
+            fm_block(j, worker ? (int)(chunks - 1 - back) : (int)front, (int)chunks);
             if (worker)
                 atomic_fetch_add_explicit(&P.worker_blocks, 1, memory_order_relaxed);
             atomic_fetch_add(&P.done, 1);
