@@ -4,13 +4,13 @@
  * ------
  * OpenBLAS's workers spin ~100 ms after every call and a threaded GEMM waits for all of
  * them, so trainings sharing cores collapse (docs/benchmarks.md).  Here a GEMM of the fused
- * step is cut into a fixed number of blocks of rows or columns of C (`fm_job.chunks`, and
- * the side, both chosen from its shape alone), each one a call of the provider's GEMM on one
- * OpenBLAS thread.  The caller and the
- * pool's worker threads take blocks from a shared counter until none is left (the caller
- * from the front, the workers from the back: each thread keeps its block of a weight in its
- * own cache from step to step); the caller never waits for a worker that has not started (it takes the blocks itself), only for blocks
- * already being computed.  Two consequences:
+ * step is cut into a fixed number of blocks of rows or columns of C, or of its shared
+ * dimension k (`fm_job.chunks`, and the side, both chosen from the job alone: fm_block), each
+ * one a call of the provider's GEMM on one OpenBLAS thread.  The caller and the pool's
+ * worker threads take blocks from a shared counter until none is left (the caller from the
+ * front, the workers from the back: each thread keeps its block of a weight in its own cache
+ * from step to step); the caller never waits for a worker that has not started (it takes the
+ * blocks itself), only for blocks already being computed.  Two consequences:
  *   - the result does not depend on how many threads took part, nor on the machine's load:
  *     the blocks and each block's arithmetic are the same (training is bit-reproducible);
  *   - under contention the caller simply does more of the work (`use_workers` = 0 lets it do
@@ -34,6 +34,7 @@
 #include <stddef.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,6 +67,7 @@ static struct {
     _Atomic int done;         /* blocks finished in the current job */
     _Atomic int sleeping;     /* workers asleep on cv */
     fm_job *_Atomic job;
+    void *_Atomic scratch;    /* the job's K-split partials (fm_block), or NULL */
     int n_workers;
     /* counters for tests and the benchmark (stats()): GEMMs given to fm_gemm, those shared
      * with the workers, blocks the workers computed */
@@ -94,16 +96,52 @@ static void fm_post_block(const fm_job *j, int m0, int m, int n0, int n) {
     }
 }
 
-static void fm_block(const fm_job *j, int c, int chunks) {
+/* Whether `j`'s blocks are cut along k (see fm_block): a GEMM whose shared dimension is its
+ * longest, with no update (the forward product X·W of a layer, k = fan-in), in full
+ * precision.  Decided from the job alone, so every caller and thread cuts it alike. */
+static int fm_ksplit(const fm_job *j, int chunks) {
+    return chunks > 1 && j->post == NULL && j->opsize == j->itemsize && j->k >= j->m
+           && j->k >= j->n && j->k / chunks >= 64;
+}
+
+static const float fm_zero_f = 0.0f;
+static const double fm_zero_d = 0.0;
+
+static void fm_block(const fm_job *j, int c, int chunks, void *scratch) {
     /* Cut the longer of C's two sides: every block repacks the whole of the other operand,
      * so the split runs along the side whose operand is the larger (m: op(A) is m x k; n:
-     * op(B) is k x n).  The choice depends on the shape alone. */
+     * op(B) is k x n).  The choice depends on the shape alone.
+     * A K-split job (fm_ksplit; `scratch` holds chunks - 1 column-major m x n partials) is
+     * cut along k instead: block c is the product over k-range c, block 0 into C (with the
+     * job's beta), block c > 0 into partial c - 1, which fm_gemm adds to C in block order.
+     * The k-ranges are the ranges of columns of C a gradient job of the same weight is cut
+     * into (the forward product's k is the fan-in, the gradient's n), so the thread that
+     * updates rows of W computes the forward product over the same rows and they stay in
+     * its core's cache. */
     char ta = j->ta, tb = j->tb;
     int m = j->m, n = j->n, k = j->k, lda = j->lda, ldb = j->ldb, ldc = j->ldc;
     size_t isz = (size_t)j->itemsize, osz = (size_t)j->opsize;
     const char *A = j->A, *B = j->B;
     char *C = j->C;
     int m0 = 0, n0 = 0;
+    if (scratch != NULL) {
+        int k0 = (int)((int64_t)k * c / chunks);
+        k = (int)((int64_t)j->k * (c + 1) / chunks) - k0;
+        /* column k0 of op(A): a column of A ('N') or a row of it ('T'); row k0 of op(B): a
+         * row of B ('N') or a column of it ('T') */
+        A += (size_t)k0 * (ta == 'N' ? (size_t)lda : 1) * osz;
+        B += (size_t)k0 * (tb == 'N' ? 1 : (size_t)ldb) * osz;
+        const void *beta = j->beta;
+        if (c > 0) {
+            C = (char *)scratch + (size_t)(c - 1) * (size_t)m * (size_t)n * isz;
+            ldc = m;
+            beta = isz == 4 ? (const void *)&fm_zero_f : (const void *)&fm_zero_d;
+        }
+        if (k > 0)
+            j->gemm(&ta, &tb, &m, &n, &k, (void *)j->alpha, A, &lda, B, &ldb, (void *)beta, C,
+                    &ldc);
+        return;
+    }
     if (m >= n) {
         m0 = (int)((int64_t)m * c / chunks);
         m = (int)((int64_t)j->m * (c + 1) / chunks) - m0;
@@ -124,6 +162,64 @@ static void fm_block(const fm_job *j, int c, int chunks) {
         fm_post_block(j, m0, m, n0, n);
 }
 
+/* C += the chunks - 1 partials of a K-split job, in block order (the same sums whoever
+ * computed the blocks). */
+static void fm_ksum(const fm_job *j, int chunks, const void *scratch) {
+    size_t mn = (size_t)j->m * (size_t)j->n;
+    for (int c = 1; c < chunks; c++) {
+        for (int col = 0; col < j->n; col++) {
+            size_t off = (size_t)(c - 1) * mn + (size_t)col * (size_t)j->m;
+            if (j->itemsize == 4) {
+                float *restrict C = (float *)j->C + (size_t)col * (size_t)j->ldc;
+                const float *restrict S = (const float *)scratch + off;
+                for (int r = 0; r < j->m; r++)
+                    C[r] += S[r];
+            } else {
+                double *restrict C = (double *)j->C + (size_t)col * (size_t)j->ldc;
+                const double *restrict S = (const double *)scratch + off;
+                for (int r = 0; r < j->m; r++)
+                    C[r] += S[r];
+            }
+        }
+    }
+}
+
+/* The calling thread's buffer for K-split partials, grown to `bytes` (NULL if that fails:
+ * the job is then cut as any other).  Freed when the thread ends. */
+static pthread_key_t fm_scratch_key;
+static pthread_once_t fm_scratch_once = PTHREAD_ONCE_INIT;
+typedef struct { void *p; size_t size; } fm_scratch_buf;
+
+static void fm_scratch_free(void *b) {
+    free(((fm_scratch_buf *)b)->p);
+    free(b);
+}
+
+static void fm_scratch_init(void) {
+    pthread_key_create(&fm_scratch_key, fm_scratch_free);
+}
+
+static void *fm_scratch(size_t bytes) {
+    pthread_once(&fm_scratch_once, fm_scratch_init);
+    fm_scratch_buf *b = pthread_getspecific(fm_scratch_key);
+    if (b == NULL) {
+        b = calloc(1, sizeof *b);
+        if (b == NULL || pthread_setspecific(fm_scratch_key, b) != 0) {
+            free(b);
+            return NULL;
+        }
+    }
+    if (b->size < bytes) {
+        void *p = malloc(bytes);
+        if (p == NULL)
+            return NULL;
+        free(b->p);
+        b->p = p;
+        b->size = bytes;
+    }
+    return b->p;
+}
+
 /* Take blocks of the job whose counter read `cur` until none is left (or a newer job is
  * published, which means this one is over): the caller from the front, a worker from the
  * back. */
@@ -134,8 +230,9 @@ static void fm_take(uint64_t cur, int worker) {
         if (FM_GEN(cur) != gen || front + back >= chunks)
             return;
         fm_job *j = atomic_load(&P.job);
+        void *scratch = atomic_load(&P.scratch);
         if (atomic_compare_exchange_weak(&P.next, &cur, cur + (worker ? 1u : 1u << 16))) {
-            fm_block(j, worker ? (int)(chunks - 1 - back) : (int)front, (int)chunks);
+            fm_block(j, worker ? (int)(chunks - 1 - back) : (int)front, (int)chunks, scratch);
             if (worker)
                 atomic_fetch_add_explicit(&P.worker_blocks, 1, memory_order_relaxed);
             atomic_fetch_add(&P.done, 1);
@@ -204,14 +301,21 @@ void fm_gemm(fm_job *j) {
         pthread_once(&P_once, fm_start);
         alone = P.n_workers == 0 || pthread_mutex_trylock(&fm_job_lock) != 0;
     }
+    void *scratch = NULL;
+    if (fm_ksplit(j, chunks))
+        scratch = fm_scratch((size_t)(chunks - 1) * (size_t)j->m * (size_t)j->n
+                             * (size_t)j->itemsize);
     if (alone) {
         for (int c = 0; c < chunks; c++)
-            fm_block(j, c, chunks);
+            fm_block(j, c, chunks, scratch);
+        if (scratch != NULL)
+            fm_ksum(j, chunks, scratch);
         return;
     }
     atomic_fetch_add_explicit(&P.shared, 1, memory_order_relaxed);
     atomic_store(&P.done, 0);
     atomic_store(&P.job, j);
+    atomic_store(&P.scratch, scratch);
     uint64_t cur = ((FM_GEN(atomic_load(&P.next)) + 1) << 40) | ((uint64_t)chunks << 32);
     atomic_store(&P.next, cur);   /* publishes the job */
     if (atomic_load(&P.sleeping) > 0) {
@@ -225,6 +329,8 @@ void fm_gemm(fm_job *j) {
             sched_yield();   /* a worker holds a block: let it run if it shares our core */
     }
     pthread_mutex_unlock(&fm_job_lock);
+    if (scratch != NULL)
+        fm_ksum(j, chunks, scratch);
 }
 
 /* ------------------------------------------------------------------------ oneDNN's GEMMs
