@@ -20,24 +20,32 @@
 #include <string.h>
 #include "updates.h"   /* FASTMLP_CLONES */
 
+/* gather_cols: columns j0 .. j0+len-1 of the same rows, into the same columns of out (the
+ * pool's gather, pool.c: each thread gathers the columns its GEMM blocks read); gather_rows
+ * is the whole width.  Element for element the arithmetic is the same. */
 #define FASTMLP_DEFINE_GATHER(T, SUFFIX)                                                       \
-FASTMLP_CLONES static void gather_rows_##SUFFIX(const T *restrict X, ptrdiff_t D,               \
+FASTMLP_CLONES static void gather_cols_##SUFFIX(const T *restrict X, ptrdiff_t D,               \
                                                 const int64_t *restrict rows, ptrdiff_t m,     \
+                                                ptrdiff_t j0, ptrdiff_t len,                   \
                                                 const T *restrict mean,                        \
                                                 const T *restrict scale, T *restrict out) {    \
     for (ptrdiff_t i = 0; i < m; i++) {                                                        \
-        const T *restrict x = X + rows[i] * D;                                                 \
-        T *restrict o = out + i * D;                                                           \
+        const T *restrict x = X + rows[i] * D + j0;                                            \
+        T *restrict o = out + i * D + j0;                                                      \
         if (i + 1 < m) {                                                                       \
-            const char *next = (const char *)(X + rows[i + 1] * D);                            \
-            for (ptrdiff_t b = 0; b < D * (ptrdiff_t)sizeof(T); b += 64)                       \
+            const char *next = (const char *)(X + rows[i + 1] * D + j0);                       \
+            for (ptrdiff_t b = 0; b < len * (ptrdiff_t)sizeof(T); b += 64)                     \
                 __builtin_prefetch(next + b, 0, 0);                                            \
         }                                                                                      \
         if (mean == NULL)                                                                      \
-            memcpy(o, x, sizeof(T) * (size_t)D);                                               \
+            memcpy(o, x, sizeof(T) * (size_t)len);                                             \
         else                                                                                   \
-            for (ptrdiff_t j = 0; j < D; j++) o[j] = (x[j] - mean[j]) / scale[j];              \
+            for (ptrdiff_t j = 0; j < len; j++) o[j] = (x[j] - mean[j0 + j]) / scale[j0 + j];  \
     }                                                                                          \
+}                                                                                              \
+static inline void gather_rows_##SUFFIX(const T *X, ptrdiff_t D, const int64_t *rows,          \
+                                        ptrdiff_t m, const T *mean, const T *scale, T *out) { \
+    gather_cols_##SUFFIX(X, D, rows, m, 0, D, mean, scale, out);                               \
 }
 
 FASTMLP_DEFINE_GATHER(float, f32)

@@ -41,6 +41,7 @@
 #define FM_MAX_WORKERS 7
 #define FM_SPIN_NS 200000   /* 200 us of spinning between a step's GEMMs, then sleep */
 
+#include "gather.h"
 #include "pool.h"
 #include "post.h"
 
@@ -68,6 +69,7 @@ static struct {
     _Atomic int sleeping;     /* workers asleep on cv */
     fm_job *_Atomic job;
     void *_Atomic scratch;    /* the job's K-split partials (fm_block), or NULL */
+    const struct fm_gather_job *_Atomic gather;   /* a gather job (fm_gather), or NULL */
     int n_workers;
     /* counters for tests and the benchmark (stats()): GEMMs given to fm_gemm, those shared
      * with the workers, blocks the workers computed */
@@ -220,6 +222,30 @@ static void *fm_scratch(size_t bytes) {
     return b->p;
 }
 
+/* A mini-batch gather (gather.h) as a job of the pool: block c gathers the columns of X that
+ * a K-split forward product reads in its block c (the same k-ranges, fm_block), so each
+ * thread writes the part of the batch its own GEMM blocks read, forward and gradient alike,
+ * and that part never crosses to another core. */
+typedef struct fm_gather_job {
+    const void *X;            /* (N, D) */
+    const int64_t *rows;      /* (m,) in [0, N) */
+    const void *mean, *scale; /* (D,) each, or both NULL: a plain copy */
+    void *out;                /* (m, D) */
+    ptrdiff_t D, m;
+    int itemsize;             /* 4 or 8 */
+} fm_gather_job;
+
+static void fm_gather_block(const fm_gather_job *g, int c, int chunks) {
+    ptrdiff_t j0 = (ptrdiff_t)((int64_t)g->D * c / chunks);
+    ptrdiff_t len = (ptrdiff_t)((int64_t)g->D * (c + 1) / chunks) - j0;
+    if (len <= 0)
+        return;
+    if (g->itemsize == 4)
+        gather_cols_f32(g->X, g->D, g->rows, g->m, j0, len, g->mean, g->scale, g->out);
+    else
+        gather_cols_f64(g->X, g->D, g->rows, g->m, j0, len, g->mean, g->scale, g->out);
+}
+
 /* Take blocks of the job whose counter read `cur` until none is left (or a newer job is
  * published, which means this one is over): the caller from the front, a worker from the
  * back. */
@@ -231,8 +257,13 @@ static void fm_take(uint64_t cur, int worker) {
             return;
         fm_job *j = atomic_load(&P.job);
         void *scratch = atomic_load(&P.scratch);
+        const fm_gather_job *g = atomic_load(&P.gather);
         if (atomic_compare_exchange_weak(&P.next, &cur, cur + (worker ? 1u : 1u << 16))) {
-            fm_block(j, worker ? (int)(chunks - 1 - back) : (int)front, (int)chunks, scratch);
+            int c = worker ? (int)(chunks - 1 - back) : (int)front;
+            if (g != NULL)
+                fm_gather_block(g, c, (int)chunks);
+            else
+                fm_block(j, c, (int)chunks, scratch);
             if (worker)
                 atomic_fetch_add_explicit(&P.worker_blocks, 1, memory_order_relaxed);
             atomic_fetch_add(&P.done, 1);
@@ -290,32 +321,15 @@ static void fm_start(void) {
     pthread_attr_destroy(&attr);
 }
 
-/* The GEMM of `j`, cut into j->chunks column blocks (at most FM_MAX_CHUNKS), computed by the
- * caller and, when j->use_workers, the pool's workers.  One job at a time: a caller that
- * finds the pool busy (another thread's step) computes its blocks alone. */
-void fm_gemm(fm_job *j) {
-    int chunks = j->chunks < 1 ? 1 : (j->chunks > FM_MAX_CHUNKS ? FM_MAX_CHUNKS : j->chunks);
-    int alone = chunks == 1 || !j->use_workers;
-    atomic_fetch_add_explicit(&P.jobs, 1, memory_order_relaxed);
-    if (!alone) {
-        pthread_once(&P_once, fm_start);
-        alone = P.n_workers == 0 || pthread_mutex_trylock(&fm_job_lock) != 0;
-    }
-    void *scratch = NULL;
-    if (fm_ksplit(j, chunks))
-        scratch = fm_scratch((size_t)(chunks - 1) * (size_t)j->m * (size_t)j->n
-                             * (size_t)j->itemsize);
-    if (alone) {
-        for (int c = 0; c < chunks; c++)
-            fm_block(j, c, chunks, scratch);
-        if (scratch != NULL)
-            fm_ksum(j, chunks, scratch);
-        return;
-    }
+/* Publish a job (a GEMM `j` with its K-split partials `scratch`, or a gather `g`) of
+ * `chunks` blocks to the workers, take blocks of it, and wait until every block is done.  The
+ * caller holds fm_job_lock. */
+static void fm_share(fm_job *j, const fm_gather_job *g, void *scratch, int chunks) {
     atomic_fetch_add_explicit(&P.shared, 1, memory_order_relaxed);
     atomic_store(&P.done, 0);
     atomic_store(&P.job, j);
     atomic_store(&P.scratch, scratch);
+    atomic_store(&P.gather, g);
     uint64_t cur = ((FM_GEN(atomic_load(&P.next)) + 1) << 40) | ((uint64_t)chunks << 32);
     atomic_store(&P.next, cur);   /* publishes the job */
     if (atomic_load(&P.sleeping) > 0) {
@@ -328,6 +342,36 @@ void fm_gemm(fm_job *j) {
         if (spins > 2000)
             sched_yield();   /* a worker holds a block: let it run if it shares our core */
     }
+}
+
+/* Whether the caller may share a job of `chunks` blocks with the workers: the pool started,
+ * with workers, and no other thread's job running (then fm_job_lock is held on return). */
+static int fm_may_share(int chunks, int use_workers) {
+    if (chunks == 1 || !use_workers)
+        return 0;
+    pthread_once(&P_once, fm_start);
+    return P.n_workers > 0 && pthread_mutex_trylock(&fm_job_lock) == 0;
+}
+
+/* The GEMM of `j`, cut into j->chunks column blocks (at most FM_MAX_CHUNKS), computed by the
+ * caller and, when j->use_workers, the pool's workers.  One job at a time: a caller that
+ * finds the pool busy (another thread's step) computes its blocks alone. */
+void fm_gemm(fm_job *j) {
+    int chunks = j->chunks < 1 ? 1 : (j->chunks > FM_MAX_CHUNKS ? FM_MAX_CHUNKS : j->chunks);
+    atomic_fetch_add_explicit(&P.jobs, 1, memory_order_relaxed);
+    int alone = !fm_may_share(chunks, j->use_workers);
+    void *scratch = NULL;
+    if (fm_ksplit(j, chunks))
+        scratch = fm_scratch((size_t)(chunks - 1) * (size_t)j->m * (size_t)j->n
+                             * (size_t)j->itemsize);
+    if (alone) {
+        for (int c = 0; c < chunks; c++)
+            fm_block(j, c, chunks, scratch);
+        if (scratch != NULL)
+            fm_ksum(j, chunks, scratch);
+        return;
+    }
+    fm_share(j, NULL, scratch, chunks);
     pthread_mutex_unlock(&fm_job_lock);
     if (scratch != NULL)
         fm_ksum(j, chunks, scratch);
@@ -429,6 +473,93 @@ static PyObject *set_mixed(PyObject *self, PyObject *args) {
     return PyLong_FromVoidPtr((void *)fm_sgemm_mixed);
 }
 
+static PyObject *ksplit(PyObject *self, PyObject *args) {
+    (void)self;
+    fm_job j = {0};
+    int chunks;
+    if (!PyArg_ParseTuple(args, "iiii", &j.m, &j.n, &j.k, &chunks))
+        return NULL;
+    j.itemsize = j.opsize = 4;
+    return PyBool_FromLong(fm_ksplit(&j, chunks));
+}
+
+/* gather(X, rows, out, mean, scale, chunks, use_workers): see methods[]. */
+static int fm_buffer(PyObject *o, Py_buffer *v, int writable, int ndim, const char *name) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(o, v, flags) != 0)
+        return -1;
+    if (v->ndim != ndim) {
+        PyErr_Format(PyExc_ValueError, "gather: %s must be %d-D, got %d-D", name, ndim,
+                     v->ndim);
+        PyBuffer_Release(v);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *gather(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *ro, *oo, *mo, *so;
+    int chunks, use_workers;
+    if (!PyArg_ParseTuple(args, "OOOOOii", &xo, &ro, &oo, &mo, &so, &chunks, &use_workers))
+        return NULL;
+    Py_buffer X = {0}, R = {0}, O = {0}, M = {0}, S = {0};
+    PyObject *res = NULL;
+    int std = mo != Py_None;
+    if ((mo == Py_None) != (so == Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "gather: give both mean and scale, or neither");
+        return NULL;
+    }
+    if (fm_buffer(xo, &X, 0, 2, "X") || fm_buffer(ro, &R, 0, 1, "rows")
+        || fm_buffer(oo, &O, 1, 2, "out") || (std && (fm_buffer(mo, &M, 0, 1, "mean")
+                                                       || fm_buffer(so, &S, 0, 1, "scale"))))
+        goto done;
+    ptrdiff_t N = X.shape[0], D = X.shape[1], m = R.shape[0];
+    int isz = (int)X.itemsize;
+    char f = X.format[0];
+    if (!((f == 'f' && isz == 4) || (f == 'd' && isz == 8)) || O.format[0] != f
+        || O.itemsize != isz || R.itemsize != 8 || (R.format[0] != 'l' && R.format[0] != 'q')
+        || (std && (M.format[0] != f || S.format[0] != f || M.itemsize != isz
+                    || S.itemsize != isz))) {
+        PyErr_SetString(PyExc_TypeError, "gather: X, out (and mean, scale) must be float32 or "
+                                         "float64 alike, rows int64");
+        goto done;
+    }
+    if (O.shape[0] != m || O.shape[1] != D || (std && (M.shape[0] != D || S.shape[0] != D))) {
+        PyErr_Format(PyExc_ValueError, "gather: out must be (%zd, %zd) and mean, scale (%zd,)",
+                     m, D, D);
+        goto done;
+    }
+    const int64_t *rows = R.buf;
+    for (ptrdiff_t i = 0; i < m; i++)
+        if (rows[i] < 0 || rows[i] >= N) {
+            PyErr_Format(PyExc_IndexError, "gather: row %lld out of range [0, %zd)",
+                         (long long)rows[i], N);
+            goto done;
+        }
+    fm_gather_job g = {X.buf, rows, std ? M.buf : NULL, std ? S.buf : NULL, O.buf, D, m, isz};
+    chunks = chunks < 1 ? 1 : (chunks > FM_MAX_CHUNKS ? FM_MAX_CHUNKS : chunks);
+    if (m > 0 && D > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        if (fm_may_share(chunks, use_workers)) {
+            fm_share(NULL, &g, NULL, chunks);
+            pthread_mutex_unlock(&fm_job_lock);
+        } else {
+            for (int c = 0; c < chunks; c++)
+                fm_gather_block(&g, c, chunks);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    res = Py_NewRef(oo);
+done:
+    if (X.obj) PyBuffer_Release(&X);
+    if (R.obj) PyBuffer_Release(&R);
+    if (O.obj) PyBuffer_Release(&O);
+    if (M.obj) PyBuffer_Release(&M);
+    if (S.obj) PyBuffer_Release(&S);
+    return res;
+}
+
 static PyObject *stats(PyObject *self, PyObject *noargs) {
     (void)self; (void)noargs;
     return Py_BuildValue("{s:K,s:K,s:K}", "jobs", (unsigned long long)atomic_load(&P.jobs),
@@ -473,6 +604,15 @@ static PyMethodDef methods[] = {
      "set_mixed(base_sgemm, min_flops): the address of an sgemm that calls oneDNN's when "
      "2*m*n*k >= min_flops and the base's (a Fortran sgemm address) below."},
     {"workers", workers, METH_NOARGS, "The pool's worker threads (started on first use)."},
+    {"ksplit", ksplit, METH_VARARGS,
+     "ksplit(m, n, k, chunks): whether a full-precision GEMM (m, n, k) with no update is cut "
+     "along k into `chunks` blocks (pool.c fm_ksplit)."},
+    {"gather", gather, METH_VARARGS,
+     "gather(X, rows, out, mean, scale, chunks, use_workers): out (m, D) = X[rows], or "
+     "(X[rows] - mean) / scale (mean, scale (D,) or both None), as the kernels' gather_rows "
+     "computes it (gather.h), cut into `chunks` blocks of columns, the k-ranges of a K-split "
+     "forward product, on the pool's threads when use_workers (X, out, mean, scale float32 or "
+     "float64 alike and C-contiguous, rows int64, checked in range); returns out."},
     {"stats", stats, METH_NOARGS,
      "Counters since import: GEMMs given to the pool ('jobs'), those shared with its workers "
      "('shared'), blocks its workers computed ('worker_blocks')."},

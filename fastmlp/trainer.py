@@ -24,6 +24,12 @@ import weakref
 import numpy as np
 
 from .backends import onednn, reference
+from .backends.blas import gemm_pool
+try:
+    from .backends._pool import gather as _pool_gather
+except ImportError:   # no pool built: Trainer._pool_gather finds no pool either
+    _pool_gather = None
+from .backends.contract import MIN_GEMM_FLOPS
 from .backends import validation as V
 from .backends.contract import check_label_smoothing, check_precision, check_seed
 from .backends.csr import CSR, batch_capacity
@@ -434,6 +440,7 @@ class Trainer:
             self._sw_buf = np.empty(bs, m.dtype)
         loss_sum, correct, classify = 0.0, 0, m.is_classifier and accuracy
         per_step = self._fit_steps
+        self._gather_blocks = 0 if order is None else self._pool_gather(X, bs, sparse)
         with self._steered as steered:
             for s in range(0, n, bs):
                 steered.recheck()
@@ -443,6 +450,25 @@ class Trainer:
                                                 min(n, s + bs), sparse, std, classify,
                                                 loss_sum, correct, bar)
         return loss_sum / n, (correct / n if classify else None)
+
+    def _pool_gather(self, X, bs, sparse):
+        """The blocks of columns in which fastmlp's pool gathers this epoch's dense float
+        batches (its `gather`: the columns each thread's blocks of the first layer's K-split
+        forward product, and of its weight gradient, read, so that part of the batch is
+        written on the core that reads it), or 0 for the backend's gather_rows: sparse or
+        bf16 input, the reference step, no pool, or a first product the pool does not cut
+        along its inputs (csrc/pool.c fm_ksplit; smaller than MIN_GEMM_FLOPS, or a hidden
+        layer or batch wider than the input)."""
+        m = self.model
+        if sparse or X.dtype != m.dtype or self.precision == "bf16" or \
+                getattr(self._train_step(), "provider", None) is None:
+            return 0
+        address, chunks = gemm_pool()
+        d, h = m.layer_sizes[0], m.layer_sizes[1]
+        if not address or 2.0 * bs * d * h < MIN_GEMM_FLOPS:
+            return 0
+        from .backends._pool import ksplit
+        return chunks if ksplit(h, bs, d, chunks) else 0
 
     def _bf16_batch(self, n, d):
         """A (n, d) uint16 buffer for mini-batches of bf16 bits, kept while it fits."""
@@ -467,6 +493,9 @@ class Trainer:
                                                  Xb.indices, Xb.indptr) < 0:
                     raise RuntimeError("a sparse mini-batch did not fit its buffer: X "
                                        "changed during the epoch")
+            elif self._gather_blocks:   # on the pool's threads, as the step's GEMMs read it
+                Xb = _pool_gather(X, idx, xbuf[: e - s], *(std or (None, None)),
+                                  self._gather_blocks, self._steered.cap >= 2)
             else:   # float rows (standardised when std is given), or bf16 bits
                 Xb = m.backend.raw.gather_rows(X, idx, xbuf[: e - s], *(std or ()))
             yb = np.take(y, idx, axis=0, out=ws.y)

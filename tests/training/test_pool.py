@@ -1,13 +1,16 @@
-"""fastmlp's GEMM pool (csrc/pool.c, fm_gemm) called directly: every way it cuts a GEMM into
+"""fastmlp's pool (csrc/pool.c) called directly.  fm_gemm: every way it cuts a GEMM into
 blocks (along m, along n, and along k with partial sums) against a float64 product, for
-each transpose, a beta, several block counts and padded leading dimensions; and the same bits
-whether the pool's workers take part or not."""
+each transpose, a beta, several block counts and padded leading dimensions, and the same bits
+whether the pool's workers take part or not.  Its batch gather: the reference's gather_rows
+bit for bit, its refusals, and a fit that uses it."""
 import ctypes
 
 import numpy as np
 import pytest
 
-from fastmlp.backends import _pool
+from fastmlp import MLP, Trainer
+from fastmlp import trainer as trainer_module
+from fastmlp.backends import _pool, blas, reference
 from fastmlp.backends.blas import get_provider
 from fastmlp.bench.crossover import _Job
 
@@ -63,3 +66,67 @@ def test_pool_gemm_matches_the_product_and_ignores_the_workers(dtype, ta, tb, sh
             shared = pool_gemm(dtype, ta, tb, m, n, k, beta, chunks, workers=True)[0]
             assert alone.tobytes() == shared.tobytes()
 
+
+
+# ------------------------------------------------------------------ the pool's batch gather
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("std", [False, True])
+@pytest.mark.parametrize("m,d", [(1, 1), (7, 5), (33, 784), (4, 130)])
+@pytest.mark.parametrize("chunks", [1, 2, 3, 5])
+def test_pool_gather_is_gather_rows_bit_for_bit(dtype, std, m, d, chunks):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((50, d)).astype(dtype)
+    rows = rng.integers(0, 50, m).astype(np.int64)
+    stats = (rng.standard_normal(d).astype(dtype), rng.uniform(0.5, 2, d).astype(dtype)) \
+        if std else (None, None)
+    want = reference.gather_rows(X, rows, np.empty((m, d), dtype), *(stats if std else ()))
+    for workers in (0, 1):
+        out = np.full((m, d), np.nan, dtype)
+        assert _pool.gather(X, rows, out, *stats, chunks, workers) is out
+        assert out.tobytes() == want.tobytes()
+
+
+def test_pool_gather_refuses_bad_input():
+    X, out, rows = np.ones((4, 3), np.float32), np.empty((2, 3), np.float32), np.arange(2)
+    with pytest.raises(TypeError, match="float32 or float64 alike"):
+        _pool.gather(X, rows, np.empty((2, 3)), None, None, 2, 1)
+    with pytest.raises(TypeError, match="rows int64"):
+        _pool.gather(X, rows.astype(np.int32), out, None, None, 2, 1)
+    with pytest.raises(IndexError, match="row 4 out of range"):
+        _pool.gather(X, np.array([0, 4]), out, None, None, 2, 1)
+    with pytest.raises(ValueError, match=r"out must be \(2, 3\)"):
+        _pool.gather(X, rows, np.empty((3, 3), np.float32), None, None, 2, 1)
+    with pytest.raises(ValueError, match="both mean and scale"):
+        _pool.gather(X, rows, out, np.zeros(3, np.float32), None, 2, 1)
+    with pytest.raises(ValueError, match="must be 2-D"):
+        _pool.gather(X[0], rows, out, None, None, 2, 1)
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        _pool.gather(np.ones((4, 6), np.float32)[:, ::2], rows, out, None, None, 2, 1)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+@pytest.mark.parametrize("standardize", [False, True])
+def test_fit_gathers_on_the_pool_to_the_same_bits(backend, standardize, monkeypatch):
+    """A 784-128 net at batch 32 (its forward product cut along the 784 inputs) gathers its
+    batches with the pool's gather, and trains to the bits of the backend's gather_rows."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((200, 784)).astype(np.float32), rng.integers(0, 10, 200)
+    calls = []
+
+    def counted(*a):
+        calls.append(a[-2])
+        return _pool.gather(*a)
+
+    weights = []
+    for pooled in (True, False):
+        if pooled:
+            monkeypatch.setattr(trainer_module, "_pool_gather", counted)
+        else:
+            monkeypatch.setattr(Trainer, "_pool_gather", lambda self, X, bs, sparse: 0)
+        m = MLP((784, 128, 10), backend=backend, seed=0, standardize=standardize)
+        Trainer(m, optimizer="sgd", momentum=0.9, lr=1e-2, batch_size=32, epochs=2,
+                seed=0).fit(X, y)
+        weights.append(b"".join(w.tobytes() for w in m.weights + m.biases))
+    assert len(calls) == 2 * 7 and set(calls) == {blas.gemm_pool()[1]}
+    assert weights[0] == weights[1]
