@@ -24,19 +24,20 @@ import weakref
 import numpy as np
 
 from .backends import onednn, reference
-from .backends.blas import gemm_pool
-try:
-    from .backends._pool import gather as _pool_gather
-except ImportError:   # no pool built: Trainer._pool_gather finds no pool either
-    _pool_gather = None
-from .backends.contract import MIN_GEMM_FLOPS
 from .backends import validation as V
-from .backends.contract import check_label_smoothing, check_precision, check_seed
+from .backends.blas import gemm_pool
+from .backends.contract import (MIN_GEMM_FLOPS, check_label_smoothing, check_precision,
+                                check_seed)
 from .backends.csr import CSR, batch_capacity
 from .history import History
 from .model import MLP, r2_score
 from .threads import ThreadPolicy, check_threads
 from .schedules import EarlyStopping, _improved, make_schedule
+
+try:
+    from .backends._pool import gather as _pool_gather_rows
+except ImportError:   # no pool built: Trainer._pool_gather finds no pool either
+    _pool_gather_rows = None
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -494,7 +495,7 @@ class Trainer:
                     raise RuntimeError("a sparse mini-batch did not fit its buffer: X "
                                        "changed during the epoch")
             elif self._gather_blocks:   # on the pool's threads, as the step's GEMMs read it
-                Xb = _pool_gather(X, idx, xbuf[: e - s], *(std or (None, None)),
+                Xb = _pool_gather_rows(X, idx, xbuf[: e - s], *(std or (None, None)),
                                   self._gather_blocks, self._steered.cap >= 2)
             else:   # float rows (standardised when std is given), or bf16 bits
                 Xb = m.backend.raw.gather_rows(X, idx, xbuf[: e - s], *(std or ()))

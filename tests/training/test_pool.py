@@ -121,7 +121,7 @@ def test_fit_gathers_on_the_pool_to_the_same_bits(backend, standardize, monkeypa
     weights = []
     for pooled in (True, False):
         if pooled:
-            monkeypatch.setattr(trainer_module, "_pool_gather", counted)
+            monkeypatch.setattr(trainer_module, "_pool_gather_rows", counted)
         else:
             monkeypatch.setattr(Trainer, "_pool_gather", lambda self, X, bs, sparse: 0)
         m = MLP((784, 128, 10), backend=backend, seed=0, standardize=standardize)
