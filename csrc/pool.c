@@ -99,11 +99,12 @@ static void fm_post_block(const fm_job *j, int m0, int m, int n0, int n) {
 }
 
 /* Whether `j`'s blocks are cut along k (see fm_block): a GEMM whose shared dimension is its
- * longest, with no update (the forward product X·W of a layer, k = fan-in), in full
- * precision.  Decided from the job alone, so every caller and thread cuts it alike. */
+ * longest, with no update (the forward product X·W of a layer, k = fan-in), float32 or
+ * float64, or bf16 operands with float32 partials.  Decided from the job alone, so every
+ * caller and thread cuts it alike. */
 static int fm_ksplit(const fm_job *j, int chunks) {
-    return chunks > 1 && j->post == NULL && j->opsize == j->itemsize && j->k >= j->m
-           && j->k >= j->n && j->k / chunks >= 64;
+    return chunks > 1 && j->post == NULL && j->k >= j->m && j->k >= j->n
+           && j->k / chunks >= 64;
 }
 
 static const float fm_zero_f = 0.0f;
@@ -232,7 +233,7 @@ typedef struct fm_gather_job {
     const void *mean, *scale; /* (D,) each, or both NULL: a plain copy */
     void *out;                /* (m, D) */
     ptrdiff_t D, m;
-    int itemsize;             /* 4 or 8 */
+    int itemsize;             /* 4 or 8, or 2: a bf16 step's bits (a copy: mean, scale NULL) */
 } fm_gather_job;
 
 static void fm_gather_block(const fm_gather_job *g, int c, int chunks) {
@@ -240,7 +241,9 @@ static void fm_gather_block(const fm_gather_job *g, int c, int chunks) {
     ptrdiff_t len = (ptrdiff_t)((int64_t)g->D * (c + 1) / chunks) - j0;
     if (len <= 0)
         return;
-    if (g->itemsize == 4)
+    if (g->itemsize == 2)
+        gather_cols_u16(g->X, g->D, g->rows, g->m, j0, len, NULL, NULL, g->out);
+    else if (g->itemsize == 4)
         gather_cols_f32(g->X, g->D, g->rows, g->m, j0, len, g->mean, g->scale, g->out);
     else
         gather_cols_f64(g->X, g->D, g->rows, g->m, j0, len, g->mean, g->scale, g->out);
@@ -517,12 +520,14 @@ static PyObject *gather(PyObject *self, PyObject *args) {
     ptrdiff_t N = X.shape[0], D = X.shape[1], m = R.shape[0];
     int isz = (int)X.itemsize;
     char f = X.format[0];
-    if (!((f == 'f' && isz == 4) || (f == 'd' && isz == 8)) || O.format[0] != f
-        || O.itemsize != isz || R.itemsize != 8 || (R.format[0] != 'l' && R.format[0] != 'q')
+    if (!((f == 'f' && isz == 4) || (f == 'd' && isz == 8) || (f == 'H' && isz == 2 && !std))
+        || O.format[0] != f || O.itemsize != isz || R.itemsize != 8
+        || (R.format[0] != 'l' && R.format[0] != 'q')
         || (std && (M.format[0] != f || S.format[0] != f || M.itemsize != isz
                     || S.itemsize != isz))) {
         PyErr_SetString(PyExc_TypeError, "gather: X, out (and mean, scale) must be float32 or "
-                                         "float64 alike, rows int64");
+                                         "float64 alike, or X and out uint16 bf16 bits (no "
+                                         "mean, scale), rows int64");
         goto done;
     }
     if (O.shape[0] != m || O.shape[1] != D || (std && (M.shape[0] != D || S.shape[0] != D))) {
@@ -612,7 +617,8 @@ static PyMethodDef methods[] = {
      "(X[rows] - mean) / scale (mean, scale (D,) or both None), as the kernels' gather_rows "
      "computes it (gather.h), cut into `chunks` blocks of columns, the k-ranges of a K-split "
      "forward product, on the pool's threads when use_workers (X, out, mean, scale float32 or "
-     "float64 alike and C-contiguous, rows int64, checked in range); returns out."},
+     "float64 alike, or X and out uint16 bf16 bits with no mean, scale; C-contiguous; rows "
+     "int64, checked in range); returns out."},
     {"stats", stats, METH_NOARGS,
      "Counters since import: GEMMs given to the pool ('jobs'), those shared with its workers "
      "('shared'), blocks its workers computed ('worker_blocks')."},

@@ -453,15 +453,16 @@ class Trainer:
         return loss_sum / n, (correct / n if classify else None)
 
     def _pool_gather(self, X, bs, sparse):
-        """The blocks of columns in which fastmlp's pool gathers this epoch's dense float
-        batches (its `gather`: the columns each thread's blocks of the first layer's K-split
-        forward product, and of its weight gradient, read, so that part of the batch is
-        written on the core that reads it), or 0 for the backend's gather_rows: sparse or
-        bf16 input, the reference step, no pool, or a first product the pool does not cut
-        along its inputs (csrc/pool.c fm_ksplit; smaller than MIN_GEMM_FLOPS, or a hidden
-        layer or batch wider than the input)."""
+        """The blocks of columns in which fastmlp's pool gathers this epoch's dense batches
+        (its `gather`: the columns each thread's blocks of the first layer's K-split forward
+        product, and of its weight gradient, read, so that part of the batch is written on
+        the core that reads it; float rows, or a bf16 step's bits), or 0 for the backend's
+        gather_rows: sparse input, the reference step, no pool, or a first product the pool
+        does not cut along its inputs (csrc/pool.c fm_ksplit; smaller than MIN_GEMM_FLOPS,
+        or a hidden layer or batch wider than the input)."""
         m = self.model
-        if sparse or X.dtype != m.dtype or self.precision == "bf16" or \
+        bits = self.precision == "bf16" and X.dtype == np.uint16
+        if sparse or (X.dtype != m.dtype and not bits) or \
                 getattr(self._train_step(), "provider", None) is None:
             return 0
         address, chunks = gemm_pool()
@@ -495,6 +496,7 @@ class Trainer:
                     raise RuntimeError("a sparse mini-batch did not fit its buffer: X "
                                        "changed during the epoch")
             elif self._gather_blocks:   # on the pool's threads, as the step's GEMMs read it
+                # (float rows, standardised when std is given, or bf16 bits)
                 Xb = _pool_gather_rows(X, idx, xbuf[: e - s], *(std or (None, None)),
                                   self._gather_blocks, self._steered.cap >= 2)
             else:   # float rows (standardised when std is given), or bf16 bits

@@ -10,7 +10,7 @@ import pytest
 
 from fastmlp import MLP, Trainer
 from fastmlp import trainer as trainer_module
-from fastmlp.backends import _pool, blas, reference
+from fastmlp.backends import _pool, blas, onednn, reference
 from fastmlp.backends.blas import get_provider
 from fastmlp.bench.crossover import _Job
 
@@ -70,19 +70,21 @@ def test_pool_gemm_matches_the_product_and_ignores_the_workers(dtype, ta, tb, sh
 
 # ------------------------------------------------------------------ the pool's batch gather
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("std", [False, True])
+@pytest.mark.parametrize("dtype,std", [(np.float32, False), (np.float32, True),
+                                       (np.float64, False), (np.float64, True),
+                                       (np.uint16, False)])
 @pytest.mark.parametrize("m,d", [(1, 1), (7, 5), (33, 784), (4, 130)])
 @pytest.mark.parametrize("chunks", [1, 2, 3, 5])
 def test_pool_gather_is_gather_rows_bit_for_bit(dtype, std, m, d, chunks):
     rng = np.random.default_rng(1)
-    X = rng.standard_normal((50, d)).astype(dtype)
+    X = rng.standard_normal((50, d)).astype(np.float32)
+    X = X.view(np.uint32).astype(np.uint16) if dtype == np.uint16 else X.astype(dtype)
     rows = rng.integers(0, 50, m).astype(np.int64)
     stats = (rng.standard_normal(d).astype(dtype), rng.uniform(0.5, 2, d).astype(dtype)) \
         if std else (None, None)
     want = reference.gather_rows(X, rows, np.empty((m, d), dtype), *(stats if std else ()))
     for workers in (0, 1):
-        out = np.full((m, d), np.nan, dtype)
+        out = np.zeros((m, d), dtype) + 7
         assert _pool.gather(X, rows, out, *stats, chunks, workers) is out
         assert out.tobytes() == want.tobytes()
 
@@ -91,6 +93,10 @@ def test_pool_gather_refuses_bad_input():
     X, out, rows = np.ones((4, 3), np.float32), np.empty((2, 3), np.float32), np.arange(2)
     with pytest.raises(TypeError, match="float32 or float64 alike"):
         _pool.gather(X, rows, np.empty((2, 3)), None, None, 2, 1)
+    bits = np.ones((4, 3), np.uint16)
+    with pytest.raises(TypeError, match="no mean, scale"):   # bits are only copied
+        _pool.gather(bits, rows, np.empty((2, 3), np.uint16), np.zeros(3, np.uint16),
+                     np.ones(3, np.uint16), 2, 1)
     with pytest.raises(TypeError, match="rows int64"):
         _pool.gather(X, rows.astype(np.int32), out, None, None, 2, 1)
     with pytest.raises(IndexError, match="row 4 out of range"):
@@ -105,11 +111,19 @@ def test_pool_gather_refuses_bad_input():
         _pool.gather(np.ones((4, 6), np.float32)[:, ::2], rows, out, None, None, 2, 1)
 
 
+NEEDS_ONEDNN = pytest.mark.skipif(not onednn.available(),
+                                  reason=f"oneDNN is not installed ({onednn.EXTRA})")
+
+
 @pytest.mark.parametrize("backend", ["cython", "numba"])
-@pytest.mark.parametrize("standardize", [False, True])
-def test_fit_gathers_on_the_pool_to_the_same_bits(backend, standardize, monkeypatch):
+@pytest.mark.parametrize("standardize,precision", [
+    (False, None), (True, None), pytest.param(False, "bf16", marks=NEEDS_ONEDNN),
+    pytest.param(True, "bf16", marks=NEEDS_ONEDNN)])
+def test_fit_gathers_on_the_pool_to_the_same_bits(backend, standardize, precision,
+                                                  monkeypatch):
     """A 784-128 net at batch 32 (its forward product cut along the 784 inputs) gathers its
-    batches with the pool's gather, and trains to the bits of the backend's gather_rows."""
+    batches (float rows, or a bf16 step's bits) with the pool's gather, and trains to the
+    bits of the backend's gather_rows."""
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((200, 784)).astype(np.float32), rng.integers(0, 10, 200)
     calls = []
@@ -126,7 +140,7 @@ def test_fit_gathers_on_the_pool_to_the_same_bits(backend, standardize, monkeypa
             monkeypatch.setattr(Trainer, "_pool_gather", lambda self, X, bs, sparse: 0)
         m = MLP((784, 128, 10), backend=backend, seed=0, standardize=standardize)
         Trainer(m, optimizer="sgd", momentum=0.9, lr=1e-2, batch_size=32, epochs=2,
-                seed=0).fit(X, y)
+                seed=0, precision=precision).fit(X, y)
         weights.append(b"".join(w.tobytes() for w in m.weights + m.biases))
     assert len(calls) == 2 * 7 and set(calls) == {blas.gemm_pool()[1]}
     assert weights[0] == weights[1]
