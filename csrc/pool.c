@@ -328,7 +328,6 @@ static void fm_start(void) {
  * `chunks` blocks to the workers, take blocks of it, and wait until every block is done.  The
  * caller holds fm_job_lock. */
 static void fm_share(fm_job *j, const fm_gather_job *g, void *scratch, int chunks) {
-    atomic_fetch_add_explicit(&P.shared, 1, memory_order_relaxed);
     atomic_store(&P.done, 0);
     atomic_store(&P.job, j);
     atomic_store(&P.scratch, scratch);
@@ -374,6 +373,7 @@ void fm_gemm(fm_job *j) {
             fm_ksum(j, chunks, scratch);
         return;
     }
+    atomic_fetch_add_explicit(&P.shared, 1, memory_order_relaxed);
     fm_share(j, NULL, scratch, chunks);
     pthread_mutex_unlock(&fm_job_lock);
     if (scratch != NULL)
@@ -621,7 +621,7 @@ static PyMethodDef methods[] = {
      "int64, checked in range); returns out."},
     {"stats", stats, METH_NOARGS,
      "Counters since import: GEMMs given to the pool ('jobs'), those shared with its workers "
-     "('shared'), blocks its workers computed ('worker_blocks')."},
+     "('shared'), blocks its workers computed ('worker_blocks': of GEMMs and gathers)."},
     {"job_layout", job_layout, METH_NOARGS, "Byte offsets of fm_job's fields, and its size."},
     {"post_layout", post_layout, METH_NOARGS,
      "Byte offsets of fm_post's fields (lr then wd2, mu, b1, b2, c1, c2, eps as doubles, "
