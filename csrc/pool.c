@@ -107,6 +107,18 @@ static int fm_ksplit(const fm_job *j, int chunks) {
            && j->k / chunks >= 64;
 }
 
+/* Where block c of `chunks` starts along a side of `len` elements (fm_cut(len, c + 1, chunks)
+ * is where it ends): the one rule for every cut, so a gather's column ranges are exactly a
+ * K-split product's k-ranges. */
+static inline int64_t fm_cut(int64_t len, int c, int chunks) {
+    return len * c / chunks;
+}
+
+/* A job's block count as the pool runs it: 1 .. FM_MAX_CHUNKS. */
+static inline int fm_clamp_chunks(int chunks) {
+    return chunks < 1 ? 1 : (chunks > FM_MAX_CHUNKS ? FM_MAX_CHUNKS : chunks);
+}
+
 static const float fm_zero_f = 0.0f;
 static const double fm_zero_d = 0.0;
 
@@ -128,8 +140,8 @@ static void fm_block(const fm_job *j, int c, int chunks, void *scratch) {
     char *C = j->C;
     int m0 = 0, n0 = 0;
     if (scratch != NULL) {
-        int k0 = (int)((int64_t)k * c / chunks);
-        k = (int)((int64_t)j->k * (c + 1) / chunks) - k0;
+        int k0 = (int)fm_cut(k, c, chunks);
+        k = (int)fm_cut(k, c + 1, chunks) - k0;
         /* column k0 of op(A): a column of A ('N') or a row of it ('T'); row k0 of op(B): a
          * row of B ('N') or a column of it ('T') */
         A += (size_t)k0 * (ta == 'N' ? (size_t)lda : 1) * osz;
@@ -146,14 +158,14 @@ static void fm_block(const fm_job *j, int c, int chunks, void *scratch) {
         return;
     }
     if (m >= n) {
-        m0 = (int)((int64_t)m * c / chunks);
-        m = (int)((int64_t)j->m * (c + 1) / chunks) - m0;
+        m0 = (int)fm_cut(m, c, chunks);
+        m = (int)fm_cut(m, c + 1, chunks) - m0;
         /* row m0 of op(A): a row of A ('N', stride 1) or a column of it ('T', stride lda) */
         A += (size_t)m0 * (ta == 'N' ? 1 : (size_t)lda) * osz;
         C += (size_t)m0 * isz;
     } else {
-        n0 = (int)((int64_t)n * c / chunks);
-        n = (int)((int64_t)j->n * (c + 1) / chunks) - n0;
+        n0 = (int)fm_cut(n, c, chunks);
+        n = (int)fm_cut(n, c + 1, chunks) - n0;
         /* column n0 of op(B): a column of B ('N', stride ldb) or a row of it ('T') */
         B += (size_t)n0 * (tb == 'N' ? (size_t)ldb : 1) * osz;
         C += (size_t)n0 * (size_t)ldc * isz;
@@ -237,8 +249,8 @@ typedef struct fm_gather_job {
 } fm_gather_job;
 
 static void fm_gather_block(const fm_gather_job *g, int c, int chunks) {
-    ptrdiff_t j0 = (ptrdiff_t)((int64_t)g->D * c / chunks);
-    ptrdiff_t len = (ptrdiff_t)((int64_t)g->D * (c + 1) / chunks) - j0;
+    ptrdiff_t j0 = (ptrdiff_t)fm_cut(g->D, c, chunks);
+    ptrdiff_t len = (ptrdiff_t)fm_cut(g->D, c + 1, chunks) - j0;
     if (len <= 0)
         return;
     if (g->itemsize == 2)
@@ -359,7 +371,7 @@ static int fm_may_share(int chunks, int use_workers) {
  * caller and, when j->use_workers, the pool's workers.  One job at a time: a caller that
  * finds the pool busy (another thread's step) computes its blocks alone. */
 void fm_gemm(fm_job *j) {
-    int chunks = j->chunks < 1 ? 1 : (j->chunks > FM_MAX_CHUNKS ? FM_MAX_CHUNKS : j->chunks);
+    int chunks = fm_clamp_chunks(j->chunks);
     atomic_fetch_add_explicit(&P.jobs, 1, memory_order_relaxed);
     int alone = !fm_may_share(chunks, j->use_workers);
     void *scratch = NULL;
@@ -482,7 +494,6 @@ static PyObject *ksplit(PyObject *self, PyObject *args) {
     int chunks;
     if (!PyArg_ParseTuple(args, "iiii", &j.m, &j.n, &j.k, &chunks))
         return NULL;
-    j.itemsize = j.opsize = 4;
     return PyBool_FromLong(fm_ksplit(&j, chunks));
 }
 
@@ -543,7 +554,7 @@ static PyObject *gather(PyObject *self, PyObject *args) {
             goto done;
         }
     fm_gather_job g = {X.buf, rows, std ? M.buf : NULL, std ? S.buf : NULL, O.buf, D, m, isz};
-    chunks = chunks < 1 ? 1 : (chunks > FM_MAX_CHUNKS ? FM_MAX_CHUNKS : chunks);
+    chunks = fm_clamp_chunks(chunks);
     if (m > 0 && D > 0) {
         Py_BEGIN_ALLOW_THREADS
         if (fm_may_share(chunks, use_workers)) {

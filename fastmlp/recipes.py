@@ -24,9 +24,9 @@ RECIPES = {
     # 0-5, both compiled backends, fp32 and bf16, 320 units measured 0.8983-0.9036 test
     # accuracy (mean 0.9009; 16 of 24 runs >= 0.900; 0.8983-0.9025, mean 0.9004 and 13 of 24
     # since the pool sums the first layer's forward product in two halves of its inputs,
-    # 2026-12-04) and 256 units
-    # 0.8976-0.9013 (mean 0.8993; 5 of 24), for ~10% more time.  No better (seeds 0-2, fp32): 288 or 384 units,
-    # and with 256 units label smoothing 0.1, dropout 0.3, peaks 3e-3 / 8e-3 or batch 128
+    # 2026-12-04) and 256 units 0.8976-0.9013 (mean 0.8993; 5 of 24), for ~10% more time.
+    # No better (seeds 0-2, fp32): 288 or 384 units, and with 256 units label smoothing 0.1,
+    # dropout 0.3, peaks 3e-3 / 8e-3 or batch 128
     "fashion-mnist": dict(hidden=(320,), optimizer="adam", lr=5e-3, batch_size=256,
                           epochs=15, lr_schedule="onecycle", dropout=(0.2,),
                           standardize=True, validation_fraction=0.0),

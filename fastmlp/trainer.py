@@ -26,8 +26,8 @@ import numpy as np
 from .backends import onednn, reference
 from .backends import validation as V
 from .backends.blas import gemm_pool
-from .backends.contract import (MIN_GEMM_FLOPS, check_label_smoothing, check_precision,
-                                check_seed)
+from .backends.contract import (check_label_smoothing, check_precision, check_seed,
+                                gemm_threads)
 from .backends.csr import CSR, batch_capacity
 from .history import History
 from .model import MLP, r2_score
@@ -458,7 +458,7 @@ class Trainer:
         product, and of its weight gradient, read, so that part of the batch is written on
         the core that reads it; float rows, or a bf16 step's bits), or 0 for the backend's
         gather_rows: sparse input, the reference step, no pool, or a first product the pool
-        does not cut along its inputs (csrc/pool.c fm_ksplit; smaller than MIN_GEMM_FLOPS,
+        does not cut along its inputs (csrc/pool.c fm_ksplit; below contract.MIN_GEMM_FLOPS,
         or a hidden layer or batch wider than the input)."""
         m = self.model
         bits = self.precision == "bf16" and X.dtype == np.uint16
@@ -467,7 +467,7 @@ class Trainer:
             return 0
         address, chunks = gemm_pool()
         d, h = m.layer_sizes[0], m.layer_sizes[1]
-        if not address or 2.0 * bs * d * h < MIN_GEMM_FLOPS:
+        if not address or gemm_threads(2.0 * bs * d * h, chunks) < 2:
             return 0
         from .backends._pool import ksplit
         return chunks if ksplit(h, bs, d, chunks) else 0
@@ -498,7 +498,7 @@ class Trainer:
             elif self._gather_blocks:   # on the pool's threads, as the step's GEMMs read it
                 # (float rows, standardised when std is given, or bf16 bits)
                 Xb = _pool_gather_rows(X, idx, xbuf[: e - s], *(std or (None, None)),
-                                  self._gather_blocks, self._steered.cap >= 2)
+                                       self._gather_blocks, self._steered.cap >= 2)
             else:   # float rows (standardised when std is given), or bf16 bits
                 Xb = m.backend.raw.gather_rows(X, idx, xbuf[: e - s], *(std or ()))
             yb = np.take(y, idx, axis=0, out=ws.y)
